@@ -1,0 +1,3 @@
+from postyard.cli.main import main
+
+main()

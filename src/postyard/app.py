@@ -1,0 +1,70 @@
+"""Composition root of the HTTP role: builds the FastAPI app from injected services."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, FastAPI
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+
+from postyard import __version__
+from postyard.core.http import (
+    AppServices,
+    RequestContextMiddleware,
+    Services,
+    error_response,
+    install_error_handlers,
+)
+from postyard.tenancy.routes import router as api_keys_router
+
+API_DESCRIPTION = """Postyard's REST API. Resend-compatible: point a Resend SDK's base URL at
+`http://HOST:PORT/v1`. Authenticate with `Authorization: Bearer <API key>`. Errors are
+`{"statusCode", "name", "message"}`."""
+
+
+def _health_router() -> APIRouter:
+    router = APIRouter(tags=["Health"])
+
+    @router.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        """Liveness: the process answers."""
+        return {"status": "ok"}
+
+    @router.get("/readyz", response_model=None)
+    async def readyz(services: Services) -> dict[str, str] | JSONResponse:
+        """Readiness: the database answers and its schema is at this release's revision."""
+        try:
+            async with services.db.system_tx(reason="readiness probe") as session:
+                current = await session.scalar(text("SELECT version_num FROM alembic_version"))
+        except (SQLAlchemyError, OSError):
+            return error_response(503, "not_ready", "The database is not reachable.")
+        if current != services.schema_head:
+            return error_response(
+                503,
+                "not_ready",
+                f"The database schema is at {current}, expected {services.schema_head}: "
+                "run `postyard migrate`.",
+            )
+        return {"status": "ready", "schema": current}
+
+    return router
+
+
+def create_app(services: AppServices, *, max_body_bytes: int) -> FastAPI:
+    app = FastAPI(
+        title="Postyard",
+        version=__version__,
+        description=API_DESCRIPTION,
+        openapi_url="/v1/openapi.json",
+        docs_url="/v1/docs",
+        redoc_url=None,
+        redirect_slashes=False,
+    )
+    app.state.services = services
+    install_error_handlers(app)
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=max_body_bytes)
+    app.include_router(_health_router())
+    v1 = APIRouter(prefix="/v1")
+    v1.include_router(api_keys_router)
+    app.include_router(v1)
+    return app

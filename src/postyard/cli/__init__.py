@@ -1,0 +1,1 @@
+"""The ``postyard`` command line: one module per command group, thin over services."""

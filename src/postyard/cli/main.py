@@ -1,0 +1,43 @@
+"""Entry point: registers the command groups and turns failures into one readable line."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import typer
+
+from postyard.cli import keys, orgs, serve
+from postyard.cli.context import wants_json
+from postyard.core.errors import AppError, ConfigurationError
+
+app = typer.Typer(
+    help="Postyard: a self-hosted, multi-tenant email platform.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("up")(serve.up)
+app.command("api")(serve.api)
+app.command("migrate")(serve.migrate)
+app.add_typer(orgs.app, name="orgs")
+app.add_typer(keys.app, name="keys")
+
+
+def _fail(code: str, message: str) -> None:
+    if wants_json():
+        sys.stderr.write(json.dumps({"error": {"code": code, "message": message}}) + "\n")
+    else:
+        sys.stderr.write(f"postyard: error: {message}\n")
+    raise SystemExit(1)
+
+
+def main() -> None:
+    try:
+        app()
+    except ConfigurationError as exc:
+        _fail("configuration_error", str(exc))
+    except AppError as exc:
+        _fail(exc.code, exc.message)
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None

@@ -1,0 +1,1 @@
+"""Shared infrastructure. Imports no domain package."""

@@ -1,0 +1,135 @@
+"""Database access: the only ways code gets a session.
+
+- ``Database.tenant_tx(tenant_id)``: a transaction as the app role (row-level security on)
+  with ``app.tenant_id`` set transaction-locally through a bound parameter. Without it no
+  tenant row is visible.
+- ``Database.system_tx(reason=...)``: a transaction as the system role, which may see every
+  tenant. Only for work that cannot know the tenant first (API-key lookup, workers,
+  operator commands); the reason is logged, and the name makes every use easy to find.
+
+Both commit when the block exits normally and roll back when it raises. Services never
+open, commit or roll back: the adapter that calls them does, before answering.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import NewType
+
+from sqlalchemy import MetaData, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.orm import DeclarativeBase
+
+from postyard.core.secrets import derive
+
+log = logging.getLogger(__name__)
+
+TenantId = NewType("TenantId", uuid.UUID)
+
+_SET_TENANT = text("SELECT set_config('app.tenant_id', :tenant_id, true)")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(
+        naming_convention={
+            "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+            "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+            "ck": "ck_%(table_name)s_%(constraint_name)s",
+            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+            "pk": "pk_%(table_name)s",
+        }
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseUrls:
+    """Connection URLs of the three roles (owner: migrations; app: RLS; system: system_tx)."""
+
+    owner: str
+    app: str
+    system: str
+
+
+def role_password(secret: bytes, role: str) -> str:
+    """The password Postyard gives a role it manages, derived from the root secret."""
+    return derive(secret, f"postgres-role:{role}")
+
+
+def role_urls(
+    owner_url: str,
+    *,
+    app_role: str,
+    system_role: str,
+    app_password: str,
+    system_password: str,
+) -> DatabaseUrls:
+    """URLs for the app and system roles on the owner's host and database."""
+    base = make_url(owner_url).set(drivername="postgresql+asyncpg")
+    return DatabaseUrls(
+        owner=base.render_as_string(hide_password=False),
+        app=base.set(username=app_role, password=app_password).render_as_string(
+            hide_password=False
+        ),
+        system=base.set(username=system_role, password=system_password).render_as_string(
+            hide_password=False
+        ),
+    )
+
+
+def create_engine(url: str, *, pool_size: int, application_name: str) -> AsyncEngine:
+    return create_async_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=False,
+        connect_args={
+            "server_settings": {"application_name": application_name, "jit": "off"},
+        },
+    )
+
+
+class Database:
+    """Engines of the app and system roles, and the two ways to open a transaction."""
+
+    def __init__(self, app_engine: AsyncEngine, system_engine: AsyncEngine) -> None:
+        self.app_engine = app_engine
+        self.system_engine = system_engine
+        self._app_sessions = async_sessionmaker(app_engine, expire_on_commit=False)
+        self._system_sessions = async_sessionmaker(system_engine, expire_on_commit=False)
+
+    @classmethod
+    def connect(cls, urls: DatabaseUrls, *, pool_size: int, name: str) -> Database:
+        return cls(
+            create_engine(urls.app, pool_size=pool_size, application_name=f"postyard-{name}"),
+            create_engine(
+                urls.system, pool_size=pool_size, application_name=f"postyard-{name}-system"
+            ),
+        )
+
+    @asynccontextmanager
+    async def tenant_tx(self, tenant_id: TenantId) -> AsyncIterator[AsyncSession]:
+        """A transaction that sees only ``tenant_id``'s rows; commits on normal exit."""
+        async with self._app_sessions() as session, session.begin():
+            await session.execute(_SET_TENANT, {"tenant_id": str(tenant_id)})
+            yield session
+
+    @asynccontextmanager
+    async def system_tx(self, *, reason: str) -> AsyncIterator[AsyncSession]:
+        """A cross-tenant transaction as the system role. Say why in ``reason``."""
+        log.debug("system transaction", extra={"reason": reason})
+        async with self._system_sessions() as session, session.begin():
+            yield session
+
+    async def dispose(self) -> None:
+        await self.app_engine.dispose()
+        await self.system_engine.dispose()

@@ -1,0 +1,96 @@
+"""The embedded PostgreSQL (the ``pgserver`` package) used when no database URL is set.
+
+The server lives in ``DATA_DIR/pg``, listens only on a Unix socket inside it and is shared by
+every Postyard process that uses the same data dir: pgserver keeps a list of the processes
+holding it (under an inter-process lock) and the last one to exit stops the server.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from postyard.core.errors import ConfigurationError
+
+log = logging.getLogger(__name__)
+
+DATABASE_NAME = "postyard"
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddedServer:
+    pgdata: Path
+    socket_dir: Path
+    pid: int
+
+    def url(self, database: str = DATABASE_NAME) -> str:
+        """Superuser URL (the owner role) of ``database`` on this server."""
+        return f"postgresql://postgres@/{database}?host={quote(str(self.socket_dir))}"
+
+
+def ensure_data_dir(data_dir: Path) -> Path:
+    """Create the data dir if needed and prove it is writable (readable error otherwise)."""
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        probe = data_dir / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as exc:
+        msg = f"data dir {data_dir} is not writable: {exc.strerror or exc}"
+        raise ConfigurationError(msg) from exc
+    return data_dir.resolve()
+
+
+def _prune_dead_holders(pgdata: Path, server_class: Any) -> None:
+    # pgserver counts holders in .handle_pids.json and stops the server when the last one
+    # leaves. A process killed with SIGKILL never leaves, which would keep the server up
+    # forever; drop pids that no longer exist, under pgserver's own lock.
+    path = pgdata / ".handle_pids.json"
+    with server_class._lock:  # pgserver exposes no public lock
+        try:
+            pids = json.loads(path.read_text())
+        except (FileNotFoundError, ValueError):
+            return
+        alive = [pid for pid in pids if _pid_alive(int(pid))]
+        if alive != pids:
+            path.write_text(json.dumps(alive))
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def start_embedded(data_dir: Path) -> EmbeddedServer:
+    """Start (or join) the embedded server; it stops when the last holder process exits."""
+    pgdata = ensure_data_dir(data_dir) / "pg"
+    with warnings.catch_warnings():
+        # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); harmless here.
+        warnings.simplefilter("ignore")
+        from pgserver.postgres_server import (  # noqa: PLC0415  (only when embedded is used)
+            PostgresServer,
+            get_server,
+        )
+
+        if pgdata.exists():
+            _prune_dead_holders(pgdata, PostgresServer)
+        try:
+            server = get_server(pgdata, cleanup_mode="stop")
+        except Exception as exc:
+            msg = f"cannot start the embedded PostgreSQL in {pgdata}: {exc} (see {pgdata}/log)"
+            raise ConfigurationError(msg) from exc
+    info = server.get_postmaster_info()
+    embedded = EmbeddedServer(pgdata=pgdata, socket_dir=Path(info.socket_dir), pid=int(info.pid))
+    log.info("embedded postgresql ready", extra={"pgdata": str(pgdata), "pid": embedded.pid})
+    return embedded

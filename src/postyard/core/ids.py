@@ -1,0 +1,27 @@
+"""Identifiers. UUIDv7 (RFC 9562) so ids sort by creation time and serve as cursors."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+
+
+def uuid7(now_ms: int | None = None) -> uuid.UUID:
+    """A UUIDv7: 48-bit Unix milliseconds, version and variant bits, 74 random bits."""
+    ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms & 0xFFFF_FFFF_FFFF) << 80
+    value |= 0x7 << 76
+    value |= ((rand >> 62) & 0xFFF) << 64
+    value |= 0b10 << 62
+    value |= rand & 0x3FFF_FFFF_FFFF_FFFF
+    return uuid.UUID(int=value)
+
+
+def parse_uuid(value: str) -> uuid.UUID | None:
+    """The UUID in ``value``, or None when it is not one (ids from clients)."""
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return None

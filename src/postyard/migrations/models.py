@@ -1,0 +1,7 @@
+"""Imports every domain's tables so Base.metadata is complete (migrations, drift test)."""
+
+from __future__ import annotations
+
+
+def load_all_models() -> None:
+    import postyard.tenancy.models  # noqa: F401, PLC0415

@@ -1,0 +1,100 @@
+"""Start-up shared by every entry point: data dir, secret, database location and roles."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+
+import asyncpg
+
+from postyard.core.db import Database, DatabaseUrls, role_password, role_urls
+from postyard.core.embedded import DATABASE_NAME, EmbeddedServer, ensure_data_dir, start_embedded
+from postyard.core.errors import ConfigurationError
+from postyard.core.secrets import load_or_create_secret
+from postyard.migrations.runner import RoleSpec, current_revision, schema_head
+from postyard.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    settings: Settings
+    secret: bytes
+    urls: DatabaseUrls
+    roles: RoleSpec
+    embedded: EmbeddedServer | None
+
+
+async def _ensure_embedded_database(server: EmbeddedServer) -> None:
+    conn = await asyncpg.connect(user="postgres", host=str(server.socket_dir), database="postgres")
+    try:
+        exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", DATABASE_NAME)
+        if not exists:
+            # another process may create it first
+            with contextlib.suppress(asyncpg.DuplicateDatabaseError):
+                await conn.execute(f'CREATE DATABASE "{DATABASE_NAME}"')
+    finally:
+        await conn.close()
+
+
+async def prepare(settings: Settings) -> Runtime:
+    """Resolve where the database is (starting the embedded one if no URL is set)."""
+    data_dir = ensure_data_dir(settings.data_dir)
+    secret = load_or_create_secret(
+        data_dir, settings.secret_key.get_secret_value() if settings.secret_key else None
+    )
+    embedded = None
+    if settings.database_url is None:
+        embedded = await asyncio.to_thread(start_embedded, data_dir)
+        await _ensure_embedded_database(embedded)
+        owner_url = embedded.url()
+    else:
+        owner_url = settings.database_url.get_secret_value()
+    db = settings.db
+    roles = RoleSpec(
+        app_role=db.app_role,
+        system_role=db.system_role,
+        app_password=(
+            db.app_password.get_secret_value()
+            if db.app_password
+            else role_password(secret, db.app_role)
+        ),
+        system_password=(
+            db.system_password.get_secret_value()
+            if db.system_password
+            else role_password(secret, db.system_role)
+        ),
+        manage=db.manage_roles,
+    )
+    urls = role_urls(
+        owner_url,
+        app_role=roles.app_role,
+        system_role=roles.system_role,
+        app_password=roles.app_password,
+        system_password=roles.system_password,
+    )
+    return Runtime(settings=settings, secret=secret, urls=urls, roles=roles, embedded=embedded)
+
+
+async def require_current_schema(runtime: Runtime) -> str:
+    """The schema head, after checking the database is migrated to it."""
+    head = schema_head()
+    try:
+        current = await current_revision(runtime.urls.owner)
+    except (OSError, asyncpg.PostgresError) as exc:
+        msg = f"cannot reach PostgreSQL: {exc}"
+        raise ConfigurationError(msg) from exc
+    if current != head:
+        msg = (
+            f"the database schema is at {current or 'nothing'}, this release needs {head}: "
+            "run `postyard migrate` (or `postyard up`, which migrates)"
+        )
+        raise ConfigurationError(msg)
+    return head
+
+
+def connect(runtime: Runtime, *, name: str) -> Database:
+    return Database.connect(runtime.urls, pool_size=runtime.settings.db.pool_size, name=name)

@@ -1,0 +1,188 @@
+"""One frozen Settings object, read from the environment (prefix ``POSTYARD_``, nested ``__``).
+
+Loaded only by entry points (the CLI) and passed down; nothing reads the environment at
+import time.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class DeliveryMode(StrEnum):
+    CAPTURE = "capture"
+    RELAY = "relay"
+    MX = "mx"
+
+
+class RelayTls(StrEnum):
+    REQUIRED = "required"
+    OPPORTUNISTIC = "opportunistic"
+    NONE = "none"
+
+
+class LogFormat(StrEnum):
+    JSON = "json"
+    TEXT = "text"
+
+
+class _Group(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def _split_csv(value: Any) -> Any:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class HttpSettings(_Group):
+    host: str = "127.0.0.1"
+    """Address the REST API listens on."""
+    port: int = Field(default=8000, ge=0, le=65535)
+    """TCP port of the REST API (0 picks a free port)."""
+    max_body_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)
+    """Largest request body accepted; larger bodies get 413 before they are read."""
+    public_url: str | None = None
+    """Base URL printed in the banner and used in links (default: http://HOST:PORT)."""
+
+
+class SmtpSettings(_Group):
+    host: str = "127.0.0.1"
+    """Address of the SMTP submission server (the relay applications send through)."""
+    port: int = Field(default=2525, ge=0, le=65535)
+    """TCP port of the SMTP submission server."""
+
+
+class MxSettings(_Group):
+    host: str = "127.0.0.1"
+    """Address of the inbound MX listener (bounces, complaints, inbound mail)."""
+    port: int = Field(default=2526, ge=0, le=65535)
+    """TCP port of the inbound MX listener (25 in production)."""
+
+
+class DeliverySettings(_Group):
+    mode: DeliveryMode = DeliveryMode.CAPTURE
+    """Where accepted mail goes: the built-in capture inbox, a smarthost relay, or direct MX."""
+    relay_url: SecretStr | None = None
+    """Smarthost for relay mode: smtp://user:pass@host:port (smtps:// for implicit TLS)."""
+    relay_tls: RelayTls = RelayTls.REQUIRED
+    """TLS towards the smarthost: required, opportunistic or none."""
+
+    @field_validator("relay_url")
+    @classmethod
+    def _relay_url_parses(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        parts = urlsplit(value.get_secret_value())
+        if parts.scheme not in {"smtp", "smtps"} or not parts.hostname:
+            msg = "must look like smtp://user:pass@host:port or smtps://host:port"
+            raise ValueError(msg)
+        try:
+            _ = parts.port
+        except ValueError as exc:
+            msg = "has an invalid port"
+            raise ValueError(msg) from exc
+        return value
+
+    @model_validator(mode="after")
+    def _relay_needs_url(self) -> DeliverySettings:
+        if self.mode is DeliveryMode.RELAY and self.relay_url is None:
+            msg = "POSTYARD_DELIVERY__RELAY_URL is required when the mode is relay"
+            raise ValueError(msg)
+        return self
+
+
+class SendingSettings(_Group):
+    require_verified_domain: bool | None = None
+    """Whether the From domain must be verified; unset means false in capture mode, else true."""
+
+
+class DnsSettings(_Group):
+    nameservers: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Resolvers as host:port,...; empty means the system resolver."""
+
+    _split = field_validator("nameservers", mode="before")(_split_csv)
+
+
+class WebhookSettings(_Group):
+    allowed_networks: Annotated[list[Network], NoDecode] = Field(default_factory=list)
+    """CIDRs of private networks webhook URLs may reach (default: none)."""
+
+    _split = field_validator("allowed_networks", mode="before")(_split_csv)
+
+
+class DbSettings(_Group):
+    app_role: str = Field(default="postyard_app", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    """Login role the application uses; subject to row-level security."""
+    system_role: str = Field(default="postyard_system", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    """Login role used only through system_tx (cross-tenant work: auth lookup, workers)."""
+    pool_size: int = Field(default=10, ge=1, le=200)
+    """Connections kept per role and process."""
+    manage_roles: bool = True
+    """migrate creates the two roles and sets their passwords (needs CREATEROLE)."""
+    app_password: SecretStr | None = None
+    """Password of the app role; unset means one derived from the secret key."""
+    system_password: SecretStr | None = None
+    """Password of the system role; unset means one derived from the secret key."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="POSTYARD_",
+        env_nested_delimiter="__",
+        frozen=True,
+        extra="ignore",
+        case_sensitive=False,
+    )
+
+    database_url: SecretStr | None = None
+    """PostgreSQL URL of the owner role (runs migrations); unset starts an embedded server."""
+    data_dir: Path = Path(".postyard")
+    """Directory for the embedded PostgreSQL, the generated secret key and local state."""
+    secret_key: SecretStr | None = None
+    """Signing/encryption root secret; unset means a key file generated in the data dir."""
+    log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
+    """Log level of every role."""
+    log_format: LogFormat = LogFormat.JSON
+    """Logs as one JSON object per line (json) or readable lines (text)."""
+    http: HttpSettings = HttpSettings()
+    smtp: SmtpSettings = SmtpSettings()
+    mx: MxSettings = MxSettings()
+    delivery: DeliverySettings = DeliverySettings()
+    sending: SendingSettings = SendingSettings()
+    dns: DnsSettings = DnsSettings()
+    webhooks: WebhookSettings = WebhookSettings()
+    db: DbSettings = DbSettings()
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url_parses(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        parts = urlsplit(value.get_secret_value())
+        if parts.scheme not in {"postgresql", "postgres", "postgresql+asyncpg"}:
+            msg = "must be a postgresql:// URL"
+            raise ValueError(msg)
+        try:
+            _ = parts.port
+        except ValueError as exc:
+            msg = "has an invalid port"
+            raise ValueError(msg) from exc
+        return value
+
+    @property
+    def requires_verified_domain(self) -> bool:
+        """The effective sending rule (SPEC: off in capture mode unless set, on otherwise)."""
+        if self.sending.require_verified_domain is not None:
+            return self.sending.require_verified_domain
+        return self.delivery.mode is not DeliveryMode.CAPTURE

@@ -1,0 +1,1 @@
+"""Tenancy: organisations (the tenants), API keys and authentication."""

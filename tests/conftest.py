@@ -1,0 +1,241 @@
+"""Test harness: a real PostgreSQL, a migrated template database cloned per xdist worker, a
+real HTTP server on loopback, and factories that go through the services.
+
+PostgreSQL is the embedded server under ``.postyard-test/`` (shared by the workers), or the
+server of ``POSTYARD_TEST_DATABASE_URL`` (a superuser URL; use a server dedicated to tests).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+import pytest_asyncio
+import uvicorn
+from sqlalchemy.engine import make_url
+from starlette.types import ASGIApp
+
+from postyard.app import create_app
+from postyard.core.clock import SystemClock
+from postyard.core.db import Database, TenantId
+from postyard.core.embedded import start_embedded
+from postyard.core.http import AppServices
+from postyard.core.serving import ServerWithoutSignals, bind_tcp
+from postyard.migrations.runner import migrate, schema_head
+from postyard.runtime import Runtime, connect, prepare
+from postyard.settings import DbSettings, HttpSettings, Settings
+from postyard.tenancy import service
+from postyard.tenancy.types import CreatedApiKey, OrganizationView, Scope
+
+REPO = Path(__file__).resolve().parent.parent
+MIGRATIONS = REPO / "src" / "postyard" / "migrations"
+TEST_SECRET = "test-secret-not-for-production"
+APP_ROLE = "postyard_test_app"
+SYSTEM_ROLE = "postyard_test_system"
+_TEMPLATE_LOCK = 0x74706C  # serialises template builds and clones across workers
+
+
+def _migrations_fingerprint() -> str:
+    digest = hashlib.sha256()
+    for path in sorted(MIGRATIONS.rglob("*.py")):
+        digest.update(path.read_bytes())
+    digest.update((REPO / "src" / "postyard" / "core" / "rls.py").read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def _admin_url() -> str:
+    configured = os.environ.get("POSTYARD_TEST_DATABASE_URL")
+    if configured:
+        return configured
+    data = REPO / ".postyard-test"
+    return start_embedded(data).url("postgres")
+
+
+async def pg_connect(url: str) -> asyncpg.Connection:
+    """A plain asyncpg connection for a SQLAlchemy-style URL (socket dir in ?host=)."""
+    parsed = make_url(url)
+    host = parsed.query.get("host", parsed.host)
+    return await asyncpg.connect(
+        user=parsed.username,
+        password=parsed.password,
+        host=host if isinstance(host, str) else None,
+        port=parsed.port,
+        database=parsed.database,
+    )
+
+
+def _with_database(url: str, database: str) -> str:
+    return make_url(url).set(database=database).render_as_string(hide_password=False)
+
+
+def _test_settings(database_url: str, data_dir: Path) -> Settings:
+    return Settings(
+        database_url=database_url,
+        data_dir=data_dir,
+        secret_key=TEST_SECRET,
+        log_level="WARNING",
+        db=DbSettings(app_role=APP_ROLE, system_role=SYSTEM_ROLE, pool_size=5),
+        http=HttpSettings(port=0, max_body_bytes=64 * 1024),
+    )
+
+
+async def _build_worker_database(admin_url: str, worker: str, data_dir: Path) -> str:
+    template = f"postyard_tpl_{_migrations_fingerprint()}"
+    target = f"postyard_test_{worker}"
+    conn = await pg_connect(admin_url)
+    try:
+        await conn.execute("SELECT pg_advisory_lock($1)", _TEMPLATE_LOCK)
+        ready = await conn.fetchval(
+            "SELECT datistemplate FROM pg_database WHERE datname = $1", template
+        )
+        if not ready:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{template}" WITH (FORCE)')
+            await conn.execute(f'CREATE DATABASE "{template}"')
+            settings = _test_settings(_with_database(admin_url, template), data_dir)
+            runtime = await prepare(settings)
+            await migrate(runtime.urls.owner, runtime.roles)
+            await conn.execute(f'ALTER DATABASE "{template}" WITH IS_TEMPLATE true')
+        await conn.execute(f'DROP DATABASE IF EXISTS "{target}" WITH (FORCE)')
+        await conn.execute(f'CREATE DATABASE "{target}" TEMPLATE "{template}"')
+        await conn.execute("SELECT pg_advisory_unlock($1)", _TEMPLATE_LOCK)
+    finally:
+        await conn.close()
+    return _with_database(admin_url, target)
+
+
+@pytest.fixture(scope="session")
+def worker_id_safe(request: pytest.FixtureRequest) -> str:
+    worker = getattr(request.config, "workerinput", {}).get("workerid", "main")
+    return str(worker)
+
+
+@pytest_asyncio.fixture(scope="session")
+async def runtime(
+    worker_id_safe: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Runtime]:
+    data_dir = tmp_path_factory.mktemp("data")
+    admin_url = await asyncio.to_thread(_admin_url)
+    url = await _build_worker_database(admin_url, worker_id_safe, data_dir)
+    yield await prepare(_test_settings(url, data_dir))
+
+
+@pytest.fixture(scope="session")
+def settings(runtime: Runtime) -> Settings:
+    return runtime.settings
+
+
+@pytest_asyncio.fixture(scope="session")
+async def db(runtime: Runtime) -> AsyncIterator[Database]:
+    database = connect(runtime, name="test")
+    yield database
+    await database.dispose()
+
+
+@pytest_asyncio.fixture(scope="session")
+async def services(db: Database) -> AppServices:
+    return AppServices(db=db, clock=SystemClock(), schema_head=schema_head())
+
+
+@dataclass(frozen=True)
+class LiveServer:
+    base_url: str
+
+
+async def start_server(app: ASGIApp) -> tuple[uvicorn.Server, asyncio.Task[None], str]:
+    """Serve an ASGI app on a free loopback port in this event loop."""
+    sock = bind_tcp("127.0.0.1", 0)
+    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off")
+    server = ServerWithoutSignals(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    port = sock.getsockname()[1]
+    return server, task, f"http://127.0.0.1:{port}"
+
+
+async def stop_server(server: uvicorn.Server, task: asyncio.Task[None]) -> None:
+    server.should_exit = True
+    await task
+
+
+@pytest_asyncio.fixture(scope="session")
+async def live(services: AppServices, settings: Settings) -> AsyncIterator[LiveServer]:
+    app = create_app(services, max_body_bytes=settings.http.max_body_bytes)
+    server, task, base = await start_server(app)
+    yield LiveServer(base_url=base)
+    await stop_server(server, task)
+
+
+@pytest_asyncio.fixture(scope="session")
+async def http(live: LiveServer) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=live.base_url, timeout=30) as client:
+        yield client
+
+
+OrgFactory = Callable[..., Awaitable[OrganizationView]]
+KeyFactory = Callable[..., Awaitable[CreatedApiKey]]
+
+
+@pytest.fixture
+def make_org(db: Database) -> OrgFactory:
+    async def create(name: str | None = None) -> OrganizationView:
+        slug = f"org-{uuid.uuid4().hex[:12]}"
+        async with db.system_tx(reason="test factory") as session:
+            return await service.create_organization(session, name=name or slug, slug=slug)
+
+    return create
+
+
+@pytest.fixture
+def make_key(db: Database) -> KeyFactory:
+    async def create(tenant_id: TenantId, scope: Scope = Scope.FULL) -> CreatedApiKey:
+        async with db.tenant_tx(tenant_id) as session:
+            return await service.create_api_key(session, tenant_id, name="test", scope=scope)
+
+    return create
+
+
+@dataclass(frozen=True)
+class Tenant:
+    org: OrganizationView
+    key: CreatedApiKey
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key.token}"}
+
+
+@pytest_asyncio.fixture
+async def tenant(make_org: OrgFactory, make_key: KeyFactory) -> Tenant:
+    org = await make_org()
+    return Tenant(org=org, key=await make_key(org.id))
+
+
+@pytest_asyncio.fixture
+async def other_tenant(make_org: OrgFactory, make_key: KeyFactory) -> Tenant:
+    org = await make_org()
+    return Tenant(org=org, key=await make_key(org.id))
+
+
+@pytest_asyncio.fixture
+async def owner_conn(runtime: Runtime) -> AsyncIterator[asyncpg.Connection]:
+    """A superuser connection in a transaction that is rolled back after the test; switch to
+    the app or system role inside it with ``SET LOCAL ROLE``."""
+    conn = await pg_connect(runtime.urls.owner)
+    tx = conn.transaction()
+    await tx.start()
+    try:
+        yield conn
+    finally:
+        await tx.rollback()
+        await conn.close()
