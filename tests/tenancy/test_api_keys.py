@@ -45,7 +45,7 @@ async def test_create_list_delete_round_trip(http: httpx.AsyncClient, tenant: Te
     again = await http.delete(f"/v1/api-keys/{body['id']}", headers=tenant.auth)
     assert_error(again, 404, "not_found")
     revoked = await http.get("/v1/api-keys", headers={"Authorization": f"Bearer {body['token']}"})
-    assert_error(revoked, 403, "invalid_api_key")
+    assert_error(revoked, 401, "invalid_api_key")
 
 
 async def test_revoking_the_calling_key_stops_it_at_once(
@@ -53,7 +53,7 @@ async def test_revoking_the_calling_key_stops_it_at_once(
 ) -> None:
     response = await http.delete(f"/v1/api-keys/{tenant.key.id}", headers=tenant.auth)
     assert response.status_code == 200
-    assert_error(await http.get("/v1/api-keys", headers=tenant.auth), 403, "invalid_api_key")
+    assert_error(await http.get("/v1/api-keys", headers=tenant.auth), 401, "invalid_api_key")
 
 
 async def test_pagination_with_cursors(
@@ -108,7 +108,7 @@ async def test_missing_and_invalid_keys(http: httpx.AsyncClient, tenant: Tenant)
     forged = tenant.key.token[:-1] + ("A" if tenant.key.token[-1] != "A" else "B")
     for token in ["nope", "py_short", forged]:
         response = await http.get("/v1/api-keys", headers={"Authorization": f"Bearer {token}"})
-        assert_error(response, 403, "invalid_api_key")
+        assert_error(response, 401, "invalid_api_key")
 
 
 async def test_domain_restriction_needs_an_existing_domain(

@@ -33,7 +33,7 @@ async def test_deleted_organization_keys_are_invalid(
 ) -> None:
     async with db.system_tx(reason="test") as s:
         await service.set_organization_status(s, tenant.org.slug, OrgStatus.DELETED)
-    assert_error(await http.get("/v1/api-keys", headers=tenant.auth), 403, "invalid_api_key")
+    assert_error(await http.get("/v1/api-keys", headers=tenant.auth), 401, "invalid_api_key")
     async with db.system_tx(reason="test") as s:
         assert await service.get_organization(s, tenant.org.slug) is not None
         with pytest.raises(NotFound):

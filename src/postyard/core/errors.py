@@ -49,8 +49,10 @@ class MissingApiKey(AppError):
 
 
 class InvalidApiKey(AppError):
+    # Resend answers 403 here; 401 is what HTTP means by "these credentials are not valid"
+    # (RFC 9110 §15.5.2), and what a revoked key must get. The name stays Resend's.
     code = "invalid_api_key"
-    status = 403
+    status = 401
 
 
 class RestrictedApiKey(AppError):

@@ -1,0 +1,117 @@
+"""The ``postyard`` CLI as a user runs it: a subprocess against the test database."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from postyard.runtime import Runtime
+from tests.conftest import APP_ROLE, SYSTEM_ROLE, TEST_SECRET, LiveServer
+from tests.support.processes import arun_cli
+
+
+@pytest.fixture
+def cli_env(runtime: Runtime) -> dict[str, str]:
+    assert runtime.settings.database_url is not None
+    return {
+        "POSTYARD_DATABASE_URL": runtime.settings.database_url.get_secret_value(),
+        "POSTYARD_SECRET_KEY": TEST_SECRET,
+        "POSTYARD_DATA_DIR": str(runtime.settings.data_dir),
+        "POSTYARD_DB__APP_ROLE": APP_ROLE,
+        "POSTYARD_DB__SYSTEM_ROLE": SYSTEM_ROLE,
+    }
+
+
+async def test_orgs_and_keys_lifecycle(cli_env: dict[str, str], live: LiveServer) -> None:
+    org = await arun_cli(["orgs", "create", "CLI Test Org", "--json"], cli_env)
+    assert org.code == 0, org.stderr
+    created = org.json()
+    assert set(created) == {"id", "slug"}
+    slug = created["slug"]
+    assert slug.startswith("cli-test-org")
+
+    key = await arun_cli(["keys", "create", "--org", slug, "--name", "ci", "--json"], cli_env)
+    assert key.code == 0, key.stderr
+    token = key.json()["token"]
+    assert set(key.json()) == {"id", "token"}
+    auth = {"Authorization": f"Bearer {token}"}
+    http = httpx.AsyncClient(base_url=live.base_url)
+    listed = await http.get("/v1/api-keys", headers=auth)
+    assert listed.status_code == 200
+    assert [k["id"] for k in listed.json()["data"]] == [key.json()["id"]]
+
+    keys = await arun_cli(["keys", "list", "--org", created["id"], "--json"], cli_env)
+    assert [k["id"] for k in keys.json()] == [key.json()["id"]]
+    assert token not in keys.stdout
+
+    assert (await arun_cli(["orgs", "suspend", slug, "--json"], cli_env)).json()[
+        "status"
+    ] == "suspended"
+    suspended = await http.get("/v1/api-keys", headers=auth)
+    assert suspended.status_code == 403
+    assert suspended.json()["name"] == "organization_suspended"
+    assert (await arun_cli(["orgs", "activate", slug], cli_env)).code == 0
+    assert (await http.get("/v1/api-keys", headers=auth)).status_code == 200
+
+    orgs = (await arun_cli(["orgs", "list", "--json"], cli_env)).json()
+    assert slug in {o["slug"] for o in orgs}
+
+    revoked = await arun_cli(["keys", "revoke", key.json()["id"], "--org", slug, "--json"], cli_env)
+    assert revoked.code == 0, revoked.stderr
+    assert revoked.json() == {"object": "api_key", "id": key.json()["id"], "deleted": True}
+    after = await http.get("/v1/api-keys", headers=auth)
+    assert after.status_code == 401
+    assert after.json()["name"] == "invalid_api_key"
+    await http.aclose()
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["keys", "create", "--org", "no-such-org", "--name", "x"], "not found"),
+        (["keys", "revoke", "not-an-id", "--org", "no-such-org"], "not found"),
+        (["orgs", "create", "!!!"], "slug"),
+        (["orgs", "suspend", "no-such-org"], "not found"),
+    ],
+)
+async def test_errors_are_one_line_on_stderr_with_exit_1(
+    cli_env: dict[str, str], args: list[str], fragment: str
+) -> None:
+    result = await arun_cli(args, cli_env)
+    assert result.code == 1
+    assert result.stdout == ""
+    assert result.stderr.count("\n") == 1
+    assert result.stderr.startswith("postyard: error: ")
+    assert fragment in result.stderr
+    as_json = await arun_cli([*args, "--json"], cli_env)
+    assert as_json.code == 1
+    assert fragment in as_json.stderr
+    assert as_json.stderr.startswith('{"error": {"code": ')
+
+
+async def test_duplicate_slug_and_usage_errors(cli_env: dict[str, str]) -> None:
+    first = await arun_cli(["orgs", "create", "Dup Co", "--slug", "dup-co-cli", "--json"], cli_env)
+    assert first.code == 0
+    again = await arun_cli(["orgs", "create", "Dup Co", "--slug", "dup-co-cli"], cli_env)
+    assert again.code == 1
+    assert "already exists" in again.stderr
+    usage = await arun_cli(
+        ["keys", "create", "--org", "x", "--name", "y", "--scope", "root"], cli_env
+    )
+    assert usage.code == 2
+    assert "Traceback" not in usage.stderr
+
+
+async def test_migrate_is_idempotent(cli_env: dict[str, str]) -> None:
+    for _ in range(2):
+        result = await arun_cli(["migrate", "--json"], cli_env)
+        assert result.code == 0, result.stderr
+        assert result.json() == {"revision": "0001"}
+
+
+async def test_commands_refuse_an_unreachable_database(cli_env: dict[str, str]) -> None:
+    env = {**cli_env, "POSTYARD_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none"}
+    result = await arun_cli(["orgs", "list"], env)
+    assert result.code == 1
+    assert result.stderr.startswith("postyard: error: cannot reach PostgreSQL")
+    assert "Traceback" not in result.stderr
