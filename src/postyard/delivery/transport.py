@@ -1,0 +1,362 @@
+"""SMTP client delivery: to a configured relay (smarthost) or straight to a domain's MX hosts.
+
+Built on aiosmtplib. Sessions are pooled per destination (see ``pool``). Every failure at
+the remote end becomes a ``RecipientOutcome`` per recipient; nothing here raises for one.
+aiosmtplib 5.1 sends one command per round trip: it does not pipeline (RFC 2920).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ssl
+from dataclasses import dataclass, field
+from urllib.parse import unquote, urlsplit
+
+import aiosmtplib
+import dns.asyncresolver
+
+from postyard.delivery.mx import ResolutionFailure, resolve_destination, resolve_host_addresses
+from postyard.delivery.outcome import OutcomeKind, RecipientOutcome, SmtpReply, classify_reply
+from postyard.delivery.pool import ConnectionPool, PooledSession
+from postyard.delivery.session import HostFailure, Route, TlsPolicy, open_session
+
+__all__ = ["Envelope", "Relay", "SmtpTransport", "TlsPolicy", "opportunistic_tls_context"]
+
+_FORBIDDEN_IN_ADDRESS = frozenset("\r\n\0<>")
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """One message for one SMTP transaction: the reverse path, the recipients, the bytes.
+
+    ``data`` is sent as is (lines should end in CRLF; dot-stuffing is done on the wire).
+    ``smtputf8`` says the addresses or headers need RFC 6531. Raises ValueError for an
+    envelope no server could take: no recipients, control characters or angle brackets in
+    an address, or non-ASCII addresses without ``smtputf8``.
+    """
+
+    mail_from: str
+    recipients: tuple[str, ...]
+    data: bytes
+    smtputf8: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.recipients:
+            raise ValueError("an envelope needs at least one recipient")
+        for address in (self.mail_from, *self.recipients):
+            if _FORBIDDEN_IN_ADDRESS.intersection(address):
+                raise ValueError(f"address {address!r} contains forbidden characters")
+            if not self.smtputf8 and not address.isascii():
+                raise ValueError(f"address {address!r} needs SMTPUTF8")
+
+
+@dataclass(frozen=True, slots=True)
+class Relay:
+    """A smarthost: all mail goes to ``host:port``, optionally authenticated.
+
+    ``implicit_tls`` means TLS from the first byte (RFC 8314, port 465). Raises ValueError
+    for a relay that contradicts itself (implicit TLS with policy NONE, password without
+    username).
+    """
+
+    host: str
+    port: int
+    tls: TlsPolicy
+    implicit_tls: bool
+    username: str | None
+    password: str | None = field(repr=False)
+
+    def __post_init__(self) -> None:
+        if self.implicit_tls and self.tls is TlsPolicy.NONE:
+            raise ValueError("implicit TLS contradicts TLS policy NONE")
+        if self.password is not None and self.username is None:
+            raise ValueError("a relay password needs a username")
+        if not self.host or not 0 < self.port < 65536:
+            raise ValueError("a relay needs a host and a port in 1-65535")
+
+    @classmethod
+    def from_url(cls, url: str, *, tls: TlsPolicy = TlsPolicy.REQUIRED) -> Relay:
+        """Parse ``smtp://[user[:password]@]host[:port]`` (port 587, STARTTLS per ``tls``)
+        or ``smtps://...`` (port 465, implicit TLS). User and password are percent-decoded.
+
+        Raises ValueError for another scheme, a missing host, a bad port, or a path, query
+        or fragment (most likely a typo).
+        """
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        if scheme not in ("smtp", "smtps"):
+            raise ValueError(f"relay URL scheme must be smtp or smtps, not {scheme!r}")
+        if parts.path not in ("", "/") or parts.query or parts.fragment:
+            raise ValueError("relay URL must not have a path, query or fragment")
+        if not parts.hostname:
+            raise ValueError("relay URL has no host")
+        implicit = scheme == "smtps"
+        return cls(
+            host=parts.hostname,
+            port=parts.port if parts.port is not None else (465 if implicit else 587),
+            tls=tls,
+            implicit_tls=implicit,
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password is not None else None,
+        )
+
+
+def opportunistic_tls_context() -> ssl.SSLContext:
+    """A client context that encrypts without checking the certificate.
+
+    For STARTTLS to MX hosts, where the alternative is plaintext: RFC 7435 (opportunistic
+    security) and RFC 3207 practice. Authentication of MX hosts needs MTA-STS or DANE.
+    """
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+class SmtpTransport:
+    """Delivers envelopes over pooled SMTP sessions. Create once at start-up; ``aclose`` at exit.
+
+    ``ssl_context`` verifies certificates and is used where TLS is REQUIRED;
+    ``opportunistic_context`` need not verify and is used for opportunistic STARTTLS.
+    MX hosts are resolved with ``resolver``; relays with the operating system.
+    """
+
+    def __init__(
+        self,
+        *,
+        ssl_context: ssl.SSLContext,
+        opportunistic_context: ssl.SSLContext,
+        resolver: dns.asyncresolver.Resolver,
+        helo_name: str,
+        connect_timeout: float = 30.0,
+        command_timeout: float = 300.0,
+        max_connections_per_destination: int = 5,
+        max_messages_per_connection: int = 100,
+        idle_timeout: float = 30.0,
+        mx_port: int = 25,
+    ) -> None:
+        # RFC 5321 §4.5.3.2 asks for minutes per command (5 for MAIL, RCPT and the greeting,
+        # 10 after the final dot); one command timeout of 5 minutes is the usual compromise.
+        self._ssl_context = ssl_context
+        self._opportunistic_context = opportunistic_context
+        self._resolver = resolver
+        self._helo_name = helo_name
+        self._connect_timeout = connect_timeout
+        self._command_timeout = command_timeout
+        self._mx_port = mx_port
+        self._pool = ConnectionPool(
+            max_connections=max_connections_per_destination,
+            max_messages=max_messages_per_connection,
+            idle_timeout=idle_timeout,
+            command_timeout=command_timeout,
+        )
+
+    async def aclose(self) -> None:
+        """Close every pooled session. Deliveries after this raise RuntimeError."""
+        await self._pool.aclose()
+
+    async def deliver_via_relay(self, relay: Relay, envelope: Envelope) -> list[RecipientOutcome]:
+        """Hand ``envelope`` to ``relay`` in one transaction; one outcome per recipient, in order.
+
+        A relay that cannot be reached, refuses TLS that the policy requires, rejects the
+        credentials (an operator's mistake, not the recipients': DEFERRED so that mail
+        waits for the fix) or answers 4xx before any recipient gives DEFERRED for all.
+        Raises only RuntimeError after ``aclose``.
+        """
+        verified = relay.tls is TlsPolicy.REQUIRED
+        route = Route(
+            key=(
+                "relay",
+                relay.host,
+                relay.port,
+                relay.implicit_tls,
+                relay.tls,
+                relay.username,
+                # Tenants may share a relay host and even a user name (SendGrid's "apikey"):
+                # a session authenticated with one password must never carry another's mail.
+                _digest(relay.password),
+            ),
+            host=relay.host,
+            port=relay.port,
+            tls=relay.tls,
+            implicit_tls=relay.implicit_tls,
+            tls_context=self._ssl_context if verified else self._opportunistic_context,
+            username=relay.username,
+            password=relay.password,
+        )
+        result = await self._attempt(route, envelope)
+        if isinstance(result, HostFailure):
+            return _all(envelope, OutcomeKind.DEFERRED, result.detail, result.reply)
+        return result
+
+    async def deliver_direct(
+        self, domain: str, envelope: Envelope, *, tls: TlsPolicy = TlsPolicy.OPPORTUNISTIC
+    ) -> list[RecipientOutcome]:
+        """Deliver ``envelope`` to the MX hosts of ``domain``; one outcome per recipient, in order.
+
+        All recipients must be at ``domain`` (ValueError otherwise): one transaction carries
+        them all. Hosts are tried in MX order; a host that cannot be reached or answers 4xx
+        before MAIL FROM is accepted (RFC 5321 §5.1) passes the message to the next one.
+        When every host fails this way all recipients are DEFERRED; DNS failures give the
+        kind ``resolve_destination`` chose. Raises only ValueError and, after ``aclose``,
+        RuntimeError.
+        """
+        wanted = domain.lower()
+        if any(rcpt.rpartition("@")[2].lower() != wanted for rcpt in envelope.recipients):
+            raise ValueError(f"every recipient must be at {domain}")
+        destination = await resolve_destination(domain, self._resolver)
+        if isinstance(destination, ResolutionFailure):
+            return _all(envelope, destination.kind, destination.detail, None)
+        context = self._ssl_context if tls is TlsPolicy.REQUIRED else self._opportunistic_context
+        failures: list[HostFailure] = []
+        for host in destination.hosts:
+            route = Route(
+                key=("mx", host, self._mx_port, tls),
+                host=host,
+                port=self._mx_port,
+                tls=tls,
+                implicit_tls=False,
+                tls_context=context,
+                resolve_with_dns=True,
+            )
+            result = await self._attempt(route, envelope)
+            if not isinstance(result, HostFailure):
+                return result
+            failures.append(result)
+        replies = [failure.reply for failure in failures if failure.reply is not None]
+        detail = "; ".join(failure.detail for failure in failures)
+        return _all(envelope, OutcomeKind.DEFERRED, detail, replies[-1] if replies else None)
+
+    async def _attempt(
+        self, route: Route, envelope: Envelope
+    ) -> list[RecipientOutcome] | HostFailure:
+        async with self._pool.lease(route.key) as lease:
+            if lease.session is None:
+                opened = await self._open(route)
+                if isinstance(opened, HostFailure):
+                    return opened
+                lease.session = opened
+            result, lease.reusable = await _transaction(lease.session, envelope)
+            return result
+
+    async def _open(self, route: Route) -> PooledSession | HostFailure:
+        # MX hosts resolve through our resolver (RFC 5321 §5.1: try each address); a relay is
+        # an operator's name, left to the operating system (hosts file, container DNS).
+        addresses = [route.host]
+        if route.resolve_with_dns:
+            addresses = await resolve_host_addresses(route.host, self._resolver)
+            if not addresses:
+                return HostFailure(f"no address found for {route.host}")
+        failures: list[HostFailure] = []
+        for address in addresses:
+            opened = await open_session(
+                route,
+                address,
+                helo_name=self._helo_name,
+                connect_timeout=self._connect_timeout,
+                command_timeout=self._command_timeout,
+            )
+            if isinstance(opened, PooledSession):
+                return opened
+            failures.append(opened)
+        return HostFailure("; ".join(f.detail for f in failures), failures[-1].reply)
+
+
+async def _transaction(
+    session: PooledSession, envelope: Envelope
+) -> tuple[list[RecipientOutcome] | HostFailure, bool]:
+    """One MAIL/RCPT/DATA transaction. Returns the result and whether the session is reusable."""
+    smtp, label = session.smtp, session.label
+    encoding = "utf-8" if envelope.smtputf8 else "ascii"
+    options: list[str] = []
+    if envelope.smtputf8:
+        if not smtp.supports_extension("smtputf8"):
+            # RFC 6531 §3.2: without the extension the message must not be sent this way.
+            detail = f"{label} does not support SMTPUTF8 (RFC 6531), which this message needs"
+            return _all(envelope, OutcomeKind.BOUNCED, detail, None), True
+        options.append("SMTPUTF8")
+    if not envelope.data.isascii() and smtp.supports_extension("8bitmime"):
+        options.append("BODY=8BITMIME")  # RFC 6152
+    if smtp.supports_extension("size"):
+        options.append(f"SIZE={len(envelope.data)}")  # RFC 1870: lets the server refuse early
+    session.messages += 1
+    try:
+        await smtp.mail(envelope.mail_from, options=options, encoding=encoding)
+    except aiosmtplib.SMTPResponseException as exc:
+        reply = SmtpReply.parse(exc.code, exc.message)
+        detail = f"{label} refused MAIL FROM: {reply}"
+        if classify_reply(reply) is OutcomeKind.BOUNCED:
+            return _all(envelope, OutcomeKind.BOUNCED, detail, reply), smtp.is_connected
+        return HostFailure(detail, reply), smtp.is_connected
+    except (aiosmtplib.SMTPException, OSError) as exc:
+        return HostFailure(f"connection to {label} lost at MAIL FROM: {exc}"), False
+    return await _recipients_and_data(smtp, label, envelope, encoding)
+
+
+async def _recipients_and_data(
+    smtp: aiosmtplib.SMTP, label: str, envelope: Envelope, encoding: str
+) -> tuple[list[RecipientOutcome], bool]:
+    """RCPT TO for every recipient, then DATA if any was accepted (after MAIL FROM succeeded)."""
+    outcomes: dict[str, RecipientOutcome] = {}
+    accepted: list[str] = []
+    for rcpt in envelope.recipients:
+        try:
+            await smtp.rcpt(rcpt, encoding=encoding)
+        except aiosmtplib.SMTPResponseException as exc:
+            reply = SmtpReply.parse(exc.code, exc.message)
+            detail = f"{label} refused RCPT TO: {reply}"
+            outcomes[rcpt] = RecipientOutcome(rcpt, _refusal_kind(reply), reply, detail)
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            detail = f"connection to {label} lost at RCPT TO: {exc}"
+            return _complete(envelope, outcomes, OutcomeKind.DEFERRED, detail, None), False
+        else:
+            accepted.append(rcpt)
+    if not accepted:
+        return _complete(envelope, outcomes, OutcomeKind.DEFERRED, "", None), smtp.is_connected
+
+    try:
+        response = await smtp.data(envelope.data)
+    except aiosmtplib.SMTPResponseException as exc:
+        reply = SmtpReply.parse(exc.code, exc.message)
+        detail = f"{label} refused DATA: {reply}"
+        kind = _refusal_kind(reply)
+        return _complete(envelope, outcomes, kind, detail, reply), smtp.is_connected
+    except (aiosmtplib.SMTPException, OSError) as exc:
+        # RFC 1047: if the link broke after the final dot the server may have the message;
+        # deferring risks a duplicate, which is better than losing it.
+        detail = f"connection to {label} lost during DATA: {exc}"
+        return _complete(envelope, outcomes, OutcomeKind.DEFERRED, detail, None), False
+    reply = SmtpReply.parse(response.code, response.message)
+    detail = f"accepted by {label}: {reply}"
+    return _complete(envelope, outcomes, OutcomeKind.DELIVERED, detail, reply), True
+
+
+def _digest(secret: str | None) -> str | None:
+    return None if secret is None else hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _refusal_kind(reply: SmtpReply) -> OutcomeKind:
+    # aiosmtplib refuses any reply but 250/251 to RCPT and 250 to DATA; a stray 2yz there was
+    # not an acceptance, so it must not count as one.
+    kind = classify_reply(reply)
+    return OutcomeKind.DEFERRED if kind is OutcomeKind.DELIVERED else kind
+
+
+def _complete(
+    envelope: Envelope,
+    decided: dict[str, RecipientOutcome],
+    kind: OutcomeKind,
+    detail: str,
+    reply: SmtpReply | None,
+) -> list[RecipientOutcome]:
+    """Outcomes in envelope order: those already decided, and ``kind`` for the rest."""
+    return [
+        decided.get(rcpt) or RecipientOutcome(rcpt, kind, reply, detail)
+        for rcpt in envelope.recipients
+    ]
+
+
+def _all(
+    envelope: Envelope, kind: OutcomeKind, detail: str, reply: SmtpReply | None
+) -> list[RecipientOutcome]:
+    return _complete(envelope, {}, kind, detail, reply)
