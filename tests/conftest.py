@@ -25,7 +25,7 @@ from starlette.types import ASGIApp
 
 from postyard.app import create_app
 from postyard.core.clock import SystemClock
-from postyard.core.db import Database, TenantId
+from postyard.core.db import Database, TenantId, asyncpg_connect
 from postyard.core.embedded import start_embedded
 from postyard.core.http import AppServices
 from postyard.core.serving import ServerWithoutSignals, bind_tcp
@@ -60,16 +60,7 @@ def _admin_url() -> str:
 
 
 async def pg_connect(url: str) -> asyncpg.Connection:
-    """A plain asyncpg connection for a SQLAlchemy-style URL (socket dir in ?host=)."""
-    parsed = make_url(url)
-    host = parsed.query.get("host", parsed.host)
-    return await asyncpg.connect(
-        user=parsed.username,
-        password=parsed.password,
-        host=host if isinstance(host, str) else None,
-        port=parsed.port,
-        database=parsed.database,
-    )
+    return await asyncpg_connect(url)
 
 
 def _with_database(url: str, database: str) -> str:
@@ -87,9 +78,10 @@ def _test_settings(database_url: str, data_dir: Path) -> Settings:
     )
 
 
-async def _build_worker_database(admin_url: str, worker: str, data_dir: Path) -> str:
+async def clone_database(admin_url: str, target: str, data_dir: Path) -> str:
+    """A fresh migrated database named ``target`` (cloned from the template, which is built
+    first if this migration fingerprint has none); returns its owner URL."""
     template = f"postyard_tpl_{_migrations_fingerprint()}"
-    target = f"postyard_test_{worker}"
     conn = await pg_connect(admin_url)
     try:
         await conn.execute("SELECT pg_advisory_lock($1)", _TEMPLATE_LOCK)
@@ -123,8 +115,37 @@ async def runtime(
 ) -> AsyncIterator[Runtime]:
     data_dir = tmp_path_factory.mktemp("data")
     admin_url = await asyncio.to_thread(_admin_url)
-    url = await _build_worker_database(admin_url, worker_id_safe, data_dir)
+    url = await clone_database(admin_url, f"postyard_test_{worker_id_safe}", data_dir)
     yield await prepare(_test_settings(url, data_dir))
+
+
+@dataclass(frozen=True)
+class Isolated:
+    """A database of its own (and an API server on it) for tests that must see every row of
+    a table, such as a worker that claims across tenants."""
+
+    runtime: Runtime
+    db: Database
+    services: AppServices
+    base_url: str
+
+
+@pytest_asyncio.fixture(scope="module")
+async def isolated(
+    worker_id_safe: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Isolated]:
+    data_dir = tmp_path_factory.mktemp("isolated")
+    admin_url = await asyncio.to_thread(_admin_url)
+    module = request.module.__name__.rsplit(".", 1)[-1][:30]
+    url = await clone_database(admin_url, f"postyard_{worker_id_safe}_{module}", data_dir)
+    runtime = await prepare(_test_settings(url, data_dir))
+    db = connect(runtime, name="test-isolated")
+    services = AppServices(db=db, clock=SystemClock(), schema_head=schema_head())
+    app = create_app(services, max_body_bytes=runtime.settings.http.max_body_bytes)
+    server, task, base = await start_server(app)
+    yield Isolated(runtime=runtime, db=db, services=services, base_url=base)
+    await stop_server(server, task)
+    await db.dispose()
 
 
 @pytest.fixture(scope="session")

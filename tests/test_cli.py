@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from postyard.migrations.runner import schema_head
 from postyard.runtime import Runtime
 from tests.conftest import APP_ROLE, SYSTEM_ROLE, TEST_SECRET, LiveServer
 from tests.support.processes import arun_cli
@@ -106,7 +107,7 @@ async def test_migrate_is_idempotent(cli_env: dict[str, str]) -> None:
     for _ in range(2):
         result = await arun_cli(["migrate", "--json"], cli_env)
         assert result.code == 0, result.stderr
-        assert result.json() == {"revision": "0001"}
+        assert result.json() == {"revision": schema_head()}
 
 
 async def test_commands_refuse_an_unreachable_database(cli_env: dict[str, str]) -> None:

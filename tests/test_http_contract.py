@@ -22,17 +22,48 @@ from postyard.settings import Settings
 from tests.conftest import KeyFactory, Tenant, start_server, stop_server
 from tests.tenancy.test_api_keys import assert_error
 
-ObjectFactory = Callable[[Tenant, KeyFactory], Awaitable[str]]
+
+@dataclass(frozen=True)
+class Makers:
+    make_key: KeyFactory
+    http: httpx.AsyncClient
 
 
-async def _api_key_of(owner: Tenant, make_key: KeyFactory) -> str:
-    return str((await make_key(owner.org.id)).id)
+ObjectFactory = Callable[[Tenant, Makers], Awaitable[str]]
 
 
-# Every route that takes an id, with a way to create such an object for a tenant. A new
-# route with an id and no entry here fails test_every_id_route_is_covered.
+async def _api_key_of(owner: Tenant, makers: Makers) -> str:
+    return str((await makers.make_key(owner.org.id)).id)
+
+
+async def _scheduled_email_of(owner: Tenant, makers: Makers) -> str:
+    response = await makers.http.post(
+        "/v1/emails",
+        json={
+            "from": "a@sender.test",
+            "to": "b@rcpt.test",
+            "subject": "s",
+            "text": "t",
+            "scheduled_at": "in 1 hour",
+        },
+        headers=owner.auth,
+    )
+    assert response.status_code == 200, response.text
+    return str(response.json()["id"])
+
+
+# Every route that takes an id, with a way to create such an object for a tenant and a valid
+# body where the route takes one. A new route with an id and no entry here fails
+# test_every_id_route_is_covered.
 ID_ROUTES: dict[str, ObjectFactory] = {
     "/v1/api-keys/{api_key_id}": _api_key_of,
+    "/v1/emails/{email_id}": _scheduled_email_of,
+    "/v1/emails/{email_id}/cancel": _scheduled_email_of,
+    "/v1/emails/{email_id}/events": _scheduled_email_of,
+    "/v1/emails/{email_id}/content": _scheduled_email_of,
+}
+VALID_BODIES: dict[tuple[str, str], dict[str, object]] = {
+    ("PATCH", "/v1/emails/{email_id}"): {"scheduled_at": "in 2 hours"},
 }
 
 
@@ -73,14 +104,17 @@ async def test_other_tenants_objects_are_404_on_every_id_route(
     for op in _operations(services, settings):
         if op.path not in ID_ROUTES:
             continue
-        object_id = await ID_ROUTES[op.path](tenant, make_key)
+        object_id = await ID_ROUTES[op.path](tenant, Makers(make_key, http))
         path = re.sub(r"\{[^}]+\}", object_id, op.path)
-        body: dict[str, object] | None = {} if op.has_body else None
+        body = VALID_BODIES.get((op.method, op.path), {}) if op.has_body else None
         response = await http.request(op.method, path, json=body, headers=other_tenant.auth)
         assert_error(response, 404, "not_found")
         # ...while the owner still reaches it
         if op.method == "GET":
             assert (await http.get(path, headers=tenant.auth)).status_code == 200
+        else:
+            owner = await http.request(op.method, path, json=body, headers=tenant.auth)
+            assert owner.status_code == 200, (op, owner.text)
         checked += 1
     assert checked >= len(ID_ROUTES)
     listed = (await http.get("/v1/api-keys", headers=other_tenant.auth)).json()

@@ -15,6 +15,8 @@ from postyard.core.http import (
     error_response,
     install_error_handlers,
 )
+from postyard.delivery.routes import router as content_router
+from postyard.sending.routes import router as emails_router
 from postyard.tenancy.routes import router as api_keys_router
 
 API_DESCRIPTION = """Postyard's REST API. Resend-compatible: point a Resend SDK's base URL at
@@ -66,5 +68,7 @@ def create_app(services: AppServices, *, max_body_bytes: int) -> FastAPI:
     app.include_router(_health_router())
     v1 = APIRouter(prefix="/v1")
     v1.include_router(api_keys_router)
+    v1.include_router(emails_router)
+    v1.include_router(content_router)
     app.include_router(v1)
     return app

@@ -50,8 +50,10 @@ class HttpSettings(_Group):
     """Address the REST API listens on."""
     port: int = Field(default=8000, ge=0, le=65535)
     """TCP port of the REST API (0 picks a free port)."""
-    max_body_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)
+    max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     """Largest request body accepted; larger bodies get 413 before they are read."""
+    rate_limit_per_second: int = Field(default=50, ge=0)
+    """Requests per second per API key, counted across all API processes (0: no limit)."""
     public_url: str | None = None
     """Base URL printed in the banner and used in links (default: http://HOST:PORT)."""
 
@@ -77,6 +79,30 @@ class DeliverySettings(_Group):
     """Smarthost for relay mode: smtp://user:pass@host:port (smtps:// for implicit TLS)."""
     relay_tls: RelayTls = RelayTls.REQUIRED
     """TLS towards the smarthost: required, opportunistic or none."""
+    helo_name: str | None = None
+    """Name given in EHLO (default: this host's FQDN); should match the sending IP's PTR."""
+    retry_delays: Annotated[list[int], NoDecode] = Field(
+        default_factory=lambda: [60, 300, 900, 1800, 3600, 7200, 14400, 28800]
+    )
+    """Seconds between attempts after a temporary failure (the last repeats), ±10% jitter."""
+    max_age_hours: float = Field(default=72, gt=0)
+    """Temporary failures turn into `failed` once a recipient has waited this long."""
+    batch_size: int = Field(default=200, ge=1, le=5000)
+    """Recipients a worker lane claims at once."""
+    lanes: int = Field(default=4, ge=1, le=64)
+    """Concurrent claim-deliver-record loops per worker process."""
+    concurrency: int = Field(default=100, ge=1, le=10000)
+    """SMTP transactions in flight per worker process."""
+    max_connections_per_destination: int = Field(default=10, ge=1, le=1000)
+    """Open SMTP connections per relay or MX host and worker process."""
+    max_messages_per_connection: int = Field(default=100, ge=1)
+    """Messages sent over one SMTP connection before it is replaced."""
+    lease_seconds: float = Field(default=900, gt=0)
+    """How long a worker holds recipients it claimed; after that another worker retries them."""
+    mx_port: int = Field(default=25, ge=1, le=65535)
+    """Port of remote MX servers (25; tests point it at local servers)."""
+
+    _split = field_validator("retry_delays", mode="before")(_split_csv)
 
     @field_validator("relay_url")
     @classmethod

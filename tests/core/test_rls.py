@@ -18,7 +18,7 @@ from postyard.core.rls import CURRENT_TENANT_FN, rls_violations, tenant_table_sq
 from postyard.runtime import Runtime
 from tests.conftest import APP_ROLE, SYSTEM_ROLE
 
-RowFactory = Callable[[asyncpg.Connection, uuid.UUID], Awaitable[None]]
+RowFactory = Callable[[asyncpg.Connection, uuid.UUID], Awaitable[object]]
 
 
 async def _api_key_row(conn: asyncpg.Connection, tenant: uuid.UUID) -> None:
@@ -34,10 +34,76 @@ async def _api_key_row(conn: asyncpg.Connection, tenant: uuid.UUID) -> None:
     )
 
 
+async def _message_row(conn: asyncpg.Connection, tenant: uuid.UUID) -> uuid.UUID:
+    message_id = uuid.uuid4()
+    await conn.execute(
+        "INSERT INTO messages (id, tenant_id, source, sender, envelope_from, subject, to_addrs,"
+        " cc_addrs, bcc_addrs, reply_to_addrs, tags, message_id_header, size, smtputf8,"
+        " last_event) VALUES ($1, $2, 'api', 'a@x.test', 'a@x.test', 's', '{b@y.test}', '{}',"
+        " '{}', '{}', '[]', '<m@x.test>', 10, false, 'sent')",
+        message_id,
+        tenant,
+    )
+    return message_id
+
+
+async def _message_content_row(conn: asyncpg.Connection, tenant: uuid.UUID) -> None:
+    message_id = await _message_row(conn, tenant)
+    await conn.execute(
+        "INSERT INTO message_contents (message_id, tenant_id, raw) VALUES ($1, $2, 'x')",
+        message_id,
+        tenant,
+    )
+
+
+async def _delivery_row(conn: asyncpg.Connection, tenant: uuid.UUID) -> None:
+    message_id = await _message_row(conn, tenant)
+    await conn.execute(
+        "INSERT INTO deliveries (id, tenant_id, message_id, recipient, domain, kind, status,"
+        " next_attempt_at) VALUES ($1, $2, $3, 'b@y.test', 'y.test', 'to', 'queued', now())",
+        uuid.uuid4(),
+        tenant,
+        message_id,
+    )
+
+
+async def _event_row(conn: asyncpg.Connection, tenant: uuid.UUID) -> None:
+    await conn.execute(
+        "INSERT INTO events (id, tenant_id, type, data) VALUES ($1, $2, 'email.sent', '{}')",
+        uuid.uuid4(),
+        tenant,
+    )
+
+
+async def _idempotency_row(conn: asyncpg.Connection, tenant: uuid.UUID) -> None:
+    await conn.execute(
+        "INSERT INTO idempotency_keys (tenant_id, key, request_hash, response, expires_at)"
+        " VALUES ($1, $2, 'h', '{}', now())",
+        tenant,
+        uuid.uuid4().hex,
+    )
+
+
+async def _captured_row(conn: asyncpg.Connection, tenant: uuid.UUID) -> None:
+    await conn.execute(
+        "INSERT INTO captured_messages (id, tenant_id, message_id, mail_from, recipients, raw)"
+        " VALUES ($1, $2, $3, 'a@x.test', '{b@y.test}', 'x')",
+        uuid.uuid4(),
+        tenant,
+        uuid.uuid4(),
+    )
+
+
 # One row factory per tenant table. A new tenant table without an entry fails the meta-test,
 # so it cannot ship without being attacked here.
 TENANT_ROW_FACTORIES: dict[str, RowFactory] = {
     "api_keys": _api_key_row,
+    "captured_messages": _captured_row,
+    "deliveries": _delivery_row,
+    "events": _event_row,
+    "idempotency_keys": _idempotency_row,
+    "message_contents": _message_content_row,
+    "messages": _message_row,
 }
 
 
@@ -135,7 +201,8 @@ async def test_tenant_cannot_touch_another_tenants_rows(
     with pytest.raises(asyncpg.InsufficientPrivilegeError):
         async with conn.transaction():
             await conn.execute(
-                f"INSERT INTO {table} SELECT * FROM jsonb_populate_record(NULL::{table}, "
+                f"INSERT INTO {table} OVERRIDING SYSTEM VALUE"
+                f" SELECT * FROM jsonb_populate_record(NULL::{table}, "
                 "$1::jsonb || jsonb_build_object('tenant_id', $2::text, 'id', $3::text))",
                 own,
                 str(b),

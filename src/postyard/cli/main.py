@@ -19,6 +19,7 @@ app = typer.Typer(
 )
 app.command("up")(serve.up)
 app.command("api")(serve.api)
+app.command("worker")(serve.worker)
 app.command("migrate")(serve.migrate)
 app.add_typer(orgs.app, name="orgs")
 app.add_typer(keys.app, name="keys")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
@@ -22,6 +23,7 @@ from postyard.core.serving import ServerWithoutSignals, bind_tcp
 from postyard.migrations.runner import migrate as run_migrations
 from postyard.runtime import Runtime, connect, prepare, require_current_schema
 from postyard.settings import Settings
+from postyard.worker import worker_role
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +36,7 @@ def _cli_name() -> str:
         return "postyard"
 
 
-def _banner(runtime: Runtime, host: str, port: int) -> str:
+def _banner(runtime: Runtime, host: str, port: int, extra: list[str]) -> str:
     base = runtime.settings.http.public_url or f"http://{host}:{port}"
     db = (
         f"embedded PostgreSQL in {runtime.embedded.pgdata}"
@@ -49,6 +51,7 @@ def _banner(runtime: Runtime, host: str, port: int) -> str:
             f"  API docs:  {base}/v1/docs",
             f"  Health:    {base}/readyz",
             f"  Database:  {db}",
+            *extra,
             "Create an organization and an API key:",
             f"  {cli} orgs create acme --json",
             f"  {cli} keys create --org acme --name dev --json",
@@ -57,44 +60,90 @@ def _banner(runtime: Runtime, host: str, port: int) -> str:
     )
 
 
-async def _serve(settings: Settings, *, run_migrations_first: bool) -> None:
-    sock = bind_tcp(settings.http.host, settings.http.port)
+async def _run_roles(
+    settings: Settings, *, api: bool, worker: bool, run_migrations_first: bool
+) -> None:
+    """Run the chosen roles in this process until SIGINT/SIGTERM, then stop them cleanly."""
+    sock = bind_tcp(settings.http.host, settings.http.port) if api else None
     runtime = await prepare(settings)
     if run_migrations_first:
         head = await run_migrations(runtime.urls.owner, runtime.roles)
     else:
         head = await require_current_schema(runtime)
-    db = connect(runtime, name="api")
-    services = AppServices(db=db, clock=SystemClock(), schema_head=head)
-    app = create_app(services, max_body_bytes=settings.http.max_body_bytes)
-    config = uvicorn.Config(
-        app, log_config=None, access_log=False, lifespan="off", server_header=False
-    )
-    server = ServerWithoutSignals(config)
+    db = connect(runtime, name="up" if api and worker else "api" if api else "worker")
+    clock = SystemClock()
+    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
-    host, port = sock.getsockname()[:2]
-    typer.echo(_banner(runtime, settings.http.host, port), err=False)
-    try:
-        await server.serve(sockets=[sock])
-    finally:
-        await db.dispose()
-        log.info("stopped", extra={"host": host, "port": port})
+        loop.add_signal_handler(sig, stop.set)
+    async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(db.dispose)
+        tasks: list[asyncio.Task[None]] = []
+        lines: list[str] = []
+        if worker:
+            role = await stack.enter_async_context(
+                worker_role(settings, db, clock, system_url=runtime.urls.system, name="worker")
+            )
+            tasks.append(asyncio.create_task(role.worker.run(stop)))
+            lines.append(_worker_line(settings, role.capture_port))
+        if sock is not None:
+            services = AppServices(
+                db=db,
+                clock=clock,
+                schema_head=head,
+                rate_limit_per_second=settings.http.rate_limit_per_second,
+            )
+            app = create_app(services, max_body_bytes=settings.http.max_body_bytes)
+            config = uvicorn.Config(
+                app, log_config=None, access_log=False, lifespan="off", server_header=False
+            )
+            server = ServerWithoutSignals(config)
+            tasks.append(asyncio.create_task(server.serve(sockets=[sock])))
+            tasks.append(asyncio.create_task(_stop_server_on(stop, server)))
+            port = sock.getsockname()[1]
+            typer.echo(_banner(runtime, settings.http.host, port, lines))
+        else:
+            typer.echo("\n".join([f"Postyard {__version__} worker is up.", *lines]))
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for task in done:
+            if not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+    log.info("stopped")
+
+
+async def _stop_server_on(stop: asyncio.Event, server: uvicorn.Server) -> None:
+    await stop.wait()
+    server.should_exit = True
+
+
+def _worker_line(settings: Settings, capture_port: int | None) -> str:
+    mode = settings.delivery.mode
+    if capture_port is not None:
+        return f"  Delivery:  capture (built-in SMTP server on 127.0.0.1:{capture_port})"
+    return f"  Delivery:  {mode.value}"
 
 
 def up() -> None:
     """Run the platform: migrate, then serve every role (embedded PostgreSQL if no URL)."""
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format.value)
-    uvloop.run(_serve(settings, run_migrations_first=True))
+    uvloop.run(_run_roles(settings, api=True, worker=True, run_migrations_first=True))
 
 
 def api() -> None:
     """Run the HTTP API role only (the schema must be current)."""
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format.value)
-    uvloop.run(_serve(settings, run_migrations_first=False))
+    uvloop.run(_run_roles(settings, api=True, worker=False, run_migrations_first=False))
+
+
+def worker() -> None:
+    """Run the delivery worker role only (the schema must be current)."""
+    settings = load_settings()
+    configure_logging(settings.log_level, settings.log_format.value)
+    uvloop.run(_run_roles(settings, api=False, worker=True, run_migrations_first=False))
 
 
 def migrate(as_json: bool = JsonOption) -> None:

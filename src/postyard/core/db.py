@@ -20,6 +20,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import NewType
 
+import asyncpg
 from sqlalchemy import MetaData, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
@@ -83,6 +84,20 @@ def role_urls(
         system=base.set(username=system_role, password=system_password).render_as_string(
             hide_password=False
         ),
+    )
+
+
+async def asyncpg_connect(url: str) -> asyncpg.Connection:
+    """A plain asyncpg connection for one of our URLs (a socket directory in ``?host=``), for
+    what SQLAlchemy's pool is not for: LISTEN, COPY."""
+    parsed = make_url(url)
+    host = parsed.query.get("host", parsed.host)
+    return await asyncpg.connect(
+        user=parsed.username,
+        password=parsed.password,
+        host=host if isinstance(host, str) else None,
+        port=parsed.port,
+        database=parsed.database,
     )
 
 

@@ -13,9 +13,10 @@ class AppError(Exception):
     code: str = "application_error"
     status: int = 500
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.headers = headers
 
 
 class ValidationFailed(AppError):

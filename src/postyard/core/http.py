@@ -43,6 +43,7 @@ class AppServices:
     db: Database
     clock: Clock
     schema_head: str
+    rate_limit_per_second: int = 0
 
 
 def _services(request: Request) -> AppServices:
@@ -90,7 +91,7 @@ def validation_message(errors: list[Any]) -> tuple[int, str]:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AppError)
     async def _app_error(_: Request, exc: AppError) -> JSONResponse:
-        return error_response(exc.status, exc.code, exc.message)
+        return error_response(exc.status, exc.code, exc.message, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

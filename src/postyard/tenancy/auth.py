@@ -1,15 +1,16 @@
-"""FastAPI dependencies that turn a bearer token into a Principal."""
+"""FastAPI dependencies that turn a bearer token into a Principal (and count the request
+against the key's rate limit)."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends
+from fastapi import Depends, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from postyard.core.errors import RestrictedApiKey
 from postyard.core.http import Services
-from postyard.tenancy import service
+from postyard.tenancy import ratelimit, service
 from postyard.tenancy.types import Principal, Scope
 
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer py_...`")
@@ -17,11 +18,19 @@ _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: 
 
 async def _principal(
     services: Services,
+    response: Response,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     token = credentials.credentials if credentials is not None else None
+    now = services.clock.now()
     async with services.db.system_tx(reason="authenticate api key") as session:
-        return await service.authenticate(session, token, now=services.clock.now())
+        principal = await service.authenticate(session, token, now=now)
+        if services.rate_limit_per_second > 0:
+            state = await ratelimit.count_request(
+                session, principal.api_key_id, now=now, limit=services.rate_limit_per_second
+            )
+            response.headers.update(state.headers())
+    return principal
 
 
 async def _full_access(principal: Annotated[Principal, Depends(_principal)]) -> Principal:

@@ -1,0 +1,32 @@
+"""Where mail goes in each delivery mode: the capture server, a smarthost, or the MX hosts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from postyard.delivery.outcome import RecipientOutcome
+from postyard.delivery.transport import Envelope, Relay, SmtpTransport
+
+
+@dataclass(frozen=True, slots=True)
+class RelayDeliverer:
+    """Everything to one relay (capture mode: the built-in capture server; relay mode: the
+    configured smarthost)."""
+
+    transport: SmtpTransport
+    relay: Relay
+    per_domain: bool = False
+
+    async def deliver(self, domain: str, envelope: Envelope) -> list[RecipientOutcome]:
+        return await self.transport.deliver_via_relay(self.relay, envelope)
+
+
+@dataclass(frozen=True, slots=True)
+class DirectDeliverer:
+    """Each domain's mail to its MX hosts (mx mode)."""
+
+    transport: SmtpTransport
+    per_domain: bool = True
+
+    async def deliver(self, domain: str, envelope: Envelope) -> list[RecipientOutcome]:
+        return await self.transport.deliver_direct(domain, envelope)

@@ -1,0 +1,211 @@
+"""The delivery worker: claims due recipients under a lease, sends each message once per
+destination with all of its recipients there, and records every recipient's outcome.
+
+Several lanes run in one worker so that database round trips and SMTP sessions overlap.
+A lane finishes the batch it holds before it stops; a worker that dies leaves leases that
+expire, and whichever worker recovers them retries the rows (at-least-once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import uuid
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from postyard.core.clock import Clock
+from postyard.core.db import Database
+from postyard.delivery.outcome import OutcomeKind, RecipientOutcome
+from postyard.delivery.retry import RetryPolicy, next_attempt
+from postyard.delivery.transport import Envelope
+from postyard.sending import idempotency, ledger
+from postyard.sending.ledger import ClaimedDelivery, DeliveryResult, OutboundMessage, Result
+from postyard.tenancy import ratelimit
+
+log = logging.getLogger(__name__)
+
+
+class Deliverer(Protocol):
+    """Where one envelope goes: a relay (every domain alike) or the domain's MX hosts."""
+
+    @property
+    def per_domain(self) -> bool: ...
+
+    async def deliver(self, domain: str, envelope: Envelope) -> list[RecipientOutcome]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    owner: str
+    batch_size: int = 200
+    lanes: int = 4
+    concurrency: int = 100
+    lease: timedelta = timedelta(minutes=15)
+    poll_interval: float = 1.0
+    maintenance_interval: float = 15.0
+    policy: RetryPolicy = field(default_factory=RetryPolicy)
+
+
+def to_result(
+    delivery: ClaimedDelivery,
+    outcome: RecipientOutcome,
+    *,
+    policy: RetryPolicy,
+    now: datetime,
+    rand: Callable[[], float],
+) -> DeliveryResult:
+    """A recipient's SMTP outcome as a ledger result (pure): 4xx are retried on the policy's
+    schedule until its maximum age, then failed."""
+    reply = str(outcome.reply) if outcome.reply is not None else outcome.detail
+    if outcome.kind is OutcomeKind.DELIVERED:
+        return DeliveryResult(delivery, Result.DELIVERED, reply)
+    if outcome.kind is OutcomeKind.BOUNCED:
+        return DeliveryResult(delivery, Result.BOUNCED, reply)
+    when = next_attempt(
+        policy,
+        attempts=delivery.attempts,
+        first_attempt_at=delivery.first_attempt_at,
+        now=now,
+        rand=rand,
+    )
+    if when is None:
+        return DeliveryResult(delivery, Result.FAILED, f"gave up after retries: {reply}")
+    return DeliveryResult(delivery, Result.DEFERRED, reply, when)
+
+
+def group_for_sending(
+    claimed: list[ClaimedDelivery], *, per_domain: bool
+) -> dict[tuple[uuid.UUID, str], list[ClaimedDelivery]]:
+    """Recipients that travel in one SMTP transaction: same message and, for direct delivery,
+    same domain (pure)."""
+    groups: dict[tuple[uuid.UUID, str], list[ClaimedDelivery]] = defaultdict(list)
+    for d in claimed:
+        groups[(d.message_id, d.domain if per_domain else "")].append(d)
+    return groups
+
+
+class DeliveryWorker:
+    def __init__(
+        self,
+        db: Database,
+        deliverer: Deliverer,
+        config: WorkerConfig,
+        clock: Clock,
+        *,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self._db = db
+        self._deliverer = deliverer
+        self._config = config
+        self._clock = clock
+        self._rand = rand
+        self._sending = asyncio.Semaphore(config.concurrency)
+        self.wake = asyncio.Event()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Deliver until ``stop`` is set; lanes finish their batch before returning."""
+        lanes = [asyncio.create_task(self._lane(stop)) for _ in range(self._config.lanes)]
+        lanes.append(asyncio.create_task(self._maintenance(stop)))
+        try:
+            await asyncio.gather(*lanes)
+        finally:
+            for lane in lanes:
+                lane.cancel()
+            await asyncio.gather(*lanes, return_exceptions=True)
+
+    async def run_once(self) -> int:
+        """Claim and deliver one batch; returns how many recipients it handled (tests)."""
+        return await self._batch()
+
+    async def _lane(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            self.wake.clear()
+            if await self._batch():
+                continue
+            waiters = [asyncio.create_task(self.wake.wait()), asyncio.create_task(stop.wait())]
+            await asyncio.wait(
+                waiters, timeout=self._config.poll_interval, return_when=asyncio.FIRST_COMPLETED
+            )
+            for waiter in waiters:
+                waiter.cancel()
+
+    async def _batch(self) -> int:
+        cfg = self._config
+        async with self._db.system_tx(reason="delivery worker: claim") as session:
+            claimed, messages = await ledger.claim_due(
+                session, owner=cfg.owner, limit=cfg.batch_size, lease=cfg.lease
+            )
+        if not claimed:
+            return 0
+        try:
+            results = await self._deliver(claimed, messages)
+        except asyncio.CancelledError:
+            # Stopped mid-batch: hand the rows back now rather than at lease expiry. Some may
+            # have reached the remote server already; they will be sent again (at-least-once).
+            async with self._db.system_tx(reason="delivery worker: release") as session:
+                await ledger.release(session, [c.id for c in claimed], owner=cfg.owner)
+            raise
+        async with self._db.system_tx(reason="delivery worker: record") as session:
+            await ledger.record_results(session, results, owner=cfg.owner)
+        return len(claimed)
+
+    async def _deliver(
+        self, claimed: list[ClaimedDelivery], messages: dict[uuid.UUID, OutboundMessage]
+    ) -> list[DeliveryResult]:
+        groups = group_for_sending(claimed, per_domain=self._deliverer.per_domain)
+        batches = await asyncio.gather(
+            *(self._send_group(messages[key[0]], key[1], rows) for key, rows in groups.items())
+        )
+        return [result for batch in batches for result in batch]
+
+    async def _send_group(
+        self, message: OutboundMessage, domain: str, rows: list[ClaimedDelivery]
+    ) -> list[DeliveryResult]:
+        now_results: list[DeliveryResult] = []
+        try:
+            envelope = Envelope(
+                mail_from=message.envelope_from,
+                recipients=tuple(r.recipient for r in rows),
+                data=message.raw,
+                smtputf8=message.smtputf8,
+            )
+        except ValueError as exc:
+            return [DeliveryResult(r, Result.BOUNCED, f"not deliverable: {exc}") for r in rows]
+        async with self._sending:
+            try:
+                outcomes = await self._deliverer.deliver(domain or rows[0].domain, envelope)
+            except Exception as exc:  # a bug here must not strand the batch until lease expiry
+                log.exception("delivery failed unexpectedly", extra={"message_id": str(message.id)})
+                outcomes = [
+                    RecipientOutcome(
+                        r.recipient, OutcomeKind.DEFERRED, None, f"internal error: {exc}"
+                    )
+                    for r in rows
+                ]
+        now = self._clock.now()
+        for row, outcome in zip(rows, outcomes, strict=True):
+            now_results.append(
+                to_result(row, outcome, policy=self._config.policy, now=now, rand=self._rand)
+            )
+        return now_results
+
+    async def _maintenance(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                async with self._db.system_tx(reason="delivery worker: maintenance") as session:
+                    recovered = await ledger.recover_expired_leases(session)
+                    await idempotency.forget_expired(session)
+                    await ratelimit.forget_old_windows(session, now=self._clock.now())
+                if recovered:
+                    log.warning("recovered expired leases", extra={"rows": recovered})
+                    self.wake.set()
+            except Exception:  # maintenance must outlive a database hiccup
+                log.exception("maintenance failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=self._config.maintenance_interval)

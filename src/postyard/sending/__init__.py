@@ -1,0 +1,1 @@
+"""Sending: the Resend-compatible email API, message building and the delivery ledger."""

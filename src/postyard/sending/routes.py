@@ -1,0 +1,216 @@
+"""/v1/emails: thin adapters over the sending service."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Header, Query
+from pydantic import ValidationError
+
+from postyard.core.errors import AppError, ValidationFailed
+from postyard.core.http import Services, validation_message
+from postyard.core.ids import uuid7
+from postyard.core.pagination import PageRequest
+from postyard.sending import idempotency, service
+from postyard.sending.compose import ComposedMessage, compose_message
+from postyard.sending.models import Message
+from postyard.sending.schemas import (
+    BatchError,
+    BatchItemId,
+    BatchResponse,
+    EmailList,
+    EmailOut,
+    EmailRef,
+    EmailTimeline,
+    EventOut,
+    RecipientState,
+    SendEmailRequest,
+    SendEmailResponse,
+    UpdateEmailRequest,
+)
+from postyard.tenancy.auth import AnyKey, FullAccess
+
+router = APIRouter(prefix="/emails", tags=["Emails"])
+MAX_BATCH = 100
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key")]
+
+
+def _email_out(m: Message) -> EmailOut:
+    return EmailOut(
+        id=str(m.id),
+        message_id=m.message_id_header,
+        to=m.to_addrs,
+        from_=m.sender,
+        created_at=m.created_at,
+        subject=m.subject,
+        html=m.html,
+        text=m.text,
+        bcc=m.bcc_addrs,
+        cc=m.cc_addrs,
+        reply_to=m.reply_to_addrs,
+        last_event=m.last_event,
+        scheduled_at=m.scheduled_at,
+        tags=m.tags,
+    )
+
+
+async def _accept(
+    services: Services,
+    principal: AnyKey,
+    messages: list[ComposedMessage],
+    response: dict[str, Any],
+    *,
+    key: str | None,
+    request_hash: bytes,
+) -> dict[str, Any]:
+    """One transaction: replay check, the ledger rows, the idempotency record."""
+    async with services.db.tenant_tx(principal.tenant_id) as session:
+        if key is not None:
+            replay = await idempotency.begin(session, principal.tenant_id, key, request_hash)
+            if replay is not None:
+                return replay
+        await service.submit_messages(session, principal, messages)
+        if key is not None:
+            await idempotency.complete(session, principal.tenant_id, key, request_hash, response)
+    return response
+
+
+@router.post("", response_model=SendEmailResponse)
+async def send_email(
+    body: SendEmailRequest,
+    principal: AnyKey,
+    services: Services,
+    idempotency_key: IdempotencyKey = None,
+) -> dict[str, Any]:
+    """Send an email. The response comes after the email is durably queued."""
+    key = idempotency.validate_key(idempotency_key) if idempotency_key is not None else None
+    composed = compose_message(body, message_id=uuid7(), now=services.clock.now())
+    payload = body.model_dump(by_alias=True, mode="json", exclude_none=True)
+    return await _accept(
+        services,
+        principal,
+        [composed],
+        {"id": str(composed.id)},
+        key=key,
+        request_hash=idempotency.fingerprint("POST /emails", payload),
+    )
+
+
+def _compose_item(raw: Any, services: Services) -> ComposedMessage:
+    try:
+        request = SendEmailRequest.model_validate(raw)
+    except ValidationError as exc:
+        _, message = validation_message(list(exc.errors()))
+        raise ValidationFailed(message) from None
+    return compose_message(request, message_id=uuid7(), now=services.clock.now())
+
+
+@router.post("/batch", response_model=BatchResponse, response_model_exclude_none=True)
+async def send_batch(
+    principal: AnyKey,
+    services: Services,
+    body: Annotated[list[Any], Body(description="Up to 100 emails, each as in POST /emails.")],
+    idempotency_key: IdempotencyKey = None,
+    batch_validation: Annotated[str, Header(alias="x-batch-validation")] = "strict",
+) -> dict[str, Any]:
+    """Send up to 100 emails. `x-batch-validation: strict` (default) refuses the whole batch
+    when one email is invalid; `permissive` sends the valid ones and lists the errors."""
+    key = idempotency.validate_key(idempotency_key) if idempotency_key is not None else None
+    if batch_validation not in {"strict", "permissive"}:
+        raise ValidationFailed("The x-batch-validation header must be strict or permissive.")
+    if not body or len(body) > MAX_BATCH:
+        msg = f"A batch holds 1 to {MAX_BATCH} emails."
+        raise ValidationFailed(msg)
+    composed: list[ComposedMessage] = []
+    errors: list[BatchError] = []
+    for index, item in enumerate(body):
+        try:
+            composed.append(_compose_item(item, services))
+        except AppError as exc:
+            if batch_validation == "strict":
+                raise type(exc)(f"Email {index}: {exc.message}") from None
+            errors.append(BatchError(index=index, message=exc.message))
+    response: dict[str, Any] = {"data": [BatchItemId(id=str(c.id)).model_dump() for c in composed]}
+    if batch_validation == "permissive":
+        response["errors"] = [e.model_dump() for e in errors]
+    return await _accept(
+        services,
+        principal,
+        composed,
+        response,
+        key=key,
+        request_hash=idempotency.fingerprint(f"POST /emails/batch {batch_validation}", body),
+    )
+
+
+@router.get("")
+async def list_emails(
+    principal: FullAccess,
+    services: Services,
+    limit: Annotated[int | None, Query()] = None,
+    after: Annotated[str | None, Query()] = None,
+    before: Annotated[str | None, Query()] = None,
+) -> EmailList:
+    """List sent emails, newest first."""
+    page = PageRequest.parse(limit, after, before)
+    async with services.db.tenant_tx(principal.tenant_id) as session:
+        result = await service.list_emails(session, principal.tenant_id, page=page)
+    return EmailList(has_more=result.has_more, data=[_email_out(m) for m in result.items])
+
+
+@router.get("/{email_id}")
+async def get_email(email_id: str, principal: FullAccess, services: Services) -> EmailOut:
+    """Retrieve an email, with its `last_event`."""
+    async with services.db.tenant_tx(principal.tenant_id) as session:
+        message = await service.get_email(session, principal.tenant_id, email_id)
+    return _email_out(message)
+
+
+@router.patch("/{email_id}")
+async def update_email(
+    email_id: str, body: UpdateEmailRequest, principal: FullAccess, services: Services
+) -> EmailRef:
+    """Reschedule a scheduled email."""
+    async with services.db.tenant_tx(principal.tenant_id) as session:
+        moved = await service.reschedule_email(
+            session, principal.tenant_id, email_id, body.scheduled_at, now=services.clock.now()
+        )
+    return EmailRef(id=str(moved))
+
+
+@router.post("/{email_id}/cancel")
+async def cancel_email(email_id: str, principal: FullAccess, services: Services) -> EmailRef:
+    """Cancel an email that has not been sent yet (scheduled, queued or waiting to retry)."""
+    async with services.db.tenant_tx(principal.tenant_id) as session:
+        canceled = await service.cancel_email(session, principal.tenant_id, email_id)
+    return EmailRef(id=str(canceled))
+
+
+@router.get("/{email_id}/events")
+async def email_events(email_id: str, principal: FullAccess, services: Services) -> EmailTimeline:
+    """The email's timeline: each recipient's delivery state (with the last SMTP reply) and
+    every event, oldest first."""
+    async with services.db.tenant_tx(principal.tenant_id) as session:
+        recipients, events = await service.email_timeline(session, principal.tenant_id, email_id)
+    return EmailTimeline(
+        recipients=[
+            RecipientState(
+                email=r.email,
+                status=r.status,
+                attempts=r.attempts,
+                next_attempt_at=r.next_attempt_at,
+                last_reply=r.last_reply,
+            )
+            for r in recipients
+        ],
+        data=[
+            EventOut(
+                id=str(e.id),
+                type=e.type,
+                recipient=e.recipient,
+                created_at=e.created_at,
+                data=e.data,
+            )
+            for e in events
+        ],
+    )

@@ -1,0 +1,230 @@
+"""Use cases of the email API: accept, read, reschedule, cancel.
+
+Every function runs in the caller's tenant transaction. Accepting writes the message, its
+content, one delivery row per recipient and the first event in that one transaction, and
+notifies the workers on commit: once the caller's transaction commits, the message cannot be
+lost, and until then nothing of it exists.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, insert, select, text, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from postyard.core.db import TenantId
+from postyard.core.errors import NotFound, ValidationFailed
+from postyard.core.ids import parse_uuid, uuid7
+from postyard.core.pagination import Page, PageRequest, fetch_page
+from postyard.events.service import list_message_events, record_events
+from postyard.events.types import EventType, EventView, NewEvent
+from postyard.sending.compose import ComposedMessage
+from postyard.sending.models import Delivery, Message, MessageContent
+from postyard.sending.scheduling import parse_scheduled_at
+from postyard.tenancy.types import Principal
+
+WAKE_CHANNEL = "postyard_deliveries"
+_NOTIFY = text(f"SELECT pg_notify('{WAKE_CHANNEL}', '')")
+_PENDING = ("queued", "scheduled", "deferred")
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientView:
+    email: str
+    status: str
+    attempts: int
+    next_attempt_at: datetime | None
+    last_reply: str | None
+
+
+async def submit_messages(
+    session: AsyncSession,
+    principal: Principal,
+    messages: list[ComposedMessage],
+    *,
+    source: str = "api",
+) -> None:
+    # One multi-row INSERT per table whatever the batch size: a batch of 100 costs about
+    # what one email costs in round trips.
+    """Write composed messages to the ledger (multi-row inserts) and wake the workers."""
+    if not messages:
+        return
+    tenant = principal.tenant_id
+    await session.execute(
+        insert(Message),
+        [
+            {
+                "id": m.id,
+                "tenant_id": tenant,
+                "api_key_id": principal.api_key_id,
+                "source": source,
+                "sender": m.sender,
+                "envelope_from": m.envelope_from,
+                "subject": m.subject,
+                "to_addrs": list(m.to),
+                "cc_addrs": list(m.cc),
+                "bcc_addrs": list(m.bcc),
+                "reply_to_addrs": list(m.reply_to),
+                "html": m.html,
+                "text": m.text,
+                "tags": [{"name": t.name, "value": t.value} for t in m.tags],
+                "message_id_header": m.message_id_header,
+                "size": len(m.raw),
+                "smtputf8": m.smtputf8,
+                "scheduled_at": m.scheduled_at,
+                "last_event": (
+                    EventType.EMAIL_SCHEDULED if m.scheduled_at else EventType.EMAIL_SENT
+                ).short,
+            }
+            for m in messages
+        ],
+    )
+    await session.execute(
+        insert(MessageContent),
+        [{"message_id": m.id, "tenant_id": tenant, "raw": m.raw} for m in messages],
+    )
+    # executemany takes values, not SQL expressions: read the transaction's clock once.
+    now = await session.scalar(select(func.now()))
+    await session.execute(
+        insert(Delivery),
+        [
+            {
+                "id": uuid7(),
+                "tenant_id": tenant,
+                "message_id": m.id,
+                "recipient": r.address,
+                "domain": r.domain,
+                "kind": r.kind,
+                "status": "scheduled" if m.scheduled_at else "queued",
+                "next_attempt_at": m.scheduled_at or now,
+            }
+            for m in messages
+            for r in m.recipients
+        ],
+    )
+    await record_events(
+        session,
+        [
+            NewEvent(
+                tenant_id=tenant,
+                type=EventType.EMAIL_SCHEDULED if m.scheduled_at else EventType.EMAIL_SENT,
+                message_id=m.id,
+                data={"scheduled_at": m.scheduled_at.isoformat()} if m.scheduled_at else {},
+            )
+            for m in messages
+        ],
+    )
+    if any(m.scheduled_at is None for m in messages):
+        await session.execute(_NOTIFY)
+
+
+async def _require_message(session: AsyncSession, tenant_id: TenantId, email_id: str) -> Message:
+    parsed = parse_uuid(email_id)
+    message = None
+    if parsed is not None:
+        message = await session.scalar(
+            select(Message).where(Message.id == parsed, Message.tenant_id == tenant_id)
+        )
+    if message is None:
+        raise NotFound("Email not found.")
+    return message
+
+
+async def get_email(session: AsyncSession, tenant_id: TenantId, email_id: str) -> Message:
+    """The message; raises NotFound (also for another tenant's id)."""
+    return await _require_message(session, tenant_id, email_id)
+
+
+async def list_emails(
+    session: AsyncSession, tenant_id: TenantId, *, page: PageRequest
+) -> Page[Message]:
+    stmt = select(Message).where(Message.tenant_id == tenant_id)
+    return await fetch_page(session, stmt, Message.id, page)
+
+
+async def email_timeline(
+    session: AsyncSession, tenant_id: TenantId, email_id: str
+) -> tuple[list[RecipientView], list[EventView]]:
+    """Each recipient's state and the message's events, oldest first."""
+    message = await _require_message(session, tenant_id, email_id)
+    rows = await session.scalars(
+        select(Delivery)
+        .where(Delivery.tenant_id == tenant_id, Delivery.message_id == message.id)
+        .order_by(Delivery.recipient)
+    )
+    recipients = [
+        RecipientView(
+            email=d.recipient,
+            status=d.status,
+            attempts=d.attempts,
+            next_attempt_at=d.next_attempt_at if d.status in _PENDING else None,
+            last_reply=d.last_reply,
+        )
+        for d in rows
+    ]
+    return recipients, await list_message_events(session, tenant_id, message.id)
+
+
+async def reschedule_email(
+    session: AsyncSession, tenant_id: TenantId, email_id: str, scheduled_at: str, *, now: datetime
+) -> uuid.UUID:
+    """Move a scheduled email; raises NotFound, or ValidationFailed when it is not scheduled
+    any more or the new time is invalid."""
+    message = await _require_message(session, tenant_id, email_id)
+    when = parse_scheduled_at(scheduled_at, now=now)
+    moved = await session.execute(
+        update(Delivery)
+        .where(
+            Delivery.tenant_id == tenant_id,
+            Delivery.message_id == message.id,
+            Delivery.status == "scheduled",
+        )
+        .values(next_attempt_at=when, updated_at=func.now())
+    )
+    if moved.rowcount == 0:  # type: ignore[attr-defined]
+        msg = "This email is not scheduled any more (it was sent or canceled): it cannot move."
+        raise ValidationFailed(msg)
+    await session.execute(update(Message).where(Message.id == message.id).values(scheduled_at=when))
+    await record_events(
+        session,
+        [
+            NewEvent(
+                tenant_id=tenant_id,
+                type=EventType.EMAIL_SCHEDULED,
+                message_id=message.id,
+                data={"scheduled_at": when.isoformat()},
+            )
+        ],
+    )
+    return message.id
+
+
+async def cancel_email(session: AsyncSession, tenant_id: TenantId, email_id: str) -> uuid.UUID:
+    """Cancel every recipient not yet handed to a worker; raises NotFound, or
+    ValidationFailed when nothing is left to cancel (already sent, bounced or canceled)."""
+    message = await _require_message(session, tenant_id, email_id)
+    canceled = await session.execute(
+        update(Delivery)
+        .where(
+            Delivery.tenant_id == tenant_id,
+            Delivery.message_id == message.id,
+            Delivery.status.in_(_PENDING),
+        )
+        .values(status="canceled", updated_at=func.now())
+    )
+    if canceled.rowcount == 0:  # type: ignore[attr-defined]
+        msg = "This email cannot be canceled: it was already sent or canceled."
+        raise ValidationFailed(msg)
+    await session.execute(
+        update(Message)
+        .where(Message.id == message.id)
+        .values(last_event=EventType.EMAIL_CANCELED.short, updated_at=func.now())
+    )
+    await record_events(
+        session,
+        [NewEvent(tenant_id=tenant_id, type=EventType.EMAIL_CANCELED, message_id=message.id)],
+    )
+    return message.id

@@ -1,0 +1,104 @@
+"""Composition root of the worker role: transport, deliverer, capture server, worker."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import ssl
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
+
+from postyard.core.clock import Clock
+from postyard.core.db import Database
+from postyard.core.notify import listening
+from postyard.delivery.capture import start_capture_server
+from postyard.delivery.mx import make_resolver
+from postyard.delivery.retry import RetryPolicy
+from postyard.delivery.routing import DirectDeliverer, RelayDeliverer
+from postyard.delivery.session import TlsPolicy
+from postyard.delivery.transport import Relay, SmtpTransport
+from postyard.delivery.worker import Deliverer, DeliveryWorker, WorkerConfig
+from postyard.sending.service import WAKE_CHANNEL
+from postyard.settings import DeliveryMode, Settings
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerRole:
+    worker: DeliveryWorker
+    capture_port: int | None
+
+
+def _transport(settings: Settings) -> SmtpTransport:
+    delivery = settings.delivery
+    return SmtpTransport(
+        ssl_context=ssl.create_default_context(),
+        opportunistic_context=_opportunistic_context(),
+        resolver=make_resolver(settings.dns.nameservers),
+        helo_name=delivery.helo_name or socket.getfqdn(),
+        max_connections_per_destination=delivery.max_connections_per_destination,
+        max_messages_per_connection=delivery.max_messages_per_connection,
+        mx_port=delivery.mx_port,
+    )
+
+
+def _opportunistic_context() -> ssl.SSLContext:
+    # RFC 7435 opportunistic security: encrypt when offered, without authenticating the
+    # peer (MX certificates rarely match; MTA-STS/DANE are how to require more).
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+@contextlib.asynccontextmanager
+async def worker_role(
+    settings: Settings, db: Database, clock: Clock, *, system_url: str, name: str
+) -> AsyncIterator[WorkerRole]:
+    """Build the worker for the configured delivery mode, with its capture server (capture
+    mode) and its LISTEN connection; everything is closed on exit."""
+    delivery = settings.delivery
+    transport = _transport(settings)
+    capture: asyncio.Server | None = None
+    try:
+        deliverer: Deliverer
+        if delivery.mode is DeliveryMode.CAPTURE:
+            capture = await start_capture_server(db)
+            port = capture.sockets[0].getsockname()[1]
+            relay = Relay("127.0.0.1", port, TlsPolicy.NONE, False, None, None)
+            deliverer = RelayDeliverer(transport, relay)
+        elif delivery.mode is DeliveryMode.RELAY:
+            assert delivery.relay_url is not None
+            relay = Relay.from_url(
+                delivery.relay_url.get_secret_value(), tls=TlsPolicy(delivery.relay_tls.value)
+            )
+            deliverer = RelayDeliverer(transport, relay)
+        else:
+            deliverer = DirectDeliverer(transport)
+        config = WorkerConfig(
+            owner=f"{name}:{socket.gethostname()}:{os.getpid()}",
+            batch_size=delivery.batch_size,
+            lanes=delivery.lanes,
+            concurrency=delivery.concurrency,
+            lease=timedelta(seconds=delivery.lease_seconds),
+            # Look for expired leases often enough that a dead worker's rows wait at most
+            # about a lease and a quarter.
+            maintenance_interval=min(15.0, delivery.lease_seconds / 4),
+            policy=RetryPolicy(
+                delays=tuple(timedelta(seconds=s) for s in delivery.retry_delays),
+                max_age=timedelta(hours=delivery.max_age_hours),
+            ),
+        )
+        worker = DeliveryWorker(db, deliverer, config, clock)
+        async with listening(system_url, WAKE_CHANNEL, worker.wake):
+            yield WorkerRole(
+                worker=worker,
+                capture_port=capture.sockets[0].getsockname()[1] if capture else None,
+            )
+    finally:
+        await transport.aclose()
+        if capture is not None:
+            capture.close()
+            await capture.wait_closed()
