@@ -7,6 +7,7 @@ e2e; they still run in ``make test``.
 from __future__ import annotations
 
 import socket
+import time
 from pathlib import Path
 
 import httpx
@@ -42,6 +43,31 @@ def test_first_run_keys_ctrl_c_and_restart(tmp_path: Path) -> None:
         listed = httpx.get(f"{base}/v1/api-keys", headers=auth)
         assert listed.status_code == 200
         assert listed.json()["data"][0]["name"] == "ci"
+
+        # A newcomer's first email is delivered into the capture server, content and all.
+        sent = httpx.post(
+            f"{base}/v1/emails",
+            json={
+                "from": "me@acme.test",
+                "to": "you@example.com",
+                "subject": "First",
+                "html": "<p>It works</p>",
+            },
+            headers=auth,
+        )
+        assert sent.status_code == 200, sent.text
+        email_id = sent.json()["id"]
+        deadline = time.monotonic() + 60
+        while httpx.get(f"{base}/v1/emails/{email_id}", headers=auth).json()["last_event"] != (
+            "delivered"
+        ):
+            assert time.monotonic() < deadline, up.output()
+            time.sleep(0.05)
+        content = httpx.get(f"{base}/v1/emails/{email_id}/content", headers=auth).json()
+        [captured] = content["captured"]
+        assert captured["recipients"] == ["you@example.com"]
+        assert "Subject: First" in captured["raw"]
+        assert "It works" in captured["raw"]
 
         revoke = run_cli(["keys", "revoke", key.json()["id"], "--org", "acme"], env)
         assert revoke.code == 0, revoke.stderr

@@ -91,6 +91,16 @@ class Role:
                 self._seen_url.set()
         self._seen_url.set()
 
+    def wait_for_line(self, fragment: str) -> None:
+        """Block until the process printed a line containing ``fragment``."""
+        deadline = time.monotonic() + START_GUARD_SECONDS
+        while time.monotonic() < deadline:
+            if any(fragment in line for line in list(self.lines)):
+                return
+            assert self.proc is not None and self.proc.poll() is None, self.output()
+            time.sleep(0.05)
+        raise AssertionError(f"never printed {fragment!r}:\n{self.output()}")
+
     def wait_ready(self) -> str:
         assert self._seen_url.wait(START_GUARD_SECONDS), self.output()
         assert self.base_url is not None, self.output()
@@ -114,6 +124,7 @@ class Role:
         return code
 
     def kill(self) -> None:
+        """SIGKILL: no clean-up code runs in the process."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(STOP_GUARD_SECONDS)

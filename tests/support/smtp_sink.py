@@ -77,6 +77,8 @@ class SmtpSink:
         self._data_script: deque[str] = deque()
         self._rcpt_script: dict[str, deque[str]] = {}
         self._arrived = asyncio.Condition()
+        self._hold_after: int | None = None
+        self._release = asyncio.Event()
         self._no_connections = asyncio.Event()
         self._no_connections.set()
         self._server: asyncio.Server | None = None
@@ -92,6 +94,12 @@ class SmtpSink:
     def script_rcpt(self, address: str, *replies: str) -> None:
         """Answer the next RCPT TO commands for ``address`` with ``replies``, in order."""
         self._rcpt_script.setdefault(address.lower(), deque()).extend(replies)
+
+    def hold_after(self, count: int) -> asyncio.Event:
+        """From the ``count``-th message on, record each message but hold its DATA reply until
+        the returned event is set: the client is stuck mid-transaction (crash tests)."""
+        self._hold_after = count
+        return self._release
 
     def script_data(self, *replies: str) -> None:
         """Answer the next DATA commands (after the final dot) with ``replies``, in order."""
@@ -255,6 +263,9 @@ class _Handler:
             connection=server.connection,
         )
         await self._sink._record(message)
+        hold = self._sink._hold_after
+        if hold is not None and len(self._sink.messages) >= hold:
+            await self._sink._release.wait()
         return reply or f"250 2.0.0 queued as {len(self._sink.messages)}"
 
 
