@@ -20,20 +20,26 @@ import httpx
 import pytest
 import pytest_asyncio
 import uvicorn
+from fastapi import FastAPI
 from sqlalchemy.engine import make_url
 from starlette.types import ASGIApp
 
 from postyard.app import create_app
 from postyard.core.clock import SystemClock
+from postyard.core.crypto import derive_kek
 from postyard.core.db import Database, TenantId, asyncpg_connect
 from postyard.core.embedded import start_embedded
 from postyard.core.http import AppServices
 from postyard.core.serving import ServerWithoutSignals, bind_tcp
+from postyard.delivery.mx import make_resolver
+from postyard.domains.routes import DomainDeps
+from postyard.domains.types import DnsPolicy
 from postyard.migrations.runner import migrate, schema_head
 from postyard.runtime import Runtime, connect, prepare
 from postyard.settings import DbSettings, HttpSettings, Settings
 from postyard.tenancy import service
 from postyard.tenancy.types import CreatedApiKey, OrganizationView, Scope
+from tests.support.dns_server import DnsServer
 
 REPO = Path(__file__).resolve().parent.parent
 MIGRATIONS = REPO / "src" / "postyard" / "migrations"
@@ -132,7 +138,10 @@ class Isolated:
 
 @pytest_asyncio.fixture(scope="module")
 async def isolated(
-    worker_id_safe: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+    worker_id_safe: str,
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    app_factory: AppFactory,
 ) -> AsyncIterator[Isolated]:
     data_dir = tmp_path_factory.mktemp("isolated")
     admin_url = await asyncio.to_thread(_admin_url)
@@ -141,7 +150,7 @@ async def isolated(
     runtime = await prepare(_test_settings(url, data_dir))
     db = connect(runtime, name="test-isolated")
     services = AppServices(db=db, clock=SystemClock(), schema_head=schema_head())
-    app = create_app(services, max_body_bytes=runtime.settings.http.max_body_bytes)
+    app = app_factory(services)
     server, task, base = await start_server(app)
     yield Isolated(runtime=runtime, db=db, services=services, base_url=base)
     await stop_server(server, task)
@@ -189,9 +198,41 @@ async def stop_server(server: uvicorn.Server, task: asyncio.Task[None]) -> None:
     await task
 
 
+TEST_POLICY = DnsPolicy(
+    return_path_mx_host="mx.postyard.test",
+    spf_mechanisms="ip4:192.0.2.10",
+    tracking_host="track.postyard.test",
+)
+TEST_KEK = derive_kek(TEST_SECRET.encode())
+AppFactory = Callable[[AppServices], FastAPI]
+
+
 @pytest_asyncio.fixture(scope="session")
-async def live(services: AppServices, settings: Settings) -> AsyncIterator[LiveServer]:
-    app = create_app(services, max_body_bytes=settings.http.max_body_bytes)
+async def dns_server() -> AsyncIterator[DnsServer]:
+    """One DNS server for the session; tests add records under names of their own."""
+    async with DnsServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def app_factory(settings: Settings, dns_server: DnsServer) -> AppFactory:
+    """Builds the real app around given services, with DNS answered by ``dns_server``."""
+
+    def build(services: AppServices) -> FastAPI:
+        deps = DomainDeps(
+            policy=TEST_POLICY,
+            resolver=make_resolver([dns_server.nameserver], timeout=2.0, lifetime=4.0, cache=False),
+            kek=TEST_KEK,
+            default_return_path="send",
+        )
+        return create_app(services, max_body_bytes=settings.http.max_body_bytes, domain_deps=deps)
+
+    return build
+
+
+@pytest_asyncio.fixture(scope="session")
+async def live(services: AppServices, app_factory: AppFactory) -> AsyncIterator[LiveServer]:
+    app = app_factory(services)
     server, task, base = await start_server(app)
     yield LiveServer(base_url=base)
     await stop_server(server, task)

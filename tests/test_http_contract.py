@@ -14,12 +14,10 @@ import pytest
 from sqlalchemy import text
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from postyard.app import create_app
 from postyard.core.db import Database
 from postyard.core.http import AppServices
 from postyard.core.rls import tenant_tables
-from postyard.settings import Settings
-from tests.conftest import KeyFactory, Tenant, start_server, stop_server
+from tests.conftest import AppFactory, KeyFactory, Tenant, start_server, stop_server
 from tests.tenancy.test_api_keys import assert_error
 
 
@@ -52,6 +50,13 @@ async def _scheduled_email_of(owner: Tenant, makers: Makers) -> str:
     return str(response.json()["id"])
 
 
+async def _domain_of(owner: Tenant, makers: Makers) -> str:
+    name = f"d{uuid.uuid4().hex[:10]}.test"
+    response = await makers.http.post("/v1/domains", json={"name": name}, headers=owner.auth)
+    assert response.status_code == 200, response.text
+    return str(response.json()["id"])
+
+
 # Every route that takes an id, with a way to create such an object for a tenant and a valid
 # body where the route takes one. A new route with an id and no entry here fails
 # test_every_id_route_is_covered.
@@ -61,6 +66,9 @@ ID_ROUTES: dict[str, ObjectFactory] = {
     "/v1/emails/{email_id}/cancel": _scheduled_email_of,
     "/v1/emails/{email_id}/events": _scheduled_email_of,
     "/v1/emails/{email_id}/content": _scheduled_email_of,
+    "/v1/domains/{domain_id}": _domain_of,
+    "/v1/domains/{domain_id}/verify": _domain_of,
+    "/v1/domains/{domain_id}/rotate-dkim": _domain_of,
 }
 VALID_BODIES: dict[tuple[str, str], dict[str, object]] = {
     ("PATCH", "/v1/emails/{email_id}"): {"scheduled_at": "in 2 hours"},
@@ -74,9 +82,9 @@ class Operation:
     has_body: bool
 
 
-def _operations(services: AppServices, settings: Settings) -> list[Operation]:
+def _operations(app_factory: AppFactory, services: AppServices) -> list[Operation]:
     """Every operation of the app, from its OpenAPI document (the public route table)."""
-    spec = create_app(services, max_body_bytes=settings.http.max_body_bytes).openapi()
+    spec = app_factory(services).openapi()
     return [
         Operation(method.upper(), path, "requestBody" in op)
         for path, item in spec["paths"].items()
@@ -84,8 +92,8 @@ def _operations(services: AppServices, settings: Settings) -> list[Operation]:
     ]
 
 
-def test_every_id_route_is_covered(services: AppServices, settings: Settings) -> None:
-    with_ids = {op.path for op in _operations(services, settings) if "{" in op.path}
+def test_every_id_route_is_covered(services: AppServices, app_factory: AppFactory) -> None:
+    with_ids = {op.path for op in _operations(app_factory, services) if "{" in op.path}
     assert with_ids, "no routes with ids found: the enumeration is broken"
     assert with_ids <= set(ID_ROUTES), (
         f"routes without a cross-tenant test: {with_ids - set(ID_ROUTES)}"
@@ -95,13 +103,13 @@ def test_every_id_route_is_covered(services: AppServices, settings: Settings) ->
 async def test_other_tenants_objects_are_404_on_every_id_route(
     http: httpx.AsyncClient,
     services: AppServices,
-    settings: Settings,
+    app_factory: AppFactory,
     tenant: Tenant,
     other_tenant: Tenant,
     make_key: KeyFactory,
 ) -> None:
     checked = 0
-    for op in _operations(services, settings):
+    for op in _operations(app_factory, services):
         if op.path not in ID_ROUTES:
             continue
         object_id = await ID_ROUTES[op.path](tenant, Makers(make_key, http))
@@ -157,13 +165,13 @@ async def test_malformed_bodies_get_a_json_4xx_and_write_nothing(
     http: httpx.AsyncClient,
     db: Database,
     services: AppServices,
-    settings: Settings,
+    app_factory: AppFactory,
     tenant: Tenant,
     label: str,
     body: bytes,
     headers: dict[str, str],
 ) -> None:
-    routes = [(op.method, op.path) for op in _operations(services, settings) if op.has_body]
+    routes = [(op.method, op.path) for op in _operations(app_factory, services) if op.has_body]
     assert routes
     for method, template in routes:
         path = re.sub(r"\{[^}]+\}", str(uuid.uuid4()), template)
@@ -215,9 +223,11 @@ async def test_health_request_id_and_openapi(http: httpx.AsyncClient) -> None:
     assert "swagger" in docs.text.lower()
 
 
-async def test_readyz_reports_an_outdated_schema(services: AppServices, settings: Settings) -> None:
+async def test_readyz_reports_an_outdated_schema(
+    services: AppServices, app_factory: AppFactory
+) -> None:
     stale = AppServices(db=services.db, clock=services.clock, schema_head="9999")
-    app = create_app(stale, max_body_bytes=settings.http.max_body_bytes)
+    app = app_factory(stale)
     server, task, base = await start_server(app)
     try:
         async with httpx.AsyncClient(base_url=base) as client:
@@ -248,9 +258,9 @@ class _CommitProbe:
 
 
 async def test_transaction_commits_before_the_response_is_sent(
-    services: AppServices, settings: Settings, db: Database, tenant: Tenant
+    services: AppServices, app_factory: AppFactory, db: Database, tenant: Tenant
 ) -> None:
-    probe = _CommitProbe(create_app(services, max_body_bytes=settings.http.max_body_bytes), db)
+    probe = _CommitProbe(app_factory(services), db)
     server, task, base = await start_server(probe)
     try:
         async with httpx.AsyncClient(base_url=base) as client:

@@ -16,6 +16,8 @@ from postyard.core.http import (
     install_error_handlers,
 )
 from postyard.delivery.routes import router as content_router
+from postyard.domains.routes import DomainDeps
+from postyard.domains.routes import router as domains_router
 from postyard.sending.routes import router as emails_router
 from postyard.tenancy.routes import router as api_keys_router
 
@@ -52,7 +54,7 @@ def _health_router() -> APIRouter:
     return router
 
 
-def create_app(services: AppServices, *, max_body_bytes: int) -> FastAPI:
+def create_app(services: AppServices, *, max_body_bytes: int, domain_deps: DomainDeps) -> FastAPI:
     app = FastAPI(
         title="Postyard",
         version=__version__,
@@ -63,6 +65,7 @@ def create_app(services: AppServices, *, max_body_bytes: int) -> FastAPI:
         redirect_slashes=False,
     )
     app.state.services = services
+    app.state.domain_deps = domain_deps
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=max_body_bytes)
     app.include_router(_health_router())
@@ -70,5 +73,6 @@ def create_app(services: AppServices, *, max_body_bytes: int) -> FastAPI:
     v1.include_router(api_keys_router)
     v1.include_router(emails_router)
     v1.include_router(content_router)
+    v1.include_router(domains_router)
     app.include_router(v1)
     return app

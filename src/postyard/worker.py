@@ -12,15 +12,20 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from postyard.core.clock import Clock
+from postyard.core.crypto import derive_kek
 from postyard.core.db import Database
 from postyard.core.notify import listening
+from postyard.core.secrets import derive
 from postyard.delivery.capture import start_capture_server
+from postyard.delivery.identity import IdentityCache
 from postyard.delivery.mx import make_resolver
 from postyard.delivery.retry import RetryPolicy
 from postyard.delivery.routing import DirectDeliverer, RelayDeliverer
 from postyard.delivery.session import TlsPolicy
 from postyard.delivery.transport import Relay, SmtpTransport
 from postyard.delivery.worker import Deliverer, DeliveryWorker, WorkerConfig
+from postyard.domains.policy import dns_policy
+from postyard.domains.verification import verify_due_domains
 from postyard.sending.service import WAKE_CHANNEL
 from postyard.settings import DeliveryMode, Settings
 
@@ -55,7 +60,13 @@ def _opportunistic_context() -> ssl.SSLContext:
 
 @contextlib.asynccontextmanager
 async def worker_role(
-    settings: Settings, db: Database, clock: Clock, *, system_url: str, name: str
+    settings: Settings,
+    db: Database,
+    clock: Clock,
+    *,
+    system_url: str,
+    secret: bytes,
+    name: str,
 ) -> AsyncIterator[WorkerRole]:
     """Build the worker for the configured delivery mode, with its capture server (capture
     mode) and its LISTEN connection; everything is closed on exit."""
@@ -91,7 +102,21 @@ async def worker_role(
                 max_age=timedelta(hours=delivery.max_age_hours),
             ),
         )
-        worker = DeliveryWorker(db, deliverer, config, clock)
+        resolver = make_resolver(settings.dns.nameservers, cache=False)
+        policy = dns_policy(settings)
+
+        async def check_domains() -> int:
+            return await verify_due_domains(db, resolver, policy=policy, now=clock.now())
+
+        worker = DeliveryWorker(
+            db,
+            deliverer,
+            config,
+            clock,
+            identities=IdentityCache(db, derive_kek(secret), clock),
+            verp_key=derive(secret, "verp").encode(),
+            jobs=[check_domains],
+        )
         async with listening(system_url, WAKE_CHANNEL, worker.wake):
             yield WorkerRole(
                 worker=worker,

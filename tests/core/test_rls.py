@@ -94,12 +94,39 @@ async def _captured_row(conn: asyncpg.Connection, tenant: uuid.UUID) -> None:
     )
 
 
+async def _domain_row(conn: asyncpg.Connection, tenant: uuid.UUID) -> uuid.UUID:
+    domain_id = uuid.uuid4()
+    await conn.execute(
+        "INSERT INTO domains (id, tenant_id, name, status, return_path, open_tracking,"
+        " click_tracking, tls, record_statuses) VALUES ($1, $2, $3, 'pending', 'send', false,"
+        " false, 'opportunistic', '{}')",
+        domain_id,
+        tenant,
+        f"{domain_id.hex[:10]}.test",
+    )
+    return domain_id
+
+
+async def _dkim_key_row(conn: asyncpg.Connection, tenant: uuid.UUID) -> None:
+    domain_id = await _domain_row(conn, tenant)
+    await conn.execute(
+        "INSERT INTO dkim_keys (id, tenant_id, domain_id, selector, algorithm, private_key,"
+        " public_record, state) VALUES ($1, $2, $3, 's1', 'rsa-sha256', 'x', 'v=DKIM1',"
+        " 'published')",
+        uuid.uuid4(),
+        tenant,
+        domain_id,
+    )
+
+
 # One row factory per tenant table. A new tenant table without an entry fails the meta-test,
 # so it cannot ship without being attacked here.
 TENANT_ROW_FACTORIES: dict[str, RowFactory] = {
     "api_keys": _api_key_row,
     "captured_messages": _captured_row,
     "deliveries": _delivery_row,
+    "dkim_keys": _dkim_key_row,
+    "domains": _domain_row,
     "events": _event_row,
     "idempotency_keys": _idempotency_row,
     "message_contents": _message_content_row,

@@ -39,7 +39,18 @@ class AAAA:
     address: str
 
 
-Record = MX | A | AAAA
+@dataclass(frozen=True, slots=True)
+class TXT:
+    text: str
+    """One TXT record; split into 255-octet strings on the wire as RFC 7208 §3.3 allows."""
+
+
+@dataclass(frozen=True, slots=True)
+class CNAME:
+    target: str
+
+
+Record = MX | A | AAAA | TXT | CNAME
 NULL_MX = MX(0, ".")
 _TTL = 60
 
@@ -66,6 +77,16 @@ class DnsServer:
 
     def add(self, name: str, *records: Record) -> None:
         self._records.setdefault(_key(name), []).extend(records)
+
+    def set(self, name: str, *records: Record) -> None:
+        """Replace ``name``'s records (none: the name answers NODATA)."""
+        self._records[_key(name)] = list(records)
+        self._servfail.discard(_key(name))
+
+    def remove(self, name: str) -> None:
+        """Forget ``name``: it answers NXDOMAIN."""
+        self._records.pop(_key(name), None)
+        self._servfail.discard(_key(name))
 
     def fail(self, name: str) -> None:
         """Answer every query for ``name`` with SERVFAIL."""
@@ -168,6 +189,12 @@ def _resource_record(qname: Any, qtype: str, record: Record) -> Any:
         return dnslib.RR(qname, dnslib.QTYPE.A, rdata=dnslib.A(record.address), ttl=_TTL)
     if qtype == "AAAA" and isinstance(record, AAAA):
         return dnslib.RR(qname, dnslib.QTYPE.AAAA, rdata=dnslib.AAAA(record.address), ttl=_TTL)
+    if qtype == "TXT" and isinstance(record, TXT):
+        raw = record.text.encode()
+        chunks = [raw[i : i + 255] for i in range(0, len(raw), 255)] or [b""]
+        return dnslib.RR(qname, dnslib.QTYPE.TXT, rdata=dnslib.TXT(chunks), ttl=_TTL)
+    if qtype == "CNAME" and isinstance(record, CNAME):
+        return dnslib.RR(qname, dnslib.QTYPE.CNAME, rdata=dnslib.CNAME(record.target), ttl=_TTL)
     return None
 
 

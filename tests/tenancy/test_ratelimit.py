@@ -7,10 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 
-from postyard.app import create_app
 from postyard.core.http import AppServices
-from postyard.settings import Settings
-from tests.conftest import Tenant, start_server, stop_server
+from tests.conftest import AppFactory, Tenant, start_server, stop_server
 from tests.tenancy.test_api_keys import assert_error
 
 
@@ -23,15 +21,13 @@ class ManualClock:
 
 
 async def test_limit_headers_429_and_the_next_window(
-    services: AppServices, settings: Settings, tenant: Tenant, other_tenant: Tenant
+    services: AppServices, app_factory: AppFactory, tenant: Tenant, other_tenant: Tenant
 ) -> None:
     clock = ManualClock()
     limited = AppServices(
         db=services.db, clock=clock, schema_head=services.schema_head, rate_limit_per_second=2
     )
-    server, task, base = await start_server(
-        create_app(limited, max_body_bytes=settings.http.max_body_bytes)
-    )
+    server, task, base = await start_server(app_factory(limited))
     try:
         async with httpx.AsyncClient(base_url=base) as client:
             first = await client.get("/v1/api-keys", headers=tenant.auth)

@@ -17,9 +17,13 @@ from postyard import __version__
 from postyard.app import create_app
 from postyard.cli.context import JsonOption, emit, load_settings
 from postyard.core.clock import SystemClock
+from postyard.core.crypto import derive_kek
 from postyard.core.http import AppServices
 from postyard.core.logging import configure_logging
 from postyard.core.serving import ServerWithoutSignals, bind_tcp
+from postyard.delivery.mx import make_resolver
+from postyard.domains.policy import dns_policy
+from postyard.domains.routes import DomainDeps
 from postyard.migrations.runner import migrate as run_migrations
 from postyard.runtime import Runtime, connect, prepare, require_current_schema
 from postyard.settings import Settings
@@ -82,7 +86,14 @@ async def _run_roles(
         lines: list[str] = []
         if worker:
             role = await stack.enter_async_context(
-                worker_role(settings, db, clock, system_url=runtime.urls.system, name="worker")
+                worker_role(
+                    settings,
+                    db,
+                    clock,
+                    system_url=runtime.urls.system,
+                    secret=runtime.secret,
+                    name="worker",
+                )
             )
             tasks.append(asyncio.create_task(role.worker.run(stop)))
             lines.append(_worker_line(settings, role.capture_port))
@@ -92,8 +103,13 @@ async def _run_roles(
                 clock=clock,
                 schema_head=head,
                 rate_limit_per_second=settings.http.rate_limit_per_second,
+                require_verified_domain=settings.requires_verified_domain,
             )
-            app = create_app(services, max_body_bytes=settings.http.max_body_bytes)
+            app = create_app(
+                services,
+                max_body_bytes=settings.http.max_body_bytes,
+                domain_deps=domain_deps(settings, runtime.secret),
+            )
             config = uvicorn.Config(
                 app, log_config=None, access_log=False, lifespan="off", server_header=False
             )
@@ -116,6 +132,15 @@ async def _run_roles(
 async def _stop_server_on(stop: asyncio.Event, server: uvicorn.Server) -> None:
     await stop.wait()
     server.should_exit = True
+
+
+def domain_deps(settings: Settings, secret: bytes) -> DomainDeps:
+    return DomainDeps(
+        policy=dns_policy(settings),
+        resolver=make_resolver(settings.dns.nameservers, cache=False),
+        kek=derive_kek(secret),
+        default_return_path=settings.sending.return_path_subdomain,
+    )
 
 
 def _worker_line(settings: Settings, capture_port: int | None) -> str:

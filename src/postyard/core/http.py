@@ -44,6 +44,7 @@ class AppServices:
     clock: Clock
     schema_head: str
     rate_limit_per_second: int = 0
+    require_verified_domain: bool = False
 
 
 def _services(request: Request) -> AppServices:

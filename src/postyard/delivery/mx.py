@@ -39,13 +39,19 @@ class ResolutionFailure:
 
 
 def make_resolver(
-    nameservers: list[str], *, timeout: float = 5.0, lifetime: float = 15.0
+    nameservers: list[str],
+    *,
+    timeout: float = 5.0,
+    lifetime: float = 15.0,
+    cache: bool = True,
 ) -> dns.asyncresolver.Resolver:
     """A resolver asking ``nameservers`` ("host:port", "[v6]:port" or a bare IP for port 53).
 
     An empty list gives the system resolver configuration (resolv.conf). Answers are cached
-    for their TTL. Raises ValueError for a nameserver that is not an IP address with an
-    optional port, and dns.resolver.NoResolverConfiguration when the system has none.
+    for their TTL unless ``cache`` is False (domain verification: a user who just published
+    a record and asks to verify must not get yesterday's answer). Raises ValueError for a
+    nameserver that is not an IP address with an optional port, and
+    dns.resolver.NoResolverConfiguration when the system has none.
     """
     if not nameservers:
         resolver = dns.asyncresolver.Resolver()
@@ -54,7 +60,8 @@ def make_resolver(
         resolver.nameservers = [_parse_nameserver(entry) for entry in nameservers]
     resolver.timeout = timeout
     resolver.lifetime = lifetime
-    resolver.cache = dns.resolver.LRUCache()
+    if cache:
+        resolver.cache = dns.resolver.LRUCache()
     return resolver
 
 

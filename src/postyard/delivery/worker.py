@@ -14,13 +14,15 @@ import logging
 import random
 import uuid
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
 from postyard.core.clock import Clock
 from postyard.core.db import Database
+from postyard.delivery import verp
+from postyard.delivery.identity import UNVERIFIED, IdentityCache
 from postyard.delivery.outcome import OutcomeKind, RecipientOutcome
 from postyard.delivery.retry import RetryPolicy, next_attempt
 from postyard.delivery.transport import Envelope
@@ -80,13 +82,17 @@ def to_result(
 
 
 def group_for_sending(
-    claimed: list[ClaimedDelivery], *, per_domain: bool
+    claimed: list[ClaimedDelivery], *, per_domain: bool, per_recipient: set[uuid.UUID]
 ) -> dict[tuple[uuid.UUID, str], list[ClaimedDelivery]]:
     """Recipients that travel in one SMTP transaction: same message and, for direct delivery,
-    same domain (pure)."""
+    same domain (pure). Messages in ``per_recipient`` (those with a VERP return path, whose
+    envelope sender names one recipient) go one recipient per transaction."""
     groups: dict[tuple[uuid.UUID, str], list[ClaimedDelivery]] = defaultdict(list)
     for d in claimed:
-        groups[(d.message_id, d.domain if per_domain else "")].append(d)
+        if d.message_id in per_recipient:
+            groups[(d.message_id, str(d.id))].append(d)
+        else:
+            groups[(d.message_id, d.domain if per_domain else "")].append(d)
     return groups
 
 
@@ -98,8 +104,14 @@ class DeliveryWorker:
         config: WorkerConfig,
         clock: Clock,
         *,
+        identities: IdentityCache | None = None,
+        verp_key: bytes = b"",
+        jobs: Sequence[Callable[[], Awaitable[object]]] = (),
         rand: Callable[[], float] = random.random,
     ) -> None:
+        self._identities = identities
+        self._jobs = jobs
+        self._verp_key = verp_key
         self._db = db
         self._deliverer = deliverer
         self._config = config
@@ -155,31 +167,63 @@ class DeliveryWorker:
             await ledger.record_results(session, results, owner=cfg.owner)
         return len(claimed)
 
+    async def _prepare(
+        self, messages: dict[uuid.UUID, OutboundMessage]
+    ) -> dict[uuid.UUID, tuple[bytes, str | None]]:
+        """Per message: the bytes to send (DKIM-signed when its domain is verified, signed
+        once per batch however many recipients) and its return-path domain."""
+        prepared: dict[uuid.UUID, tuple[bytes, str | None]] = {}
+        for message in messages.values():
+            identity = (
+                await self._identities.get(message.tenant_id, message.from_domain)
+                if self._identities is not None
+                else UNVERIFIED
+            )
+            data = identity.signer.sign(message.raw) if identity.signer else message.raw
+            prepared[message.id] = (data, identity.return_path_domain)
+        return prepared
+
     async def _deliver(
         self, claimed: list[ClaimedDelivery], messages: dict[uuid.UUID, OutboundMessage]
     ) -> list[DeliveryResult]:
-        groups = group_for_sending(claimed, per_domain=self._deliverer.per_domain)
+        prepared = await self._prepare(messages)
+        verp = {mid for mid, (_, return_path) in prepared.items() if return_path}
+        groups = group_for_sending(
+            claimed, per_domain=self._deliverer.per_domain, per_recipient=verp
+        )
         batches = await asyncio.gather(
-            *(self._send_group(messages[key[0]], key[1], rows) for key, rows in groups.items())
+            *(
+                self._send_group(messages[key[0]], prepared[key[0]], rows)
+                for key, rows in groups.items()
+            )
         )
         return [result for batch in batches for result in batch]
 
     async def _send_group(
-        self, message: OutboundMessage, domain: str, rows: list[ClaimedDelivery]
+        self,
+        message: OutboundMessage,
+        prepared: tuple[bytes, str | None],
+        rows: list[ClaimedDelivery],
     ) -> list[DeliveryResult]:
+        data, return_path_domain = prepared
+        mail_from = (
+            verp.return_path(rows[0].id, return_path_domain, self._verp_key)
+            if return_path_domain
+            else message.envelope_from
+        )
         now_results: list[DeliveryResult] = []
         try:
             envelope = Envelope(
-                mail_from=message.envelope_from,
+                mail_from=mail_from,
                 recipients=tuple(r.recipient for r in rows),
-                data=message.raw,
+                data=data,
                 smtputf8=message.smtputf8,
             )
         except ValueError as exc:
             return [DeliveryResult(r, Result.BOUNCED, f"not deliverable: {exc}") for r in rows]
         async with self._sending:
             try:
-                outcomes = await self._deliverer.deliver(domain or rows[0].domain, envelope)
+                outcomes = await self._deliverer.deliver(rows[0].domain, envelope)
             except Exception as exc:  # a bug here must not strand the batch until lease expiry
                 log.exception("delivery failed unexpectedly", extra={"message_id": str(message.id)})
                 outcomes = [
@@ -205,7 +249,9 @@ class DeliveryWorker:
                 if recovered:
                     log.warning("recovered expired leases", extra={"rows": recovered})
                     self.wake.set()
-            except Exception:  # maintenance must outlive a database hiccup
+                for job in self._jobs:
+                    await job()
+            except Exception:  # maintenance must outlive a database or DNS hiccup
                 log.exception("maintenance failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=self._config.maintenance_interval)

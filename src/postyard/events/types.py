@@ -19,6 +19,9 @@ class EventType(StrEnum):
     EMAIL_BOUNCED = "email.bounced"
     EMAIL_FAILED = "email.failed"
     EMAIL_CANCELED = "email.canceled"
+    DOMAIN_CREATED = "domain.created"
+    DOMAIN_UPDATED = "domain.updated"
+    DOMAIN_DELETED = "domain.deleted"
 
     @property
     def short(self) -> str:

@@ -59,6 +59,13 @@ class ComposedMessage:
     smtputf8: bool
     scheduled_at: datetime | None
     recipients: tuple[Recipient, ...]
+    from_domain: str = ""
+    """ASCII domain of the header From (DKIM's d=, the verified-domain rule); defaults to the
+    envelope sender's domain."""
+
+    @property
+    def sender_domain(self) -> str:
+        return (self.from_domain or self.envelope_from.rpartition("@")[2]).lower()
 
 
 def _addresses(value: str | list[str] | None, field: str) -> tuple[Address, ...]:
@@ -178,4 +185,5 @@ def compose_message(
         smtputf8=needs_smtputf8(spec),
         scheduled_at=scheduled_at,
         recipients=recipients,
+        from_domain=sender.domain.lower(),
     )

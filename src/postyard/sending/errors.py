@@ -30,3 +30,8 @@ class InvalidIdempotentRequest(AppError):
 class ConcurrentIdempotentRequests(AppError):
     code = "concurrent_idempotent_requests"
     status = 409
+
+
+class DomainNotVerified(AppError):
+    code = "validation_error"
+    status = 403

@@ -54,6 +54,7 @@ class OutboundMessage:
     id: uuid.UUID
     tenant_id: TenantId
     envelope_from: str
+    from_domain: str
     smtputf8: bool
     raw: bytes
 
@@ -88,7 +89,7 @@ _CLAIM = text(
 )
 _MESSAGES = text(
     """
-    SELECT m.id, m.tenant_id, m.envelope_from, m.smtputf8, c.raw
+    SELECT m.id, m.tenant_id, m.envelope_from, m.from_domain, m.smtputf8, c.raw
       FROM messages m JOIN message_contents c ON c.message_id = m.id
      WHERE m.id = ANY(:ids)
     """
@@ -157,6 +158,7 @@ async def claim_due(
             id=r.id,
             tenant_id=TenantId(r.tenant_id),
             envelope_from=r.envelope_from,
+            from_domain=r.from_domain,
             smtputf8=r.smtputf8,
             raw=r.raw,
         )

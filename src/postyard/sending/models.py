@@ -50,6 +50,7 @@ class Message(Base):
     api_key_id: Mapped[uuid.UUID | None] = mapped_column()
     source: Mapped[str] = mapped_column(String(8))
     sender: Mapped[str] = mapped_column(Text)
+    from_domain: Mapped[str] = mapped_column(Text, server_default="")
     envelope_from: Mapped[str] = mapped_column(Text)
     subject: Mapped[str] = mapped_column(Text)
     to_addrs: Mapped[list[str]] = mapped_column(ARRAY(Text))

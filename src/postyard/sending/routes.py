@@ -69,6 +69,8 @@ async def _accept(
             replay = await idempotency.begin(session, principal.tenant_id, key, request_hash)
             if replay is not None:
                 return replay
+        if services.require_verified_domain:
+            await service.require_verified_senders(session, principal.tenant_id, messages)
         await service.submit_messages(session, principal, messages)
         if key is not None:
             await idempotency.complete(session, principal.tenant_id, key, request_hash, response)

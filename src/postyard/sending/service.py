@@ -19,9 +19,11 @@ from postyard.core.db import TenantId
 from postyard.core.errors import NotFound, ValidationFailed
 from postyard.core.ids import parse_uuid, uuid7
 from postyard.core.pagination import Page, PageRequest, fetch_page
+from postyard.domains import service as domains
 from postyard.events.service import list_message_events, record_events
 from postyard.events.types import EventType, EventView, NewEvent
 from postyard.sending.compose import ComposedMessage
+from postyard.sending.errors import DomainNotVerified
 from postyard.sending.models import Delivery, Message, MessageContent
 from postyard.sending.scheduling import parse_scheduled_at
 from postyard.tenancy.types import Principal
@@ -62,6 +64,7 @@ async def submit_messages(
                 "api_key_id": principal.api_key_id,
                 "source": source,
                 "sender": m.sender,
+                "from_domain": m.sender_domain,
                 "envelope_from": m.envelope_from,
                 "subject": m.subject,
                 "to_addrs": list(m.to),
@@ -119,6 +122,20 @@ async def submit_messages(
     )
     if any(m.scheduled_at is None for m in messages):
         await session.execute(_NOTIFY)
+
+
+async def require_verified_senders(
+    session: AsyncSession, tenant_id: TenantId, messages: list[ComposedMessage]
+) -> None:
+    """Raise DomainNotVerified unless every message's From domain is a verified domain of the
+    tenant (the rule POSTYARD_SENDING__REQUIRE_VERIFIED_DOMAIN switches on)."""
+    for domain in sorted({m.sender_domain for m in messages}):
+        if not await domains.is_verified_sender(session, tenant_id, domain):
+            msg = (
+                f"The {domain} domain is not verified. Add it with POST /v1/domains, publish "
+                "its DNS records and verify it, or send from a verified domain."
+            )
+            raise DomainNotVerified(msg)
 
 
 async def _require_message(session: AsyncSession, tenant_id: TenantId, email_id: str) -> Message:

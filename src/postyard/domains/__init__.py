@@ -1,0 +1,1 @@
+"""Domains: sending domains, their DNS records and verification, and DKIM."""
