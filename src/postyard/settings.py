@@ -63,6 +63,39 @@ class SmtpSettings(_Group):
     """Address of the SMTP submission server (the relay applications send through)."""
     port: int = Field(default=2525, ge=0, le=65535)
     """TCP port of the SMTP submission server."""
+    implicit_tls_port: int | None = Field(default=None, ge=0, le=65535)
+    """Port of a second listener that speaks TLS from the first byte (465 style); unset: none."""
+    hostname: str | None = Field(default=None, pattern=r"^[A-Za-z0-9.-]{1,253}$")
+    """Name in the greeting, the EHLO reply and a generated certificate (default: the FQDN)."""
+    tls_cert_file: Path | None = None
+    """PEM certificate chain for STARTTLS and implicit TLS; unset: self-signed, in data_dir."""
+    tls_key_file: Path | None = None
+    """PEM private key of tls_cert_file (set both or neither)."""
+    allow_auth_without_tls_on_loopback: bool = True
+    """Offer AUTH without TLS to loopback clients (local development); others must use TLS."""
+    max_message_bytes: int = Field(default=40 * 1024 * 1024, ge=1024)
+    """Largest message accepted, advertised as SIZE (RFC 1870); larger ones get 552 5.3.4."""
+    max_recipients: int = Field(default=50, ge=1, le=1000)
+    """RCPT TO accepted per message; the next one gets 452 4.5.3."""
+    max_connections_per_ip: int = Field(default=20, ge=1)
+    """Connections one client address may hold open at once, per process; more get 421 4.7.0."""
+    idle_timeout: float = Field(default=300, gt=0)
+    """Seconds to wait for the next command before closing with 421 (RFC 5321 4.5.3.2.7)."""
+    command_timeout: float = Field(default=600, gt=0)
+    """Seconds one DATA or AUTH exchange may take before closing with 421 (RFC 5321 4.5.3.2)."""
+    max_messages_per_connection: int = Field(default=100, ge=1)
+    """Mail transactions per connection (advertised as LIMITS MAILMAX); then 421 4.7.0."""
+    auth_failures_before_lockout: int = Field(default=5, ge=1)
+    """Failed AUTH attempts from one address within auth_lockout_seconds before a lockout."""
+    auth_lockout_seconds: float = Field(default=300, gt=0)
+    """How long a locked-out address gets 454 4.7.0 to every AUTH (counted per process)."""
+
+    @model_validator(mode="after")
+    def _certificate_with_key(self) -> SmtpSettings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            msg = "POSTYARD_SMTP__TLS_CERT_FILE and POSTYARD_SMTP__TLS_KEY_FILE go together"
+            raise ValueError(msg)
+        return self
 
 
 class MxSettings(_Group):
@@ -70,6 +103,9 @@ class MxSettings(_Group):
     """Address of the inbound MX listener (bounces, complaints, inbound mail)."""
     port: int = Field(default=2526, ge=0, le=65535)
     """TCP port of the inbound MX listener (25 in production)."""
+    public_host: str | None = None
+    """Host name remote servers reach the MX listener by: the MX record of every return-path
+    subdomain points here (default: the delivery HELO name or this host's FQDN)."""
 
 
 class DeliverySettings(_Group):
@@ -131,6 +167,13 @@ class DeliverySettings(_Group):
 class SendingSettings(_Group):
     require_verified_domain: bool | None = None
     """Whether the From domain must be verified; unset means false in capture mode, else true."""
+    return_path_subdomain: str = Field(
+        default="send", pattern=r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$"
+    )
+    """Default return-path (bounce) subdomain of new domains, as Resend's `send`."""
+    spf_mechanisms: str | None = None
+    """SPF mechanisms of the sending IPs/hosts (e.g. "ip4:203.0.113.5 include:_spf.example.net");
+    default: "a:<MX public host>"."""
 
 
 class DnsSettings(_Group):
