@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import uuid
+
 import httpx
 import pytest
 
 from postyard.migrations.runner import schema_head
 from postyard.runtime import Runtime
 from tests.conftest import APP_ROLE, SYSTEM_ROLE, TEST_SECRET, LiveServer
+from tests.domains.test_domains_api import publish
+from tests.support.dns_server import DnsServer
 from tests.support.processes import arun_cli
 
 
@@ -116,3 +120,32 @@ async def test_commands_refuse_an_unreachable_database(cli_env: dict[str, str]) 
     assert result.code == 1
     assert result.stderr.startswith("postyard: error: cannot reach PostgreSQL")
     assert "Traceback" not in result.stderr
+
+
+async def test_domains_commands(cli_env: dict[str, str], dns_server: DnsServer) -> None:
+    env = {**cli_env, "POSTYARD_DNS__NAMESERVERS": dns_server.nameserver}
+    org = (await arun_cli(["orgs", "create", "Domain CLI", "--json"], env)).json()["slug"]
+    name = f"cli{uuid.uuid4().hex[:8]}.test"
+    added = await arun_cli(["domains", "add", name, "--org", org, "--json"], env)
+    assert added.code == 0, added.stderr
+    body = added.json()
+    assert body["name"] == name
+    assert body["status"] == "not_started"
+    assert [r["record"] for r in body["records"]][:2] == ["DKIM", "DKIM"]
+    listed = (await arun_cli(["domains", "list", "--org", org, "--json"], env)).json()
+    assert [d["id"] for d in listed] == [body["id"]]
+    publish(dns_server, body)
+    verified = await arun_cli(["domains", "verify", body["id"], "--org", org, "--json"], env)
+    assert verified.code == 0, verified.stderr
+    assert verified.json()["status"] == "verified"
+    again = await arun_cli(["domains", "add", name, "--org", org], env)
+    assert again.code == 1
+    assert "already" in again.stderr
+    bad = await arun_cli(["domains", "add", "co.uk", "--org", org], env)
+    assert bad.code == 1
+    assert "public suffix" in bad.stderr
+    removed = await arun_cli(["domains", "remove", body["id"], "--org", org, "--json"], env)
+    assert removed.json() == {"object": "domain", "id": body["id"], "deleted": True}
+    missing = await arun_cli(["domains", "verify", body["id"], "--org", org], env)
+    assert missing.code == 1
+    assert "not found" in missing.stderr
