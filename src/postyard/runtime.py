@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import asyncpg
 
@@ -22,6 +23,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True, slots=True)
 class Runtime:
     settings: Settings
+    data_dir: Path
     secret: bytes
     urls: DatabaseUrls
     roles: RoleSpec
@@ -76,7 +78,14 @@ async def prepare(settings: Settings) -> Runtime:
         app_password=roles.app_password,
         system_password=roles.system_password,
     )
-    return Runtime(settings=settings, secret=secret, urls=urls, roles=roles, embedded=embedded)
+    return Runtime(
+        settings=settings,
+        data_dir=data_dir,
+        secret=secret,
+        urls=urls,
+        roles=roles,
+        embedded=embedded,
+    )
 
 
 async def require_current_schema(runtime: Runtime) -> str:

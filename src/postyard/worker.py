@@ -72,11 +72,12 @@ async def worker_role(
     mode) and its LISTEN connection; everything is closed on exit."""
     delivery = settings.delivery
     transport = _transport(settings)
+    verp_key = derive(secret, "verp").encode()
     capture: asyncio.Server | None = None
     try:
         deliverer: Deliverer
         if delivery.mode is DeliveryMode.CAPTURE:
-            capture = await start_capture_server(db)
+            capture = await start_capture_server(db, verp_key=verp_key)
             port = capture.sockets[0].getsockname()[1]
             relay = Relay("127.0.0.1", port, TlsPolicy.NONE, False, None, None)
             deliverer = RelayDeliverer(transport, relay)
@@ -114,7 +115,7 @@ async def worker_role(
             config,
             clock,
             identities=IdentityCache(db, derive_kek(secret), clock),
-            verp_key=derive(secret, "verp").encode(),
+            verp_key=verp_key,
             jobs=[check_domains],
         )
         async with listening(system_url, WAKE_CHANNEL, worker.wake):

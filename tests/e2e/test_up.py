@@ -19,7 +19,11 @@ pytestmark = pytest.mark.e2e
 
 
 def _env(data_dir: Path) -> dict[str, str]:
-    return {"POSTYARD_DATA_DIR": str(data_dir), "POSTYARD_HTTP__PORT": "0"}
+    return {
+        "POSTYARD_DATA_DIR": str(data_dir),
+        "POSTYARD_HTTP__PORT": "0",
+        "POSTYARD_SMTP__PORT": "0",
+    }
 
 
 def test_first_run_keys_ctrl_c_and_restart(tmp_path: Path) -> None:

@@ -70,7 +70,7 @@ async def test_sigkill_mid_batch_loses_nothing(isolated: Isolated) -> None:
         }
         first = Role(["worker"], env).start()
         try:
-            await asyncio.to_thread(first.wait_for_line, "worker is up")
+            await asyncio.to_thread(first.wait_for_line, "(worker) is up.")
             await sink.wait_for_messages(40, timeout=STOP_GUARD_SECONDS)
             # The worker now waits for a DATA reply with leases held: kill it there.
             held = await _statuses(isolated)
@@ -82,7 +82,7 @@ async def test_sigkill_mid_batch_loses_nothing(isolated: Isolated) -> None:
 
         second = Role(["worker"], env).start()
         try:
-            await asyncio.to_thread(second.wait_for_line, "worker is up")
+            await asyncio.to_thread(second.wait_for_line, "(worker) is up.")
             deadline = time.monotonic() + STOP_GUARD_SECONDS
             while (await _statuses(isolated)).get("delivered", 0) < MESSAGES:
                 assert time.monotonic() < deadline, (await _statuses(isolated), second.output())

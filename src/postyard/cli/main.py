@@ -20,6 +20,7 @@ app = typer.Typer(
 app.command("up")(serve.up)
 app.command("api")(serve.api)
 app.command("worker")(serve.worker)
+app.command("smtp")(serve.smtp)
 app.command("migrate")(serve.migrate)
 app.add_typer(orgs.app, name="orgs")
 app.add_typer(keys.app, name="keys")

@@ -27,6 +27,7 @@ from postyard.domains.routes import DomainDeps
 from postyard.migrations.runner import migrate as run_migrations
 from postyard.runtime import Runtime, connect, prepare, require_current_schema
 from postyard.settings import Settings
+from postyard.smtpd import SmtpRole, smtp_role
 from postyard.worker import worker_role
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,13 @@ def _banner(runtime: Runtime, host: str, port: int, extra: list[str]) -> str:
 
 
 async def _run_roles(
-    settings: Settings, *, api: bool, worker: bool, run_migrations_first: bool
+    settings: Settings,
+    *,
+    api: bool,
+    worker: bool,
+    smtp: bool,
+    run_migrations_first: bool,
+    reuse_port: bool = False,
 ) -> None:
     """Run the chosen roles in this process until SIGINT/SIGTERM, then stop them cleanly."""
     sock = bind_tcp(settings.http.host, settings.http.port) if api else None
@@ -74,7 +81,8 @@ async def _run_roles(
         head = await run_migrations(runtime.urls.owner, runtime.roles)
     else:
         head = await require_current_schema(runtime)
-    db = connect(runtime, name="up" if api and worker else "api" if api else "worker")
+    roles = [name for name, on in (("api", api), ("worker", worker), ("smtp", smtp)) if on]
+    db = connect(runtime, name="+".join(roles))
     clock = SystemClock()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -97,6 +105,11 @@ async def _run_roles(
             )
             tasks.append(asyncio.create_task(role.worker.run(stop)))
             lines.append(_worker_line(settings, role.capture_port))
+        if smtp:
+            smtp_running = await stack.enter_async_context(
+                smtp_role(settings, db, clock, data_dir=runtime.data_dir, reuse_port=reuse_port)
+            )
+            lines.append(_smtp_line(smtp_running))
         if sock is not None:
             services = AppServices(
                 db=db,
@@ -119,7 +132,9 @@ async def _run_roles(
             port = sock.getsockname()[1]
             typer.echo(_banner(runtime, settings.http.host, port, lines))
         else:
-            typer.echo("\n".join([f"Postyard {__version__} worker is up.", *lines]))
+            header = f"Postyard {__version__} ({', '.join(roles)}) is up."
+            typer.echo("\n".join([header, *lines]))
+            tasks.append(asyncio.create_task(_until(stop)))
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
         stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -127,6 +142,10 @@ async def _run_roles(
             if not task.cancelled() and task.exception() is not None:
                 raise task.exception()  # type: ignore[misc]
     log.info("stopped")
+
+
+async def _until(stop: asyncio.Event) -> None:
+    await stop.wait()
 
 
 async def _stop_server_on(stop: asyncio.Event, server: uvicorn.Server) -> None:
@@ -143,6 +162,13 @@ def domain_deps(settings: Settings, secret: bytes) -> DomainDeps:
     )
 
 
+def _smtp_line(role: SmtpRole) -> str:
+    line = f"  SMTP:      {role.host}:{role.port} (STARTTLS; AUTH with any user and an API key)"
+    if role.implicit_tls_port is not None:
+        line += f", implicit TLS on {role.implicit_tls_port}"
+    return line
+
+
 def _worker_line(settings: Settings, capture_port: int | None) -> str:
     mode = settings.delivery.mode
     if capture_port is not None:
@@ -154,21 +180,38 @@ def up() -> None:
     """Run the platform: migrate, then serve every role (embedded PostgreSQL if no URL)."""
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format.value)
-    uvloop.run(_run_roles(settings, api=True, worker=True, run_migrations_first=True))
+    uvloop.run(_run_roles(settings, api=True, worker=True, smtp=True, run_migrations_first=True))
 
 
 def api() -> None:
     """Run the HTTP API role only (the schema must be current)."""
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format.value)
-    uvloop.run(_run_roles(settings, api=True, worker=False, run_migrations_first=False))
+    uvloop.run(_run_roles(settings, api=True, worker=False, smtp=False, run_migrations_first=False))
 
 
 def worker() -> None:
     """Run the delivery worker role only (the schema must be current)."""
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format.value)
-    uvloop.run(_run_roles(settings, api=False, worker=True, run_migrations_first=False))
+    uvloop.run(_run_roles(settings, api=False, worker=True, smtp=False, run_migrations_first=False))
+
+
+def smtp() -> None:
+    """Run the SMTP submission role only (the schema must be current). Several processes may
+    run it on the same port (SO_REUSEPORT) to use every core."""
+    settings = load_settings()
+    configure_logging(settings.log_level, settings.log_format.value)
+    uvloop.run(
+        _run_roles(
+            settings,
+            api=False,
+            worker=False,
+            smtp=True,
+            run_migrations_first=False,
+            reuse_port=True,
+        )
+    )
 
 
 def migrate(as_json: bool = JsonOption) -> None:

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from postyard.core.db import Database, TenantId
 from postyard.core.ids import uuid7
+from postyard.delivery import verp
 from postyard.delivery.models import CapturedMessage
 
 with warnings.catch_warnings():
@@ -27,9 +28,13 @@ with warnings.catch_warnings():
 
 log = logging.getLogger(__name__)
 MAX_CAPTURE_BYTES = 64 * 1024 * 1024
+# Without a VERP return path, a message is found by its Message-ID *and* envelope sender:
+# Message-IDs chosen by SMTP clients are not unique across tenants.
 _FIND_MESSAGE = text(
-    "SELECT id, tenant_id FROM messages WHERE message_id_header = :header ORDER BY id DESC LIMIT 1"
+    "SELECT id, tenant_id FROM messages WHERE message_id_header = :header "
+    "AND envelope_from = :mail_from ORDER BY id DESC LIMIT 1"
 )
+_FIND_DELIVERY = text("SELECT message_id AS id, tenant_id FROM deliveries WHERE id = :delivery_id")
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,14 +53,25 @@ def message_id_of(raw: bytes) -> str | None:
 
 
 async def store_capture(
-    session: AsyncSession, *, mail_from: str, recipients: list[str], raw: bytes
+    session: AsyncSession,
+    *,
+    mail_from: str,
+    recipients: list[str],
+    raw: bytes,
+    verp_key: bytes = b"",
 ) -> uuid.UUID | None:
     """Keep a received message with the message it belongs to (session: a system_tx);
-    None when no message has its Message-ID."""
-    header = message_id_of(raw)
-    if header is None:
-        return None
-    found = (await session.execute(_FIND_MESSAGE, {"header": header})).first()
+    None when it is not a message this Postyard sent."""
+    delivery_id = verp.parse_return_path(mail_from, verp_key) if verp_key else None
+    if delivery_id is not None:
+        found = (await session.execute(_FIND_DELIVERY, {"delivery_id": delivery_id})).first()
+    else:
+        header = message_id_of(raw)
+        if header is None:
+            return None
+        found = (
+            await session.execute(_FIND_MESSAGE, {"header": header, "mail_from": mail_from})
+        ).first()
     if found is None:
         return None
     captured = CapturedMessage(
@@ -83,14 +99,19 @@ async def captured_for(
 
 
 class _CaptureHandler:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, verp_key: bytes) -> None:
         self._db = db
+        self._verp_key = verp_key
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802  (aiosmtpd's hook name)
         raw = envelope.original_content or envelope.content
         async with self._db.system_tx(reason="capture server: store a received message") as s:
             stored = await store_capture(
-                s, mail_from=envelope.mail_from, recipients=list(envelope.rcpt_tos), raw=raw
+                s,
+                mail_from=envelope.mail_from,
+                recipients=list(envelope.rcpt_tos),
+                raw=raw,
+                verp_key=self._verp_key,
             )
         if stored is None:
             return "554 5.6.0 Not a message this Postyard sent"
@@ -98,10 +119,10 @@ class _CaptureHandler:
 
 
 async def start_capture_server(
-    db: Database, host: str = "127.0.0.1", port: int = 0
+    db: Database, *, verp_key: bytes = b"", host: str = "127.0.0.1", port: int = 0
 ) -> asyncio.Server:
     """Listen in the running loop; the caller closes the returned server."""
-    handler = _CaptureHandler(db)
+    handler = _CaptureHandler(db, verp_key)
     loop = asyncio.get_running_loop()
 
     def factory() -> SMTP:

@@ -1,0 +1,160 @@
+"""aiosmtpd hooks of the submission server: each checks, calls one service and returns the
+reply line (aiosmtpd sends it). ``server`` is the connection's ``SubmissionSMTP``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from typing import Any
+
+from aiosmtpd.smtp import TLSSetupException
+
+from postyard.core.clock import Clock
+from postyard.core.db import Database
+from postyard.core.ids import uuid7
+from postyard.sending import idempotency
+from postyard.sending.addresses import InvalidAddress, parse_address
+from postyard.sending.errors import (
+    ConcurrentIdempotentRequests,
+    DomainNotVerified,
+    InvalidIdempotentRequest,
+)
+from postyard.sending.service import require_verified_senders, submit_messages
+from postyard.smtp import replies
+from postyard.smtp.message import (
+    InvalidSubmission,
+    SmtpEnvelope,
+    Submission,
+    has_bare_line_ending,
+    parse_submission,
+)
+from postyard.tenancy.types import Principal
+
+log = logging.getLogger(__name__)
+
+# Parsing a message of megabytes holds the event loop for a noticeable time, and with it
+# every other connection: above this size it runs in a thread.
+PARSE_IN_THREAD_BYTES = 256 * 1024
+
+
+def _addr_spec(address: str) -> str | None:
+    """The address with its domain in ASCII (IDNA), or None when it is not valid."""
+    try:
+        return parse_address(address, field="address").addr_spec
+    except InvalidAddress:
+        return None
+
+
+class SubmissionHandler:
+    """The hooks; holds the database and the clock, no per-connection state."""
+
+    def __init__(
+        self, db: Database, clock: Clock, *, require_verified_domain: bool = False
+    ) -> None:
+        self._db = db
+        self._clock = clock
+        self._require_verified_domain = require_verified_domain
+
+    async def handle_EHLO(  # noqa: N802 - aiosmtpd finds hooks by name
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname  # a five-argument EHLO hook records it (aiosmtpd)
+        lines: list[str] = server.ehlo_lines()
+        return lines
+
+    async def handle_MAIL(  # noqa: N802 - aiosmtpd finds hooks by name
+        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> str:
+        if server.transactions >= server.limits.max_messages_per_connection:
+            return replies.TOO_MANY_MESSAGES
+        if not address.isascii() and not envelope.smtp_utf8:
+            return replies.NEEDS_SMTPUTF8
+        sender = _addr_spec(address)
+        if sender is None:
+            return replies.BAD_SENDER
+        envelope.mail_from = sender
+        envelope.mail_options.extend(options)
+        server.transactions += 1
+        return replies.SENDER_OK
+
+    async def handle_RCPT(  # noqa: N802 - aiosmtpd finds hooks by name
+        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> str:
+        if len(envelope.rcpt_tos) >= server.limits.max_recipients:
+            return replies.TOO_MANY_RECIPIENTS
+        if not address.isascii() and not envelope.smtp_utf8:
+            return replies.NEEDS_SMTPUTF8
+        recipient = _addr_spec(address)
+        if recipient is None:
+            return replies.BAD_RECIPIENT
+        if recipient.lower() not in {r.lower() for r in envelope.rcpt_tos}:
+            envelope.rcpt_tos.append(recipient)
+        envelope.rcpt_options.extend(options)
+        return replies.RECIPIENT_OK
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd finds hooks by name
+        principal = session.auth_data
+        if not isinstance(principal, Principal):
+            return replies.AUTH_REQUIRED
+        data: bytes = envelope.original_content or b""
+        if has_bare_line_ending(data):
+            return replies.BARE_LINE_ENDING
+        smtp_envelope = SmtpEnvelope(
+            mail_from=envelope.mail_from,
+            recipients=tuple(envelope.rcpt_tos),
+            smtputf8=bool(envelope.smtp_utf8),
+        )
+        try:
+            submission = await self._parse(data, smtp_envelope)
+            with server.committing():
+                return replies.queued(await self._commit(principal, submission))
+        except InvalidSubmission as exc:
+            return replies.message_refused(exc.reason)
+        except InvalidIdempotentRequest:
+            return replies.IDEMPOTENCY_MISMATCH
+        except ConcurrentIdempotentRequests:
+            return replies.IDEMPOTENCY_IN_USE
+        except DomainNotVerified:
+            return replies.SENDER_DOMAIN_NOT_VERIFIED
+        except Exception:
+            # RFC 5321 section 6.1: no commit, no 250, whatever went wrong; 451 makes the
+            # client keep the message and try again. (Returning a reply, rather than
+            # raising, also lets aiosmtpd reset the transaction.)
+            log.exception("smtp: message not stored")
+            return replies.NOT_STORED
+
+    async def handle_exception(self, error: Exception) -> str:
+        """A command failed unexpectedly: a temporary failure, without internals."""
+        if isinstance(error, TLSSetupException):
+            log.info("smtp: TLS handshake failed", exc_info=error)
+        else:
+            log.error("smtp: command failed", exc_info=error)
+        return replies.LOCAL_ERROR
+
+    async def _parse(self, data: bytes, envelope: SmtpEnvelope) -> Submission:
+        message_id, now = uuid7(), self._clock.now()
+        if len(data) > PARSE_IN_THREAD_BYTES:
+            return await asyncio.to_thread(
+                parse_submission, data, envelope, message_id=message_id, now=now
+            )
+        return parse_submission(data, envelope, message_id=message_id, now=now)
+
+    async def _commit(self, principal: Principal, submission: Submission) -> uuid.UUID:
+        """Store the message (or find the one stored under its idempotency key) in one
+        transaction; returns the email id once it has committed."""
+        message, key = submission.message, submission.idempotency_key
+        tenant_id = principal.tenant_id
+        async with self._db.tenant_tx(tenant_id) as session:
+            if key is not None:
+                replay = await idempotency.begin(session, tenant_id, key, submission.request_hash)
+                if replay is not None:
+                    return uuid.UUID(str(replay["id"]))
+            if self._require_verified_domain:
+                await require_verified_senders(session, tenant_id, [message])
+            await submit_messages(session, principal, [message], source="smtp")
+            if key is not None:
+                await idempotency.complete(
+                    session, tenant_id, key, submission.request_hash, {"id": str(message.id)}
+                )
+        return message.id

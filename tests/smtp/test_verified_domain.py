@@ -1,0 +1,114 @@
+"""SMTP and domains together: the verified-domain rule on SMTP, and SMTP submissions leave
+DKIM-signed (both algorithms, checked by dkimpy) with a VERP return path."""
+
+from __future__ import annotations
+
+import asyncio
+import smtplib
+import uuid
+from pathlib import Path
+
+import dkim
+
+from postyard.core.clock import SystemClock
+from postyard.delivery import verp
+from postyard.delivery.identity import IdentityCache
+from postyard.delivery.mx import make_resolver
+from postyard.delivery.routing import RelayDeliverer
+from postyard.delivery.transport import Relay, TlsPolicy
+from postyard.delivery.worker import DeliveryWorker, WorkerConfig
+from postyard.domains import service as domains
+from postyard.domains.verification import verify_domain
+from postyard.settings import SendingSettings
+from postyard.tenancy import service as tenancy
+from postyard.tenancy.types import Scope
+from tests.conftest import TEST_KEK, TEST_POLICY, Isolated
+from tests.delivery.test_signing import VERP_KEY, _dnsfunc
+from tests.delivery.test_worker import _transport
+from tests.domains.test_domains_api import publish
+from tests.smtp import compose, connect, queued_id, running_relay
+from tests.support.dns_server import DnsServer
+from tests.support.smtp_sink import SmtpSink
+
+
+def _submit(port: int, token: str, data: bytes, sender: str) -> tuple[int, bytes]:
+    with connect(port) as client:
+        client.ehlo("client.example")
+        client.login("anything", token)
+        code, text = client.mail(sender)
+        if code != 250:
+            return code, text
+        client.rcpt("ann@example.org")
+        try:
+            return client.data(data)
+        except smtplib.SMTPDataError as exc:
+            error = exc.smtp_error
+            return exc.smtp_code, error if isinstance(error, bytes) else error.encode()
+
+
+async def test_smtp_needs_a_verified_domain_and_its_mail_is_signed(
+    isolated: Isolated, dns_server: DnsServer, tmp_path: Path
+) -> None:
+    db = isolated.db
+    async with db.system_tx(reason="test") as s:
+        org = await tenancy.create_organization(s, name="smtp", slug=f"m-{uuid.uuid4().hex[:8]}")
+    async with db.tenant_tx(org.id) as s:
+        key = await tenancy.create_api_key(s, org.id, name="k", scope=Scope.SENDING)
+    name = f"d{uuid.uuid4().hex[:8]}.example.com"
+    sender = f"App <app@{name}>"
+    data = compose(sender=sender)
+    settings = isolated.runtime.settings.model_copy(
+        update={"sending": SendingSettings(require_verified_domain=True)}
+    )
+    async with running_relay(settings, db, data_dir=tmp_path, tls=None) as relay:
+        refused = await asyncio.to_thread(_submit, relay.port, key.token, data, f"app@{name}")
+        assert refused[0] == 553, refused
+        assert b"5.7.1" in refused[1]
+
+        async with db.tenant_tx(org.id) as s:
+            view = await domains.create_domain(
+                s,
+                org.id,
+                name=name,
+                return_path="send",
+                options=domains.DomainSettings(),
+                kek=TEST_KEK,
+                policy=TEST_POLICY,
+                now=SystemClock().now(),
+            )
+        records = [
+            {"record": r.record, "type": r.type, "name": r.name, "value": r.value}
+            | {"priority": r.priority}
+            for r, _ in view.records
+        ]
+        publish(dns_server, {"name": name, "records": records})
+        resolver = make_resolver([dns_server.nameserver], timeout=2.0, lifetime=4.0, cache=False)
+        now = SystemClock().now()
+        checked = await verify_domain(
+            db, resolver, org.id, str(view.id), policy=TEST_POLICY, now=now, restart=True
+        )
+        assert checked.status.value == "verified"
+        accepted = await asyncio.to_thread(_submit, relay.port, key.token, data, f"app@{name}")
+        email_id = queued_id(accepted)
+
+    transport = _transport()
+    async with SmtpSink() as sink:
+        worker = DeliveryWorker(
+            db,
+            RelayDeliverer(
+                transport, Relay("127.0.0.1", sink.port, TlsPolicy.NONE, False, None, None)
+            ),
+            WorkerConfig(owner="smtp-sig"),
+            SystemClock(),
+            identities=IdentityCache(db, TEST_KEK, SystemClock()),
+            verp_key=VERP_KEY,
+        )
+        assert await worker.run_once() >= 1
+        [received] = await sink.wait_for_messages(1)
+    await transport.aclose()
+    assert f"<{email_id}@{name}>".encode() in received.data
+    assert verp.parse_return_path(received.mail_from, VERP_KEY) is not None
+    lookup = _dnsfunc(dns_server.nameserver)
+    verifier = dkim.DKIM(received.data)
+    for index in (0, 1):
+        assert await asyncio.to_thread(verifier.verify, idx=index, dnsfunc=lookup), index
