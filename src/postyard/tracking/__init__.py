@@ -1,0 +1,1 @@
+"""Tracking: open pixels, click redirects, machine-activity detection, unsubscribe links."""
