@@ -15,6 +15,7 @@ from pathlib import Path
 
 from postyard.core.clock import Clock
 from postyard.core.db import Database
+from postyard.core.notify import Waker
 from postyard.core.serving import bind_tcp
 from postyard.settings import Settings, SmtpSettings
 from postyard.smtp.auth import ApiKeyAuthenticator, FailureThrottle
@@ -60,6 +61,7 @@ async def smtp_role(
     *,
     data_dir: Path,
     reuse_port: bool = False,
+    waker: Waker | None = None,
 ) -> AsyncIterator[SmtpRole]:
     """Serve SMTP submission in the running loop on ``smtp.host:smtp.port``, and implicit
     TLS on ``smtp.implicit_tls_port`` when set; ``reuse_port`` lets several processes
@@ -84,7 +86,12 @@ async def smtp_role(
         clock=clock,
     )
     server = SubmissionServer(
-        SubmissionHandler(db, clock, require_verified_domain=settings.requires_verified_domain),
+        SubmissionHandler(
+            db,
+            clock,
+            require_verified_domain=settings.requires_verified_domain,
+            waker=waker,
+        ),
         ApiKeyAuthenticator(db, clock, throttle),
         ListenerConfig(
             hostname=hostname,

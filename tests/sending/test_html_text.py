@@ -151,3 +151,9 @@ def test_hostile_repetitions_are_handled(unit: str) -> None:
     text = html_to_text(unit * (400_000 // len(unit)))
     assert isinstance(text, str)
     assert len(text) <= 400_000
+
+
+def test_huge_numeric_references_do_not_crash() -> None:
+    text = html_to_text("a&#" + "9" * 5000 + ";b &#x" + "f" * 5000 + "; &#65;&amp;")
+    assert text.startswith("a\ufffdb")
+    assert text.endswith("A&")

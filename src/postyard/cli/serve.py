@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -20,12 +21,14 @@ from postyard.core.clock import SystemClock
 from postyard.core.crypto import derive_kek
 from postyard.core.http import AppServices
 from postyard.core.logging import configure_logging
+from postyard.core.notify import Waker
 from postyard.core.serving import ServerWithoutSignals, bind_tcp
 from postyard.delivery.mx import make_resolver
 from postyard.domains.policy import dns_policy
 from postyard.domains.routes import DomainDeps
 from postyard.migrations.runner import migrate as run_migrations
 from postyard.runtime import Runtime, connect, prepare, require_current_schema
+from postyard.sending.service import WAKE_CHANNEL
 from postyard.settings import Settings
 from postyard.smtpd import SmtpRole, smtp_role
 from postyard.worker import worker_role
@@ -73,6 +76,7 @@ async def _run_roles(
     smtp: bool,
     run_migrations_first: bool,
     reuse_port: bool = False,
+    worker_process: bool = False,
 ) -> None:
     """Run the chosen roles in this process until SIGINT/SIGTERM, then stop them cleanly."""
     sock = bind_tcp(settings.http.host, settings.http.port) if api else None
@@ -90,8 +94,20 @@ async def _run_roles(
         loop.add_signal_handler(sig, stop.set)
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(db.dispose)
+        waker = Waker(db, WAKE_CHANNEL)
+        stack.push_async_callback(waker.aclose)
         tasks: list[asyncio.Task[None]] = []
         lines: list[str] = []
+        if worker_process:
+            lines.append("  Delivery:  in a worker process (it prints its own line)")
+        if worker_process:
+            # The delivery worker gets a process (and a core) of its own: in one event loop
+            # with the API it is starved while requests keep coming.
+            child = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "postyard", "worker", start_new_session=True
+            )
+            stack.push_async_callback(_stop_child, child)
+            tasks.append(asyncio.create_task(_watch_child(child, stop)))
         if worker:
             role = await stack.enter_async_context(
                 worker_role(
@@ -107,7 +123,14 @@ async def _run_roles(
             lines.append(_worker_line(settings, role.capture_port))
         if smtp:
             smtp_running = await stack.enter_async_context(
-                smtp_role(settings, db, clock, data_dir=runtime.data_dir, reuse_port=reuse_port)
+                smtp_role(
+                    settings,
+                    db,
+                    clock,
+                    data_dir=runtime.data_dir,
+                    reuse_port=reuse_port,
+                    waker=waker,
+                )
             )
             lines.append(_smtp_line(smtp_running))
         if sock is not None:
@@ -117,20 +140,10 @@ async def _run_roles(
                 schema_head=head,
                 rate_limit_per_second=settings.http.rate_limit_per_second,
                 require_verified_domain=settings.requires_verified_domain,
+                waker=waker,
             )
-            app = create_app(
-                services,
-                max_body_bytes=settings.http.max_body_bytes,
-                domain_deps=domain_deps(settings, runtime.secret),
-            )
-            config = uvicorn.Config(
-                app, log_config=None, access_log=False, lifespan="off", server_header=False
-            )
-            server = ServerWithoutSignals(config)
-            tasks.append(asyncio.create_task(server.serve(sockets=[sock])))
-            tasks.append(asyncio.create_task(_stop_server_on(stop, server)))
-            port = sock.getsockname()[1]
-            typer.echo(_banner(runtime, settings.http.host, port, lines))
+            tasks += _serve_http(services, runtime, sock, stop)
+            typer.echo(_banner(runtime, settings.http.host, sock.getsockname()[1], lines))
         else:
             header = f"Postyard {__version__} ({', '.join(roles)}) is up."
             typer.echo("\n".join([header, *lines]))
@@ -142,6 +155,44 @@ async def _run_roles(
             if not task.cancelled() and task.exception() is not None:
                 raise task.exception()  # type: ignore[misc]
     log.info("stopped")
+
+
+def _serve_http(
+    services: AppServices, runtime: Runtime, sock: socket.socket, stop: asyncio.Event
+) -> list[asyncio.Task[None]]:
+    app = create_app(
+        services,
+        max_body_bytes=runtime.settings.http.max_body_bytes,
+        domain_deps=domain_deps(runtime.settings, runtime.secret),
+    )
+    config = uvicorn.Config(
+        app, log_config=None, access_log=False, lifespan="off", server_header=False
+    )
+    server = ServerWithoutSignals(config)
+    return [
+        asyncio.create_task(server.serve(sockets=[sock])),
+        asyncio.create_task(_stop_server_on(stop, server)),
+    ]
+
+
+async def _stop_child(child: asyncio.subprocess.Process) -> None:
+    if child.returncode is None:
+        child.send_signal(signal.SIGTERM)
+    await child.wait()
+
+
+async def _watch_child(child: asyncio.subprocess.Process, stop: asyncio.Event) -> None:
+    """Stop everything if the worker process dies on its own: better a visible stop than an
+    API that accepts mail nobody delivers."""
+    waiter = asyncio.create_task(child.wait())
+    stopper = asyncio.create_task(stop.wait())
+    await asyncio.wait([waiter, stopper], return_when=asyncio.FIRST_COMPLETED)
+    stopper.cancel()
+    if waiter.done() and not stop.is_set():
+        log.error("the worker process exited", extra={"code": child.returncode})
+        stop.set()
+    elif not waiter.done():
+        waiter.cancel()
 
 
 async def _until(stop: asyncio.Event) -> None:
@@ -180,7 +231,16 @@ def up() -> None:
     """Run the platform: migrate, then serve every role (embedded PostgreSQL if no URL)."""
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format.value)
-    uvloop.run(_run_roles(settings, api=True, worker=True, smtp=True, run_migrations_first=True))
+    uvloop.run(
+        _run_roles(
+            settings,
+            api=True,
+            worker=False,
+            smtp=True,
+            run_migrations_first=True,
+            worker_process=True,
+        )
+    )
 
 
 def api() -> None:

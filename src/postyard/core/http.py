@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from postyard.core.clock import Clock
 from postyard.core.db import Database
 from postyard.core.errors import AppError
+from postyard.core.notify import Waker
 
 log = logging.getLogger("postyard.http")
 
@@ -45,9 +46,12 @@ class AppServices:
     schema_head: str
     rate_limit_per_second: int = 0
     require_verified_domain: bool = False
+    waker: Waker | None = None
+    """Wakes the delivery workers after a commit that queued mail (None: they poll)."""
 
 
-def _services(request: Request) -> AppServices:
+async def _services(request: Request) -> AppServices:
+    # async: a plain function dependency would cost a threadpool hop on every request
     services: AppServices = request.app.state.services
     return services
 

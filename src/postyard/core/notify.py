@@ -9,7 +9,9 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-from postyard.core.db import asyncpg_connect
+from sqlalchemy import text
+
+from postyard.core.db import Database, asyncpg_connect
 
 log = logging.getLogger(__name__)
 
@@ -28,3 +30,41 @@ async def listening(url: str, channel: str, wake: asyncio.Event) -> AsyncIterato
     finally:
         with contextlib.suppress(Exception):
             await conn.close(timeout=5)
+
+
+class Waker:
+    """Wakes listeners on ``channel`` after commits, coalescing bursts into one NOTIFY.
+
+    A NOTIFY inside the accepting transaction would serialise every commit behind
+    PostgreSQL's global notify-queue lock (no group commit: one fsync per request). Instead
+    the adapter calls ``poke()`` after its commit; at most one NOTIFY is in flight per
+    process, sent on its own autocommit statement. Losing one only costs a poll interval.
+    """
+
+    def __init__(self, db: Database, channel: str) -> None:
+        self._db = db
+        self._statement = text(f"SELECT pg_notify('{channel}', '')")
+        self._pending: asyncio.Task[None] | None = None
+        self._again = False
+
+    def poke(self) -> None:
+        if self._pending is not None and not self._pending.done():
+            self._again = True
+            return
+        self._pending = asyncio.create_task(self._notify())
+
+    async def _notify(self) -> None:
+        while True:
+            self._again = False
+            try:
+                async with self._db.system_autocommit(reason="wake workers") as conn:
+                    await conn.execute(self._statement)
+            except Exception:  # a trigger only: the workers' poll picks the rows up anyway
+                log.warning("could not notify workers", exc_info=True)
+                return
+            if not self._again:
+                return
+
+    async def aclose(self) -> None:
+        if self._pending is not None:
+            await asyncio.gather(self._pending, return_exceptions=True)

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from postyard.core.db import TenantId
+from postyard.core.db import TenantId, table_of
 from postyard.core.ids import uuid7
 from postyard.events.models import Event
 from postyard.events.types import EventView, NewEvent
@@ -19,8 +19,9 @@ async def record_events(session: AsyncSession, events: Sequence[NewEvent]) -> No
     """Append events (one multi-row INSERT)."""
     if not events:
         return
-    await session.execute(
-        insert(Event),
+    conn = await session.connection()
+    await conn.execute(
+        insert(table_of(Event)),
         [
             {
                 "id": uuid7(),

@@ -50,12 +50,21 @@ _CONTROLS = (*range(0x00, 0x09), 0x0B, *range(0x0E, 0x20), *range(0x7F, 0xA0))
 _DROPPED = str.maketrans(dict.fromkeys((*_CONTROLS, *_INVISIBLE)))
 _NOT_URLS = ("#", "javascript:", "cid:")
 
+# A numeric character reference longer than any code point (&#99999999…) makes
+# html.unescape call int() on thousands of digits, which Python refuses (ValueError):
+# replace such references with U+FFFD first, as a browser would render them.
+_HUGE_NUMERIC_REFERENCE = re.compile(r"&#(?:[xX][0-9a-fA-F]{7,}|[0-9]{8,});?")
+
+
+def _unescape(text: str) -> str:
+    return html_entities.unescape(_HUGE_NUMERIC_REFERENCE.sub("\ufffd", text))
+
 
 def _attribute(attributes: str, wanted: str) -> str | None:
     for match in _ATTRIBUTE.finditer(attributes):
         if match.group(1).lower() == wanted:
             value = next((group for group in match.group(2, 3, 4) if group is not None), "")
-            return html_entities.unescape(value)
+            return _unescape(value)
     return None
 
 
@@ -89,7 +98,7 @@ class _TextBuilder:
     def data(self, raw: str) -> None:
         if self._in_head:
             return
-        text = html_entities.unescape(raw).translate(_DROPPED)
+        text = _unescape(raw).translate(_DROPPED)
         if self._pre:
             text = text.replace("\r\n", "\n").replace("\r", "\n").translate(_PROTECT)
         else:

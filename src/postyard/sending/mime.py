@@ -49,7 +49,6 @@ _COMPRESSED = {"gzip": "application/gzip", "bzip2": "application/x-bzip2", "xz":
 _SEVEN_BIT_TEXT = re.compile(r"[\t\n\r -~]*")
 _UNSTRUCTURED_TOKEN = re.compile(r"[ \t]*[^ \t]+|[ \t]+")
 _BAD_LINE_ENDING = re.compile(rb"\r(?!\n)|(?<!\r)\n")
-_OVERLONG_LINE = re.compile(rb"[^\r\n]{999}")  # _LINE_LIMIT + 1
 
 
 class InvalidHeader(ValueError):
@@ -373,6 +372,8 @@ def build_message(spec: MessageSpec) -> bytes:
     _set_boundaries(root, spec.message_id)
     raw = head.encode("utf-8") + root.as_bytes(policy=_PART_POLICY)
     # A bare CR or LF would let a relay see a different message (SMTP smuggling).
-    if _BAD_LINE_ENDING.search(raw) or _OVERLONG_LINE.search(raw):
+    # Line lengths are measured by splitting: a regex for "999 non-newlines" restarts at every
+    # byte and cost milliseconds per message (the hottest line of the API in the profile).
+    if _BAD_LINE_ENDING.search(raw) or max(map(len, raw.split(b"\r\n"))) > _LINE_LIMIT:
         raise RuntimeError("Built a message with a bare line ending or an overlong line.")
     return raw

@@ -71,9 +71,11 @@ async def _accept(
                 return replay
         if services.require_verified_domain:
             await service.require_verified_senders(session, principal.tenant_id, messages)
-        await service.submit_messages(session, principal, messages)
+        await service.submit_messages(session, principal, messages, now=services.clock.now())
         if key is not None:
             await idempotency.complete(session, principal.tenant_id, key, request_hash, response)
+    if services.waker is not None and any(m.scheduled_at is None for m in messages):
+        services.waker.poke()
     return response
 
 

@@ -1,9 +1,9 @@
 """Use cases of the email API: accept, read, reschedule, cancel.
 
 Every function runs in the caller's tenant transaction. Accepting writes the message, its
-content, one delivery row per recipient and the first event in that one transaction, and
-notifies the workers on commit: once the caller's transaction commits, the message cannot be
-lost, and until then nothing of it exists.
+content, one delivery row per recipient and the first event in that one transaction; the
+caller wakes the workers after it commits. Once the caller's transaction commits, the message
+cannot be lost, and until then nothing of it exists.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, insert, select, text, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from postyard.core.db import TenantId
+from postyard.core.db import TenantId, table_of
 from postyard.core.errors import NotFound, ValidationFailed
 from postyard.core.ids import parse_uuid, uuid7
 from postyard.core.pagination import Page, PageRequest, fetch_page
@@ -29,7 +29,6 @@ from postyard.sending.scheduling import parse_scheduled_at
 from postyard.tenancy.types import Principal
 
 WAKE_CHANNEL = "postyard_deliveries"
-_NOTIFY = text(f"SELECT pg_notify('{WAKE_CHANNEL}', '')")
 _PENDING = ("queued", "scheduled", "deferred")
 
 
@@ -48,15 +47,19 @@ async def submit_messages(
     messages: list[ComposedMessage],
     *,
     source: str = "api",
+    now: datetime | None = None,
 ) -> None:
     # One multi-row INSERT per table whatever the batch size: a batch of 100 costs about
     # what one email costs in round trips.
-    """Write composed messages to the ledger (multi-row inserts) and wake the workers."""
+    """Write composed messages to the ledger (multi-row inserts). The caller wakes the
+    workers after its commit (``core.notify.Waker``)."""
     if not messages:
         return
     tenant = principal.tenant_id
-    await session.execute(
-        insert(Message),
+    conn = await session.connection()
+    # Core inserts on the connection: the ORM's bulk machinery costs more than the SQL here.
+    await conn.execute(
+        insert(table_of(Message)),
         [
             {
                 "id": m.id,
@@ -85,14 +88,16 @@ async def submit_messages(
             for m in messages
         ],
     )
-    await session.execute(
-        insert(MessageContent),
+    await conn.execute(
+        insert(table_of(MessageContent)),
         [{"message_id": m.id, "tenant_id": tenant, "raw": m.raw} for m in messages],
     )
-    # executemany takes values, not SQL expressions: read the transaction's clock once.
-    now = await session.scalar(select(func.now()))
-    await session.execute(
-        insert(Delivery),
+    # executemany takes values, not SQL expressions: queued rows are due at the caller's
+    # clock (saves a round trip; a skew between hosts only shifts the first attempt by it).
+    if now is None:
+        now = await session.scalar(select(func.now()))
+    await conn.execute(
+        insert(table_of(Delivery)),
         [
             {
                 "id": uuid7(),
@@ -120,8 +125,6 @@ async def submit_messages(
             for m in messages
         ],
     )
-    if any(m.scheduled_at is None for m in messages):
-        await session.execute(_NOTIFY)
 
 
 async def require_verified_senders(

@@ -101,7 +101,7 @@ class ApiKeyAuthenticator:
         or an unavailable database (those are 535 and 454 replies)."""
         try:
             async with self._db.system_tx(reason="smtp auth: look up the api key") as session:
-                principal = await authenticate(session, password, now=self._clock.now())
+                principal, _ = await authenticate(session, password, now=self._clock.now())
         except (MissingApiKey, InvalidApiKey):
             self._throttle.record_failure(address)
             return AuthOutcome(replies.AUTH_INVALID)

@@ -13,6 +13,7 @@ from aiosmtpd.smtp import TLSSetupException
 from postyard.core.clock import Clock
 from postyard.core.db import Database
 from postyard.core.ids import uuid7
+from postyard.core.notify import Waker
 from postyard.sending import idempotency
 from postyard.sending.addresses import InvalidAddress, parse_address
 from postyard.sending.errors import (
@@ -50,8 +51,14 @@ class SubmissionHandler:
     """The hooks; holds the database and the clock, no per-connection state."""
 
     def __init__(
-        self, db: Database, clock: Clock, *, require_verified_domain: bool = False
+        self,
+        db: Database,
+        clock: Clock,
+        *,
+        require_verified_domain: bool = False,
+        waker: Waker | None = None,
     ) -> None:
+        self._waker = waker
         self._db = db
         self._clock = clock
         self._require_verified_domain = require_verified_domain
@@ -108,7 +115,10 @@ class SubmissionHandler:
         try:
             submission = await self._parse(data, smtp_envelope)
             with server.committing():
-                return replies.queued(await self._commit(principal, submission))
+                email_id = await self._commit(principal, submission)
+            if self._waker is not None:
+                self._waker.poke()
+            return replies.queued(email_id)
         except InvalidSubmission as exc:
             return replies.message_refused(exc.reason)
         except InvalidIdempotentRequest:
@@ -152,7 +162,9 @@ class SubmissionHandler:
                     return uuid.UUID(str(replay["id"]))
             if self._require_verified_domain:
                 await require_verified_senders(session, tenant_id, [message])
-            await submit_messages(session, principal, [message], source="smtp")
+            await submit_messages(
+                session, principal, [message], source="smtp", now=self._clock.now()
+            )
             if key is not None:
                 await idempotency.complete(
                     session, tenant_id, key, submission.request_hash, {"id": str(message.id)}

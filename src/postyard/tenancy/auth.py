@@ -23,13 +23,11 @@ async def _principal(
 ) -> Principal:
     token = credentials.credentials if credentials is not None else None
     now = services.clock.now()
-    async with services.db.system_tx(reason="authenticate api key") as session:
-        principal = await service.authenticate(session, token, now=now)
-        if services.rate_limit_per_second > 0:
-            state = await ratelimit.count_request(
-                session, principal.api_key_id, now=now, limit=services.rate_limit_per_second
-            )
-            response.headers.update(state.headers())
+    limit = services.rate_limit_per_second
+    async with services.db.system_autocommit(reason="authenticate api key") as conn:
+        principal, count = await service.authenticate(conn, token, now=now, rate_limit=limit)
+    if limit > 0 and count is not None:
+        response.headers.update(ratelimit.check(count, limit=limit).headers())
     return principal
 
 

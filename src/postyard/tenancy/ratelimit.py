@@ -3,12 +3,10 @@ limit holds across every API process."""
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from postyard.core.errors import RateLimitExceeded
@@ -31,19 +29,9 @@ class RateState:
         }
 
 
-async def count_request(
-    session: AsyncSession, api_key_id: uuid.UUID, *, now: datetime, limit: int
-) -> RateState:
-    """Count one request (session: a system_tx); raises RateLimitExceeded over the limit."""
-    window = now.replace(microsecond=0)
-    stmt = insert(RateLimitWindow).values(api_key_id=api_key_id, window_start=window, count=1)
-    count = await session.scalar(
-        stmt.on_conflict_do_update(
-            index_elements=[RateLimitWindow.api_key_id, RateLimitWindow.window_start],
-            set_={"count": RateLimitWindow.count + 1},
-        ).returning(RateLimitWindow.count)
-    )
-    assert count is not None
+def check(count: int, *, limit: int) -> RateState:
+    """The headers' state for the ``count``-th request of the window; raises
+    RateLimitExceeded over ``limit`` (the count itself is taken while authenticating)."""
     state = RateState(limit=limit, remaining=max(0, limit - count), reset_seconds=1)
     if count > limit:
         msg = f"Too many requests: this API key may make {limit} requests per second."

@@ -9,9 +9,9 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from postyard.core.db import TenantId
 from postyard.core.errors import (
@@ -181,8 +181,48 @@ async def revoke_api_key(session: AsyncSession, tenant_id: TenantId, key_id: str
     return revoked
 
 
-async def authenticate(session: AsyncSession, token: str | None, *, now: datetime) -> Principal:
-    """The principal a bearer token stands for (session: a system_tx).
+# One round trip: the key and its organisation, the (throttled) last_used_at touch and the
+# rate-limit window count. Writes happen only for a key whose digest matches and that is not
+# revoked, so an unknown or forged token changes nothing.
+_AUTHENTICATE = text(
+    """
+    WITH k AS (
+        SELECT k.id, k.tenant_id, k.scope, k.token_hash, k.revoked_at, k.last_used_at,
+               o.status AS org_status
+          FROM api_keys k JOIN organizations o ON o.id = k.tenant_id
+         WHERE k.lookup_id = :lookup
+    ), valid AS (
+        SELECT id, last_used_at FROM k
+         WHERE token_hash = :digest AND revoked_at IS NULL AND org_status = 'active'
+    ), touch AS (
+        UPDATE api_keys a SET last_used_at = :now FROM valid
+         WHERE a.id = valid.id
+           AND (valid.last_used_at IS NULL OR valid.last_used_at <= :stale)
+        RETURNING a.id
+    ), counted AS (
+        INSERT INTO rate_limit_windows (api_key_id, window_start, count)
+        SELECT id, :window, 1 FROM valid WHERE CAST(:limit AS integer) > 0
+        ON CONFLICT (api_key_id, window_start)
+        DO UPDATE SET count = rate_limit_windows.count + 1
+        RETURNING count
+    )
+    SELECT k.id, k.tenant_id, k.scope, k.token_hash, k.revoked_at, k.org_status,
+           (SELECT count FROM counted) AS request_count
+      FROM k
+    """
+)
+
+
+async def authenticate(
+    conn: AsyncSession | AsyncConnection,
+    token: str | None,
+    *,
+    now: datetime,
+    rate_limit: int = 0,
+) -> tuple[Principal, int | None]:
+    """The principal a bearer token stands for, and (with ``rate_limit`` > 0) how many
+    requests its key made in the current one-second window, this one included. Needs the
+    system role (a system_tx session, or a system_autocommit connection: one statement).
 
     Raises MissingApiKey (no token), InvalidApiKey (malformed, unknown, revoked, or its
     organisation deleted) or OrganizationSuspended.
@@ -191,25 +231,31 @@ async def authenticate(session: AsyncSession, token: str | None, *, now: datetim
         msg = "Missing API key in the authorization header. Use `Authorization: Bearer <key>`."
         raise MissingApiKey(msg)
     lookup_id = keys.parse_lookup_id(token)
-    row = None
-    if lookup_id is not None:
-        row = (
-            await session.execute(
-                select(ApiKey, Organization.status)
-                .join(Organization, Organization.id == ApiKey.tenant_id)
-                .where(ApiKey.lookup_id == lookup_id)
-            )
-        ).first()
-    if row is None or lookup_id is None:
+    if lookup_id is None:
         raise InvalidApiKey("API key is invalid.")
-    key, org_status = row
-    if not keys.token_matches(token, key.token_hash) or key.revoked_at is not None:
+    row = (
+        await conn.execute(
+            _AUTHENTICATE,
+            {
+                "lookup": lookup_id,
+                "digest": keys.digest_token(token),
+                "now": now,
+                "stale": now - LAST_USED_RESOLUTION,
+                "window": now.replace(microsecond=0),
+                "limit": rate_limit,
+            },
+        )
+    ).first()
+    if row is None:
         raise InvalidApiKey("API key is invalid.")
-    if org_status == OrgStatus.DELETED:
+    if not keys.token_matches(token, row.token_hash) or row.revoked_at is not None:
         raise InvalidApiKey("API key is invalid.")
-    if org_status == OrgStatus.SUSPENDED:
+    if row.org_status == OrgStatus.DELETED:
+        raise InvalidApiKey("API key is invalid.")
+    if row.org_status == OrgStatus.SUSPENDED:
         msg = "This organization is suspended; its API keys are refused until it is reactivated."
         raise OrganizationSuspended(msg)
-    if key.last_used_at is None or now - key.last_used_at >= LAST_USED_RESOLUTION:
-        await session.execute(update(ApiKey).where(ApiKey.id == key.id).values(last_used_at=now))
-    return Principal(tenant_id=TenantId(key.tenant_id), api_key_id=key.id, scope=Scope(key.scope))
+    principal = Principal(
+        tenant_id=TenantId(row.tenant_id), api_key_id=row.id, scope=Scope(row.scope)
+    )
+    return principal, row.request_count
