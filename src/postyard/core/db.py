@@ -24,7 +24,6 @@ import asyncpg
 from sqlalchemy import MetaData, Table, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
-    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -145,19 +144,24 @@ class Database:
             yield session
 
     @asynccontextmanager
-    async def system_tx(self, *, reason: str) -> AsyncIterator[AsyncSession]:
-        """A cross-tenant transaction as the system role. Say why in ``reason``."""
-        log.debug("system transaction", extra={"reason": reason})
-        async with self._system_sessions() as session, session.begin():
-            yield session
+    async def system_tx(
+        self, *, reason: str, single_statement: bool = False
+    ) -> AsyncIterator[AsyncSession]:
+        """A cross-tenant transaction as the system role. Say why in ``reason``.
 
-    @asynccontextmanager
-    async def system_autocommit(self, *, reason: str) -> AsyncIterator[AsyncConnection]:
-        """A system-role connection without a transaction around it: for a single statement
-        (atomic on its own) on a hot path, saving the BEGIN and COMMIT round trips."""
-        log.debug("system statement", extra={"reason": reason})
+        ``single_statement``: no BEGIN/COMMIT around the work (autocommit), for one statement
+        on a hot path, which is atomic on its own; saves two round trips. Use it for nothing
+        that needs two statements to agree.
+        """
+        log.debug("system transaction", extra={"reason": reason})
+        if not single_statement:
+            async with self._system_sessions() as session, session.begin():
+                yield session
+            return
         async with self.system_engine.connect() as conn:
-            yield await conn.execution_options(isolation_level="AUTOCOMMIT")
+            autocommit = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            async with AsyncSession(bind=autocommit, expire_on_commit=False) as session:
+                yield session
 
     async def dispose(self) -> None:
         await self.app_engine.dispose()

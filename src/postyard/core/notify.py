@@ -57,8 +57,10 @@ class Waker:
         while True:
             self._again = False
             try:
-                async with self._db.system_autocommit(reason="wake workers") as conn:
-                    await conn.execute(self._statement)
+                async with self._db.system_tx(
+                    reason="wake workers", single_statement=True
+                ) as session:
+                    await session.execute(self._statement)
             except Exception:  # a trigger only: the workers' poll picks the rows up anyway
                 log.warning("could not notify workers", exc_info=True)
                 return

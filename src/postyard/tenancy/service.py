@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from postyard.core.db import TenantId
 from postyard.core.errors import (
@@ -214,7 +214,7 @@ _AUTHENTICATE = text(
 
 
 async def authenticate(
-    conn: AsyncSession | AsyncConnection,
+    session: AsyncSession,
     token: str | None,
     *,
     now: datetime,
@@ -222,7 +222,7 @@ async def authenticate(
 ) -> tuple[Principal, int | None]:
     """The principal a bearer token stands for, and (with ``rate_limit`` > 0) how many
     requests its key made in the current one-second window, this one included. Needs the
-    system role (a system_tx session, or a system_autocommit connection: one statement).
+    system role (a system_tx session; ``single_statement`` is enough: it is one statement).
 
     Raises MissingApiKey (no token), InvalidApiKey (malformed, unknown, revoked, or its
     organisation deleted) or OrganizationSuspended.
@@ -234,7 +234,7 @@ async def authenticate(
     if lookup_id is None:
         raise InvalidApiKey("API key is invalid.")
     row = (
-        await conn.execute(
+        await session.execute(
             _AUTHENTICATE,
             {
                 "lookup": lookup_id,
