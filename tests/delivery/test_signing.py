@@ -18,18 +18,15 @@ from postyard.core.clock import SystemClock
 from postyard.core.secrets import derive
 from postyard.delivery import verp
 from postyard.delivery.identity import IdentityCache
-from postyard.delivery.mx import make_resolver
 from postyard.delivery.routing import RelayDeliverer
 from postyard.delivery.transport import Relay, TlsPolicy
 from postyard.delivery.worker import DeliveryWorker, WorkerConfig
-from postyard.domains import service as domains
-from postyard.domains.verification import verify_domain
 from postyard.tenancy import service as tenancy
 from postyard.tenancy.types import Scope
 from tests.conftest import TEST_KEK, TEST_POLICY, Isolated
 from tests.delivery.test_worker import _transport
-from tests.domains.test_domains_api import publish
 from tests.support.dns_server import DnsServer
+from tests.support.domains import verified_domain
 from tests.support.smtp_sink import SmtpSink
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
@@ -77,39 +74,8 @@ async def test_signed_twice_with_verp_for_every_shape(
         org = await tenancy.create_organization(s, name="sig", slug=f"s-{uuid.uuid4().hex[:8]}")
     async with db.tenant_tx(org.id) as s:
         key = await tenancy.create_api_key(s, org.id, name="k", scope=Scope.FULL)
-        name = f"sign{uuid.uuid4().hex[:8]}.test"
-        view = await domains.create_domain(
-            s,
-            org.id,
-            name=name,
-            return_path="send",
-            options=domains.DomainSettings(),
-            kek=TEST_KEK,
-            policy=TEST_POLICY,
-            now=SystemClock().now(),
-        )
-    records = [
-        {
-            "record": r.record,
-            "type": r.type,
-            "name": r.name,
-            "value": r.value,
-            "priority": r.priority,
-        }
-        for r, _ in view.records
-    ]
-    publish(dns_server, {"name": name, "records": records})
-    resolver = make_resolver([dns_server.nameserver], timeout=2.0, lifetime=4.0, cache=False)
-    verified = await verify_domain(
-        db,
-        resolver,
-        org.id,
-        str(view.id),
-        policy=TEST_POLICY,
-        now=SystemClock().now(),
-        restart=True,
-    )
-    assert verified.status.value == "verified"
+    name = f"sign{uuid.uuid4().hex[:8]}.test"
+    await verified_domain(db, dns_server, org.id, name, kek=TEST_KEK, policy=TEST_POLICY)
 
     auth = {"Authorization": f"Bearer {key.token}"}
     sent: dict[str, str] = {}

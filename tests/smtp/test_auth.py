@@ -27,7 +27,6 @@ from tests.smtp import (
     TlsFiles,
     compose,
     connect,
-    make_tls_files,
     message_count,
     queued_id,
     running_relay,
@@ -38,11 +37,6 @@ INVALID = (535, b"5.7.8 Authentication credentials invalid")
 SUCCEEDED = (235, b"2.7.0 Authentication successful")
 AUTH_REQUIRED = (530, b"5.7.0 Authentication required")
 Reply = tuple[int, bytes]
-
-
-@pytest.fixture(scope="module")
-def tls(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
-    return make_tls_files(tmp_path_factory.mktemp("tls"))
 
 
 @pytest_asyncio.fixture

@@ -6,41 +6,21 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
-import pytest_asyncio
 
 from postyard.core.db import Database
-from postyard.settings import Settings
 from postyard.smtpd import SmtpRole
 from tests.conftest import Tenant
 from tests.smtp import (
-    TlsFiles,
     compose,
     connect,
-    make_tls_files,
     message_count,
     queued_id,
-    running_relay,
 )
 
 # RFC 3463 enhanced code after the basic one (RFC 2034 section 3 exempts 3xx replies).
 ENHANCED = re.compile(r"^([245])\d\d \1\.\d{1,3}\.\d{1,3} \S")
-
-
-@pytest.fixture(scope="module")
-def tls(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
-    return make_tls_files(tmp_path_factory.mktemp("tls"))
-
-
-@pytest_asyncio.fixture
-async def relay(
-    settings: Settings, db: Database, tmp_path: Path, tls: TlsFiles
-) -> AsyncIterator[SmtpRole]:
-    async with running_relay(settings, db, data_dir=tmp_path, tls=tls) as role:
-        yield role
 
 
 def _session(port: int, token: str, commands: list[str]) -> list[str]:

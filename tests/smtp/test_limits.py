@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -24,7 +23,6 @@ from tests.smtp import (
     TlsFiles,
     compose,
     connect,
-    make_tls_files,
     message_count,
     queued_id,
     running_relay,
@@ -32,19 +30,6 @@ from tests.smtp import (
 
 Reply = tuple[int, bytes]
 TOO_BIG = (552, b"5.3.4 Message size exceeds fixed maximum message size")
-
-
-@pytest.fixture(scope="module")
-def tls(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
-    return make_tls_files(tmp_path_factory.mktemp("tls"))
-
-
-@pytest_asyncio.fixture
-async def relay(
-    settings: Settings, db: Database, tmp_path: Path, tls: TlsFiles
-) -> AsyncIterator[SmtpRole]:
-    async with running_relay(settings, db, data_dir=tmp_path, tls=tls) as role:
-        yield role
 
 
 async def test_ehlo_advertises_extensions_and_limits(relay: SmtpRole) -> None:

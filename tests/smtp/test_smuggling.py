@@ -10,26 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import smtplib
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
-import pytest_asyncio
 from sqlalchemy import select
 
 from postyard.core.db import Database
 from postyard.sending.models import Message
-from postyard.settings import Settings
 from postyard.smtpd import SmtpRole
 from tests.conftest import Tenant
 from tests.smtp import (
-    TlsFiles,
     compose,
     connect,
-    make_tls_files,
     message_count,
     queued_id,
-    running_relay,
     stored_raw,
 )
 
@@ -60,19 +53,6 @@ VARIANTS = [
     b"\n",
     b"\r",
 ]
-
-
-@pytest.fixture(scope="module")
-def tls(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
-    return make_tls_files(tmp_path_factory.mktemp("tls"))
-
-
-@pytest_asyncio.fixture
-async def relay(
-    settings: Settings, db: Database, tmp_path: Path, tls: TlsFiles
-) -> AsyncIterator[SmtpRole]:
-    async with running_relay(settings, db, data_dir=tmp_path, tls=tls) as role:
-        yield role
 
 
 def _raw_data(client: smtplib.SMTP, payload: bytes) -> tuple[int, bytes]:

@@ -8,12 +8,9 @@ import email
 import email.policy
 import smtplib
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
-import pytest
-import pytest_asyncio
 from sqlalchemy import select
 
 from postyard.core.db import Database
@@ -27,26 +24,12 @@ from tests.smtp import (
     TlsFiles,
     compose,
     connect,
-    make_tls_files,
     message_count,
     queued_id,
     running_relay,
     stored_raw,
     unreachable_database,
 )
-
-
-@pytest.fixture(scope="module")
-def tls(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
-    return make_tls_files(tmp_path_factory.mktemp("tls"))
-
-
-@pytest_asyncio.fixture
-async def relay(
-    settings: Settings, db: Database, tmp_path: Path, tls: TlsFiles
-) -> AsyncIterator[SmtpRole]:
-    async with running_relay(settings, db, data_dir=tmp_path, tls=tls) as role:
-        yield role
 
 
 def _send(port: int, token: str, data: bytes, rcpt: list[str]) -> tuple[int, bytes]:

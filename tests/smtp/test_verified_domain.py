@@ -13,21 +13,18 @@ import dkim
 from postyard.core.clock import SystemClock
 from postyard.delivery import verp
 from postyard.delivery.identity import IdentityCache
-from postyard.delivery.mx import make_resolver
 from postyard.delivery.routing import RelayDeliverer
 from postyard.delivery.transport import Relay, TlsPolicy
 from postyard.delivery.worker import DeliveryWorker, WorkerConfig
-from postyard.domains import service as domains
-from postyard.domains.verification import verify_domain
 from postyard.settings import SendingSettings
 from postyard.tenancy import service as tenancy
 from postyard.tenancy.types import Scope
 from tests.conftest import TEST_KEK, TEST_POLICY, Isolated
 from tests.delivery.test_signing import VERP_KEY, _dnsfunc
 from tests.delivery.test_worker import _transport
-from tests.domains.test_domains_api import publish
 from tests.smtp import compose, connect, queued_id, running_relay
 from tests.support.dns_server import DnsServer
+from tests.support.domains import verified_domain
 from tests.support.smtp_sink import SmtpSink
 
 
@@ -65,29 +62,7 @@ async def test_smtp_needs_a_verified_domain_and_its_mail_is_signed(
         assert refused[0] == 553, refused
         assert b"5.7.1" in refused[1]
 
-        async with db.tenant_tx(org.id) as s:
-            view = await domains.create_domain(
-                s,
-                org.id,
-                name=name,
-                return_path="send",
-                options=domains.DomainSettings(),
-                kek=TEST_KEK,
-                policy=TEST_POLICY,
-                now=SystemClock().now(),
-            )
-        records = [
-            {"record": r.record, "type": r.type, "name": r.name, "value": r.value}
-            | {"priority": r.priority}
-            for r, _ in view.records
-        ]
-        publish(dns_server, {"name": name, "records": records})
-        resolver = make_resolver([dns_server.nameserver], timeout=2.0, lifetime=4.0, cache=False)
-        now = SystemClock().now()
-        checked = await verify_domain(
-            db, resolver, org.id, str(view.id), policy=TEST_POLICY, now=now, restart=True
-        )
-        assert checked.status.value == "verified"
+        await verified_domain(db, dns_server, org.id, name, kek=TEST_KEK, policy=TEST_POLICY)
         accepted = await asyncio.to_thread(_submit, relay.port, key.token, data, f"app@{name}")
         email_id = queued_id(accepted)
 
