@@ -21,13 +21,15 @@ import trustme
 from sqlalchemy import select, text
 
 from postyard.core.clock import SystemClock
-from postyard.core.db import Database
+from postyard.core.db import Database, TenantId
 from postyard.delivery.capture import start_capture_server
+from postyard.delivery.identity import SenderIdentity
 from postyard.delivery.mx import make_resolver
 from postyard.delivery.retry import RetryPolicy
 from postyard.delivery.routing import DirectDeliverer, RelayDeliverer
 from postyard.delivery.transport import Relay, SmtpTransport, TlsPolicy
 from postyard.delivery.worker import Deliverer, DeliveryWorker, WorkerConfig
+from postyard.domains.dkim import DkimSigningError
 from postyard.sending import ledger
 from postyard.sending.models import Delivery, MessageContent
 from postyard.tenancy import service as tenancy
@@ -316,3 +318,31 @@ async def test_scheduled_email_waits_and_canceled_email_never_goes(env: Env) -> 
     assert received.recipients == ("a@one.test",)
     assert (await env.statuses(later))["a@one.test"] == "delivered"
     assert (await env.statuses(canceled))["b@one.test"] == "canceled"
+
+
+class _BrokenSigner:
+    def sign(self, message: bytes, *, timestamp: int | None = None) -> bytes:
+        raise DkimSigningError("no From header")
+
+
+class _BrokenIdentities:
+    async def get(self, tenant_id: TenantId, domain: str) -> SenderIdentity:
+        return SenderIdentity(signer=_BrokenSigner(), return_path_domain=None)  # type: ignore[arg-type]  # a stand-in signer
+
+
+async def test_a_message_that_cannot_be_signed_still_goes(env: Env) -> None:
+    transport = _transport()
+    async with SmtpSink() as sink:
+        worker = DeliveryWorker(
+            env.db,
+            RelayDeliverer(transport, _relay(sink)),
+            WorkerConfig(owner="unsignable"),
+            SystemClock(),
+            identities=_BrokenIdentities(),
+        )
+        email_id = await env.send(to="a@one.test")
+        assert await worker.run_once() >= 1
+        [received] = await sink.wait_for_messages(1)
+    await transport.aclose()
+    assert received.data == await env.raw(email_id)
+    assert (await env.statuses(email_id))["a@one.test"] == "delivered"

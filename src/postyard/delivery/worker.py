@@ -20,12 +20,13 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from postyard.core.clock import Clock
-from postyard.core.db import Database
+from postyard.core.db import Database, TenantId
 from postyard.delivery import verp
-from postyard.delivery.identity import UNVERIFIED, IdentityCache
+from postyard.delivery.identity import UNVERIFIED, SenderIdentity
 from postyard.delivery.outcome import OutcomeKind, RecipientOutcome
 from postyard.delivery.retry import RetryPolicy, next_attempt
 from postyard.delivery.transport import Envelope
+from postyard.domains.dkim import DkimSigningError
 from postyard.sending import idempotency, ledger
 from postyard.sending.ledger import ClaimedDelivery, DeliveryResult, OutboundMessage, Result
 from postyard.tenancy import ratelimit
@@ -40,6 +41,12 @@ class Deliverer(Protocol):
     def per_domain(self) -> bool: ...
 
     async def deliver(self, domain: str, envelope: Envelope) -> list[RecipientOutcome]: ...
+
+
+class Identities(Protocol):
+    """Who a message is sent as (``delivery.identity.IdentityCache`` in production)."""
+
+    async def get(self, tenant_id: TenantId, domain: str) -> SenderIdentity: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +111,7 @@ class DeliveryWorker:
         config: WorkerConfig,
         clock: Clock,
         *,
-        identities: IdentityCache | None = None,
+        identities: Identities | None = None,
         verp_key: bytes = b"",
         jobs: Sequence[Callable[[], Awaitable[object]]] = (),
         rand: Callable[[], float] = random.random,
@@ -138,8 +145,13 @@ class DeliveryWorker:
     async def _lane(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             self.wake.clear()
-            if await self._batch():
-                continue
+            try:
+                if await self._batch():
+                    continue
+            except Exception:
+                # A lane must outlive a database hiccup; rows it held come back when their
+                # lease expires.
+                log.exception("delivery batch failed")
             waiters = [asyncio.create_task(self.wake.wait()), asyncio.create_task(stop.wait())]
             await asyncio.wait(
                 waiters, timeout=self._config.poll_interval, return_when=asyncio.FIRST_COMPLETED
@@ -179,7 +191,14 @@ class DeliveryWorker:
                 if self._identities is not None
                 else UNVERIFIED
             )
-            data = identity.signer.sign(message.raw) if identity.signer else message.raw
+            data = message.raw
+            if identity.signer is not None:
+                try:
+                    data = identity.signer.sign(message.raw)
+                except DkimSigningError:
+                    # Unsigned still aligns through the VERP return path (SPF); losing or
+                    # holding the mail for a signature would be worse.
+                    log.exception("could not sign", extra={"message_id": str(message.id)})
             prepared[message.id] = (data, identity.return_path_domain)
         return prepared
 
