@@ -224,7 +224,14 @@ async def list_domains(
     result = await fetch_page(
         session, select(Domain).where(Domain.tenant_id == tenant_id), Domain.id, page
     )
-    views = [_view(d, await _keys(session, d), policy) for d in result.items]
+    keys: dict[uuid.UUID, list[DkimKey]] = {d.id: [] for d in result.items}
+    if keys:  # one query for the page's keys, not one per domain
+        rows = await session.scalars(
+            select(DkimKey).where(DkimKey.tenant_id == tenant_id, DkimKey.domain_id.in_(list(keys)))
+        )
+        for key in rows:
+            keys[key.domain_id].append(key)
+    views = [_view(d, keys[d.id], policy) for d in result.items]
     return Page(items=views, has_more=result.has_more)
 
 
