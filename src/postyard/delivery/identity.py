@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from postyard.core.clock import Clock
 from postyard.core.crypto import decrypt_secret
 from postyard.core.db import Database, TenantId
+from postyard.domains import senders
 from postyard.domains import service as domains
 from postyard.domains.dkim import DkimKey, DkimSigner
 
@@ -43,7 +44,7 @@ class IdentityCache:
 
     async def _load(self, tenant_id: TenantId, domain: str) -> SenderIdentity:
         async with self._db.system_tx(reason="delivery worker: load signing keys") as session:
-            material = await domains.signing_material(session, tenant_id, domain)
+            material = await senders.signing_material(session, tenant_id, domain)
         if material is None:
             return UNVERIFIED
         keys = [

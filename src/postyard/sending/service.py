@@ -19,7 +19,7 @@ from postyard.core.db import TenantId, table_of
 from postyard.core.errors import NotFound, ValidationFailed
 from postyard.core.ids import parse_uuid, uuid7
 from postyard.core.pagination import Page, PageRequest, fetch_page
-from postyard.domains import service as domains
+from postyard.domains import senders as domains
 from postyard.events.service import list_message_events, record_events
 from postyard.events.types import EventType, EventView, NewEvent
 from postyard.sending.compose import ComposedMessage

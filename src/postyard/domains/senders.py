@@ -1,0 +1,64 @@
+"""What sending needs from domains: whether a From domain is verified, and the material to
+sign and bounce-route its mail."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from postyard.core.db import TenantId
+from postyard.domains.models import DkimKey, Domain
+from postyard.domains.types import DomainStatus
+
+
+async def is_verified_sender(session: AsyncSession, tenant_id: TenantId, domain: str) -> bool:
+    """Whether ``domain`` (ASCII form) is a verified domain of the tenant."""
+    found = await session.scalar(
+        select(Domain.id).where(
+            Domain.tenant_id == tenant_id,
+            Domain.name == domain.lower(),
+            Domain.status == DomainStatus.VERIFIED,
+        )
+    )
+    return found is not None
+
+
+@dataclass(frozen=True, slots=True)
+class SigningMaterial:
+    domain: str
+    return_path: str
+    keys: list[tuple[uuid.UUID, str, str, bytes]]
+    """(key id, selector, algorithm, encrypted private key) of the active keys."""
+
+
+async def signing_material(
+    session: AsyncSession, tenant_id: TenantId, domain: str
+) -> SigningMaterial | None:
+    """What the worker needs to sign and bounce-route mail from ``domain``: None unless the
+    domain is verified (session: a system_tx)."""
+    found = await session.scalar(
+        select(Domain).where(
+            Domain.tenant_id == tenant_id,
+            Domain.name == domain.lower(),
+            Domain.status == DomainStatus.VERIFIED,
+        )
+    )
+    if found is None:
+        return None
+    keys = list(
+        await session.scalars(
+            select(DkimKey).where(
+                DkimKey.tenant_id == tenant_id,
+                DkimKey.domain_id == found.id,
+                DkimKey.state == "active",
+            )
+        )
+    )
+    return SigningMaterial(
+        domain=found.name,
+        return_path=f"{found.return_path}.{found.name}",
+        keys=[(k.id, k.selector, k.algorithm, k.private_key) for k in keys],
+    )
