@@ -8,5 +8,6 @@ def load_all_models() -> None:
     import postyard.domains.models  # noqa: PLC0415
     import postyard.events.models  # noqa: PLC0415
     import postyard.sending.models  # noqa: PLC0415
+    import postyard.suppression.models  # noqa: PLC0415
     import postyard.tenancy.models  # noqa: PLC0415
     import postyard.tracking.models  # noqa: F401, PLC0415

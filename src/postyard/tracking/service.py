@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from postyard.core.db import TenantId, table_of
 from postyard.events.service import list_message_events, record_events
 from postyard.events.types import EventType, EventView, NewEvent
+from postyard.suppression import SuppressionReason, suppress
 from postyard.tracking import tokens
 from postyard.tracking.errors import UnknownTrackingLink
 from postyard.tracking.machine import MachineReason, classify_click, classify_open
@@ -259,6 +260,16 @@ async def unsubscribe(
     row = await require_unsubscribable(session, claim)
     if row.unsubscribed_at is not None:
         return False
+    assert row.recipient is not None  # require_unsubscribable checked it
+    await suppress(
+        session,
+        claim.tenant_id,
+        row.recipient,
+        SuppressionReason.UNSUBSCRIBE,
+        now=now,
+        source_email_id=row.message_id,
+        detail=f"List-Unsubscribe ({method})",
+    )
     await session.execute(
         update(TrackedMessage)
         .where(
