@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 Recipients = str | list[str]
 
@@ -56,13 +56,13 @@ class SendEmailRequest(BaseModel):
         description="Postyard extension: `transactional` (default) or `bulk` (marketing, "
         "newsletters: gets List-Unsubscribe with one-click and CFBL headers).",
     )
-    open_tracking: bool | None = Field(
+    open_tracking: StrictBool | None = Field(
         default=None, description="Postyard extension: overrides the domain's `open_tracking`."
     )
-    click_tracking: bool | None = Field(
+    click_tracking: StrictBool | None = Field(
         default=None, description="Postyard extension: overrides the domain's `click_tracking`."
     )
-    list_unsubscribe: bool | None = Field(
+    list_unsubscribe: StrictBool | None = Field(
         default=None,
         description="Postyard extension: add List-Unsubscribe (one-click) headers; default: "
         "true for `bulk`, false for `transactional`.",
