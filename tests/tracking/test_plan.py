@@ -70,10 +70,10 @@ def test_several_recipients_share_message_tokens_and_get_no_unsubscribe() -> Non
 
 
 def test_unsubscribe_headers_depend_on_https_and_the_return_path() -> None:
-    names = lambda config, **changes: [  # noqa: E731
-        name
-        for name, _ in plan_tracking(config, replace(ITEM, unsubscribe=True, **changes)).headers
-    ]
+    def names(config: TrackingConfig, **changes: object) -> list[str]:
+        item = replace(ITEM, unsubscribe=True, **changes)  # type: ignore[arg-type] # field values
+        return [name for name, _ in plan_tracking(config, item).headers]
+
     assert names(HTTPS) == ["List-Unsubscribe", "List-Unsubscribe-Post"]
     assert names(HTTP) == []  # one-click needs https, and there is no mailto address
     assert names(HTTP, return_path_domain="send.acme.test") == ["List-Unsubscribe"]
