@@ -19,6 +19,7 @@ class EventType(StrEnum):
     EMAIL_BOUNCED = "email.bounced"
     EMAIL_FAILED = "email.failed"
     EMAIL_CANCELED = "email.canceled"
+    EMAIL_SUPPRESSED = "email.suppressed"
     EMAIL_OPENED = "email.opened"
     EMAIL_CLICKED = "email.clicked"
     EMAIL_UNSUBSCRIBED = "email.unsubscribed"

@@ -9,6 +9,7 @@ cannot be lost, and until then nothing of it exists.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -27,6 +28,7 @@ from postyard.sending.errors import DomainNotVerified
 from postyard.sending.models import Delivery, Message, MessageContent
 from postyard.sending.scheduling import parse_scheduled_at
 from postyard.sending.tracked import apply_tracking
+from postyard.suppression import suppression_reasons
 from postyard.tenancy.types import Principal
 from postyard.tracking.service import NewTrackedMessage, record_tracked_messages
 from postyard.tracking.types import TrackingConfig
@@ -42,6 +44,7 @@ class RecipientView:
     attempts: int
     next_attempt_at: datetime | None
     last_reply: str | None
+    bounce_type: str | None = None
 
 
 async def submit_messages(
@@ -65,11 +68,16 @@ async def submit_messages(
     # clock (saves a round trip; a skew between hosts only shifts the first attempt by it).
     if now is None:
         now = await session.scalar(select(func.now()))
-        assert now is not None
+        assert now is not None  # SELECT now() always returns a row
     tracked: list[NewTrackedMessage] = []
     if tracking is not None:
         messages, tracked = await apply_tracking(session, tenant, messages, tracking, now=now)
     conn = await session.connection()
+    # One query for every recipient of the batch; a suppressed recipient gets a row that no
+    # worker claims, and the message still goes to the others.
+    suppressed = await suppression_reasons(
+        session, tenant, [r.address for m in messages for r in m.recipients], now
+    )
     # Core inserts on the connection: the ORM's bulk machinery costs more than the SQL here.
     await conn.execute(
         insert(table_of(Message)),
@@ -95,9 +103,7 @@ async def submit_messages(
                 "size": len(m.raw),
                 "smtputf8": m.smtputf8,
                 "scheduled_at": m.scheduled_at,
-                "last_event": (
-                    EventType.EMAIL_SCHEDULED if m.scheduled_at else EventType.EMAIL_SENT
-                ).short,
+                "last_event": _first_event(m, suppressed).short,
             }
             for m in messages
         ],
@@ -116,8 +122,17 @@ async def submit_messages(
                 "recipient": r.address,
                 "domain": r.domain,
                 "kind": r.kind,
-                "status": "scheduled" if m.scheduled_at else "queued",
+                "status": (
+                    "suppressed"
+                    if r.address in suppressed
+                    else "scheduled"
+                    if m.scheduled_at
+                    else "queued"
+                ),
                 "next_attempt_at": m.scheduled_at or now,
+                "last_reply": (
+                    f"suppressed ({suppressed[r.address]})" if r.address in suppressed else None
+                ),
             }
             for m in messages
             for r in m.recipients
@@ -133,9 +148,27 @@ async def submit_messages(
                 data={"scheduled_at": m.scheduled_at.isoformat()} if m.scheduled_at else {},
             )
             for m in messages
+        ]
+        + [
+            NewEvent(
+                tenant_id=tenant,
+                type=EventType.EMAIL_SUPPRESSED,
+                message_id=m.id,
+                recipient=r.address,
+                data={"reason": suppressed[r.address].value},
+            )
+            for m in messages
+            for r in m.recipients
+            if r.address in suppressed
         ],
     )
     await record_tracked_messages(session, tenant, tracked)
+
+
+def _first_event(message: ComposedMessage, suppressed: Mapping[str, object]) -> EventType:
+    if all(r.address in suppressed for r in message.recipients):
+        return EventType.EMAIL_SUPPRESSED
+    return EventType.EMAIL_SCHEDULED if message.scheduled_at else EventType.EMAIL_SENT
 
 
 async def require_verified_senders(
@@ -193,6 +226,7 @@ async def email_timeline(
             attempts=d.attempts,
             next_attempt_at=d.next_attempt_at if d.status in _PENDING else None,
             last_reply=d.last_reply,
+            bounce_type=d.bounce_type,
         )
         for d in rows
     ]

@@ -6,7 +6,13 @@ Other domains use only what this module exports.
 
 from __future__ import annotations
 
-from postyard.suppression.service import suppress, suppressed_among
+from postyard.suppression.service import suppress, suppressed_among, suppression_reasons
 from postyard.suppression.types import SuppressionReason, SuppressionView
 
-__all__ = ["SuppressionReason", "SuppressionView", "suppress", "suppressed_among"]
+__all__ = [
+    "SuppressionReason",
+    "SuppressionView",
+    "suppress",
+    "suppressed_among",
+    "suppression_reasons",
+]

@@ -26,7 +26,7 @@ MAX_EMAIL_LENGTH = 320
 
 _ACTIVE_AMONG = text(
     """
-    SELECT DISTINCT x.address
+    SELECT DISTINCT x.address, s.reason
       FROM unnest(:emails) AS x(address)
       JOIN suppressions s
         ON s.tenant_id = :tenant AND lower(s.email) = lower(x.address)
@@ -126,9 +126,16 @@ async def suppressed_among(
 ) -> set[str]:
     """The members of ``emails`` (as given) that the tenant suppresses at ``now``; one query
     whatever the number of addresses."""
+    return set(await suppression_reasons(session, tenant, emails, now))
+
+
+async def suppression_reasons(
+    session: AsyncSession, tenant: TenantId, emails: Sequence[str], now: datetime
+) -> dict[str, SuppressionReason]:
+    """Like ``suppressed_among``, with the reason each address is suppressed for."""
     if not emails:
-        return set()
+        return {}
     rows = await session.execute(
         _ACTIVE_AMONG, {"emails": list(set(emails)), "tenant": tenant, "now": now}
     )
-    return {row[0] for row in rows}
+    return {row.address: SuppressionReason(row.reason) for row in rows}
