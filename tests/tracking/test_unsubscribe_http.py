@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import select
 
 from postyard.core.db import Database, TenantId
+from postyard.sending.models import Delivery
 from postyard.suppression import suppressed_among
 from postyard.suppression.models import Suppression
 from postyard.tracking import tokens
@@ -119,6 +120,16 @@ async def test_one_click_post_suppresses_at_once(
     assert event.data["method"] == "one-click"
     got = (await http.get(f"/v1/emails/{email_id}", headers=tenant.auth)).json()
     assert got["engagement"]["unsubscribed"] is True
+
+    # The next email to that address is suppressed, not delivered.
+    next_id = await send(http, tenant, to="ann@ONE.test", subject="Next")
+    [suppressed] = await events_of(db, tenant, next_id, "email.suppressed")
+    assert suppressed.data["reason"] == "unsubscribe"
+    async with db.tenant_tx(tenant.org.id) as s:
+        status = await s.scalar(
+            select(Delivery.status).where(Delivery.message_id == uuid.UUID(next_id))
+        )
+    assert status == "suppressed"
 
     # Again, and from the page: still 200, nothing new written.
     before = await counts(db, tenant)
