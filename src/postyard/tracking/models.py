@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import Boolean, DateTime, ForeignKey, Integer, Text, func
+from sqlalchemy import Boolean, DateTime, ForeignKey, Index, Integer, Text, func, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -21,6 +21,14 @@ class TrackedMessage(Base):
     """
 
     __tablename__ = "tracked_messages"
+    __table_args__ = (
+        # The mailto unsubscribe token names a delivery (it must fit a 64-octet local part).
+        Index(
+            "ix_tracked_messages_delivery_id",
+            "delivery_id",
+            postgresql_where=text("delivery_id IS NOT NULL"),
+        ),
+    )
 
     message_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True

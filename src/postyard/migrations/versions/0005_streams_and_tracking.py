@@ -62,6 +62,12 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("message_id", name=op.f("pk_tracked_messages")),
     )
+    op.create_index(
+        "ix_tracked_messages_delivery_id",
+        "tracked_messages",
+        ["delivery_id"],
+        postgresql_where=sa.text("delivery_id IS NOT NULL"),
+    )
     protect_tenant_table("tracked_messages")
 
 
