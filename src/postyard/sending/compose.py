@@ -31,6 +31,8 @@ from postyard.sending.tags import Tag, validate_tags
 from postyard.tracking.types import Stream
 
 MAX_RECIPIENTS = 50
+# A sender who writes either of these manages unsubscribing itself: Postyard adds neither.
+_LIST_UNSUBSCRIBE_FIELDS = frozenset({"list-unsubscribe", "list-unsubscribe-post"})
 MAX_CONTENT_BYTES = 40 * 1024 * 1024
 
 
@@ -217,7 +219,7 @@ def compose_message(
             list_unsubscribe=request.list_unsubscribe,
         ),
         has_list_unsubscribe=any(
-            name.strip().lower() == "list-unsubscribe" for name in (request.headers or {})
+            name.strip().lower() in _LIST_UNSUBSCRIBE_FIELDS for name in (request.headers or {})
         ),
         spec=spec,
     )

@@ -309,6 +309,8 @@ def parse_submission(
         recipients=tuple(recipients),
         from_domain=sender.domain.lower(),
         stream=stream,
-        has_list_unsubscribe=any(f.lower == "list-unsubscribe" for f in fields),
+        has_list_unsubscribe=any(
+            f.lower in {"list-unsubscribe", "list-unsubscribe-post"} for f in fields
+        ),
     )
     return Submission(composed, key, _request_hash(envelope, data))
