@@ -19,6 +19,7 @@ from postyard.delivery.routes import router as content_router
 from postyard.domains.routes import DomainDeps
 from postyard.domains.routes import router as domains_router
 from postyard.sending.routes import router as emails_router
+from postyard.suppression.routes import router as suppressions_router
 from postyard.tenancy.routes import router as api_keys_router
 from postyard.tracking.routes import router as tracking_router
 from postyard.tracking.types import TrackingConfig
@@ -83,6 +84,7 @@ def create_app(
     v1.include_router(emails_router)
     v1.include_router(content_router)
     v1.include_router(domains_router)
+    v1.include_router(suppressions_router)
     app.include_router(v1)
     app.include_router(tracking_router)  # the tracking host's paths, outside /v1
     return app

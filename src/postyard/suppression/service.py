@@ -1,4 +1,5 @@
-"""Use cases of the suppression list: add (upsert) an address, check recipients against it.
+"""Use cases of the suppression list: add (upsert) an address, check recipients against it,
+list, read and remove entries.
 
 Every function runs in the caller's tenant transaction and neither commits nor rolls back.
 Addresses are compared case-insensitively (PostgreSQL's ``lower``, the same expression the
@@ -7,18 +8,21 @@ unique index uses), and an entry whose ``expires_at`` has passed no longer suppr
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 
-from sqlalchemy import bindparam, func, text
+from sqlalchemy import ColumnElement, bindparam, delete, func, select, text
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.types import Text
 
 from postyard.core.db import TenantId, table_of
-from postyard.core.errors import ValidationFailed
-from postyard.core.ids import uuid7
+from postyard.core.errors import NotFound, ValidationFailed
+from postyard.core.ids import parse_uuid, uuid7
+from postyard.core.pagination import Page, PageRequest, fetch_page
+from postyard.suppression.addresses import normalize_address
 from postyard.suppression.models import Suppression
 from postyard.suppression.types import SuppressionReason, SuppressionView
 
@@ -139,3 +143,83 @@ async def suppression_reasons(
         _ACTIVE_AMONG, {"emails": list(set(emails)), "tenant": tenant, "now": now}
     )
     return {row.address: SuppressionReason(row.reason) for row in rows}
+
+
+async def add_suppression(
+    session: AsyncSession,
+    tenant: TenantId,
+    email: str,
+    reason: SuppressionReason,
+    *,
+    now: datetime,
+    expires_at: datetime | None = None,
+) -> SuppressionView:
+    """Add or update an entry from a client (API, CLI): the address must be valid (its
+    domain is stored in IDNA form) and ``expires_at`` (UTC when naive) in the future. Raises
+    ValidationFailed."""
+    address = normalize_address(email)
+    if expires_at is not None:
+        if expires_at.tzinfo is None:
+            expires_at = expires_at.replace(tzinfo=UTC)
+        if expires_at <= now:
+            msg = "The `expires_at` field must be in the future."
+            raise ValidationFailed(msg)
+    return await upsert_suppression(
+        session, tenant, address, reason, now=now, expires_at=expires_at
+    )
+
+
+async def list_suppressions(
+    session: AsyncSession,
+    tenant: TenantId,
+    *,
+    page: PageRequest,
+    reason: SuppressionReason | None = None,
+) -> Page[SuppressionView]:
+    """Entries newest first (expired ones too: their ``expires_at`` says so)."""
+    stmt = select(Suppression).where(Suppression.tenant_id == tenant)
+    if reason is not None:
+        stmt = stmt.where(Suppression.reason == reason.value)
+    result = await fetch_page(session, stmt, Suppression.id, page)
+    return Page(items=[_view(row) for row in result.items], has_more=result.has_more)
+
+
+def _matching(tenant: TenantId, id_or_email: str) -> ColumnElement[bool]:
+    """The entry named by an id, or by an address in any letter case; raises NotFound for a
+    value that is neither."""
+    if "@" in id_or_email:
+        wanted = id_or_email.strip()
+        # Look an address that does not normalise up as given: entries written by other
+        # paths (DSNs, unsubscribes) are not validated the way the API validates.
+        with contextlib.suppress(ValidationFailed):
+            wanted = normalize_address(wanted)
+        return (Suppression.tenant_id == tenant) & (
+            func.lower(Suppression.email) == func.lower(wanted)
+        )
+    parsed = parse_uuid(id_or_email)
+    if parsed is None:
+        raise NotFound("Suppression not found.")
+    return (Suppression.tenant_id == tenant) & (Suppression.id == parsed)
+
+
+async def get_suppression(
+    session: AsyncSession, tenant: TenantId, id_or_email: str
+) -> SuppressionView:
+    """The entry with this id or address; raises NotFound (also for another tenant's)."""
+    row = await session.scalar(select(Suppression).where(_matching(tenant, id_or_email)))
+    if row is None:
+        raise NotFound("Suppression not found.")
+    return _view(row)
+
+
+async def remove_suppression(
+    session: AsyncSession, tenant: TenantId, id_or_email: str
+) -> SuppressionView:
+    """Delete the entry with this id or address, so mail to it goes out again; returns what
+    was removed. Raises NotFound."""
+    removed = await session.scalar(
+        delete(Suppression).where(_matching(tenant, id_or_email)).returning(Suppression)
+    )
+    if removed is None:
+        raise NotFound("Suppression not found.")
+    return _view(removed)
