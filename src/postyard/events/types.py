@@ -19,6 +19,8 @@ class EventType(StrEnum):
     EMAIL_BOUNCED = "email.bounced"
     EMAIL_FAILED = "email.failed"
     EMAIL_CANCELED = "email.canceled"
+    EMAIL_COMPLAINED = "email.complained"
+    EMAIL_UNSUBSCRIBED = "email.unsubscribed"
     DOMAIN_CREATED = "domain.created"
     DOMAIN_UPDATED = "domain.updated"
     DOMAIN_DELETED = "domain.deleted"
