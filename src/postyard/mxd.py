@@ -38,7 +38,7 @@ def intake_config(settings: Settings, secret: bytes) -> IntakeConfig:
     signs mailto unsubscribe tokens (both derived from the root secret)."""
     return IntakeConfig(
         verp_key=derive(secret, "verp").encode(),
-        unsubscribe_key=derive(secret, "tracking").encode(),
+        unsubscribe_key=derive(secret, "tracking-tokens").encode(),
         unsubscribe_max_age=timedelta(days=settings.mx.unsubscribe_max_age_days),
     )
 

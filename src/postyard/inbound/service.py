@@ -6,7 +6,6 @@ and writes the state change, its event and the suppression together: all or noth
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -14,13 +13,13 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from postyard.core.db import TenantId
 from postyard.events.service import record_events
 from postyard.events.types import EventType, NewEvent
-from postyard.inbound.classify import classify
+from postyard.inbound.classify import SubType, Verdict, classify
 from postyard.inbound.types import Action, BounceReport, ComplaintReport, RecipientStatus
 from postyard.sending import feedback
 from postyard.sending.feedback import DeliveryRef
+from postyard.suppression import SuppressionReason, suppress
 
 
 class Effect(StrEnum):
@@ -52,17 +51,9 @@ def recipient_status_for(report: BounceReport, recipient: str) -> RecipientStatu
     return failed[0] if failed else report.recipients[0]
 
 
-async def _suppress(
-    session: AsyncSession,
-    tenant_id: TenantId,
-    email: str,
-    reason: str,
-    *,
-    now: datetime,
-    source_email_id: uuid.UUID,
-) -> None:
-    """Add the address to the tenant's suppression list (postyard.suppression)."""
-    del session, tenant_id, email, reason, now, source_email_id
+def _bounce_type(verdict: Verdict) -> str:
+    """The delivery's ``bounce_type``: a policy block is not the address's fault."""
+    return "block" if verdict.sub_type is SubType.CONTENT_REJECTED else "permanent"
 
 
 async def _locked(session: AsyncSession, target: DeliveryRef) -> DeliveryRef | None:
@@ -86,7 +77,7 @@ async def apply_bounce(
     ``bounced`` (also after ``delivered``: the remote end accepted it, then gave up),
     ``email.bounced`` is written with the diagnostic, and the address is suppressed
     (``hard_bounce``) when the classification says so; a repeated report changes nothing
-    but re-asserts the suppression. ``delayed``: an ``email.delivery_delayed`` event only.
+    at all. ``delayed``: an ``email.delivery_delayed`` event only.
     Reports for a delivery never attempted or canceled do nothing (``NOT_SENT``)."""
     current = await _locked(session, target)
     if current is None:
@@ -108,28 +99,27 @@ async def apply_bounce(
         return Applied(Effect.DELAYED)
     verdict = classify(block)
     reply = block.diagnostic or f"DSN status {block.status}"
-    if current.status != "bounced":
-        await feedback.mark_bounced(session, current.tenant_id, current.id, reply=reply)
-        bounce = {"type": verdict.type.value, "subType": verdict.sub_type.value, "message": reply}
-        await record_events(
-            session,
-            [
-                _event(
-                    current, EventType.EMAIL_BOUNCED, {"bounce": bounce, "reply": reply, **details}
-                )
-            ],
-        )
-        await feedback.set_last_event(
-            session, current.tenant_id, current.message_id, EventType.EMAIL_BOUNCED.short
-        )
+    if not await feedback.mark_bounced(
+        session, current.tenant_id, current.id, reply=reply, bounce_type=_bounce_type(verdict)
+    ):
+        # Already bounced: a repeated (or retried) report changes nothing, so that an
+        # address the tenant took off the list since is not put back.
+        return Applied(Effect.BOUNCED)
+    bounce = {"type": verdict.type.value, "subType": verdict.sub_type.value, "message": reply}
+    data = {"bounce": bounce, "reply": reply, **details}
+    await record_events(session, [_event(current, EventType.EMAIL_BOUNCED, data)])
+    await feedback.set_last_event(
+        session, current.tenant_id, current.message_id, EventType.EMAIL_BOUNCED.short
+    )
     if verdict.suppress:
-        await _suppress(
+        await suppress(
             session,
             current.tenant_id,
             current.recipient,
-            "hard_bounce",
+            SuppressionReason.HARD_BOUNCE,
             now=now,
             source_email_id=current.message_id,
+            detail=reply[:500],
         )
     return Applied(Effect.BOUNCED, suppressed=verdict.suppress)
 
@@ -155,13 +145,14 @@ async def apply_complaint(
     await feedback.set_last_event(
         session, current.tenant_id, current.message_id, EventType.EMAIL_COMPLAINED.short
     )
-    await _suppress(
+    await suppress(
         session,
         current.tenant_id,
         current.recipient,
-        "complaint",
+        SuppressionReason.COMPLAINT,
         now=now,
         source_email_id=current.message_id,
+        detail=f"feedback-type {report.feedback_type}",
     )
     return Applied(Effect.COMPLAINED, suppressed=True)
 
@@ -177,12 +168,13 @@ async def apply_unsubscribe(
     await record_events(
         session, [_event(current, EventType.EMAIL_UNSUBSCRIBED, {"method": "mailto"})]
     )
-    await _suppress(
+    await suppress(
         session,
         current.tenant_id,
         current.recipient,
-        "unsubscribe",
+        SuppressionReason.UNSUBSCRIBE,
         now=now,
         source_email_id=current.message_id,
+        detail="mailto unsubscribe",
     )
     return Applied(Effect.UNSUBSCRIBED, suppressed=True)

@@ -107,9 +107,15 @@ async def lock_delivery(
 
 
 async def mark_bounced(
-    session: AsyncSession, tenant_id: TenantId, delivery_id: uuid.UUID, *, reply: str
+    session: AsyncSession,
+    tenant_id: TenantId,
+    delivery_id: uuid.UUID,
+    *,
+    reply: str,
+    bounce_type: str,
 ) -> bool:
-    """Set a delivery ``bounced`` with ``reply`` when its status is one of ``BOUNCEABLE``
+    """Set a delivery ``bounced`` with ``reply`` and ``bounce_type`` (``permanent`` or
+    ``block``, see ``models.BOUNCE_TYPES``) when its status is one of ``BOUNCEABLE``
     (a lease it held is released: the worker's later result for it is then not recorded);
     True when it changed."""
     result = await session.execute(
@@ -121,6 +127,7 @@ async def mark_bounced(
         )
         .values(
             status="bounced",
+            bounce_type=bounce_type,
             last_reply=reply[:2000],
             lease_owner=None,
             lease_expires_at=None,

@@ -1,7 +1,7 @@
 """Inbound: counts of reports the MX listener dropped.
 
-Revision ID: 0004_inbound
-Revises: 0003
+Revision ID: 0005_inbound
+Revises: 0004
 Create Date: 2026-12-01 12:15:00.000000
 """
 
@@ -12,8 +12,8 @@ from alembic import op
 
 from postyard.migrations.rls import roles
 
-revision = "0004_inbound"
-down_revision = "0003"
+revision = "0005_inbound"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 
