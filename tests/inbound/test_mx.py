@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
 import pytest_asyncio
@@ -26,7 +27,7 @@ from postyard.sending.models import Delivery
 from postyard.settings import Settings
 from postyard.tracking import tokens
 from postyard.tracking.unsubscribe import mailto_address
-from tests.conftest import TEST_KEK, TEST_POLICY, Tenant
+from tests.conftest import APP_ROLE, TEST_KEK, TEST_POLICY, Tenant
 from tests.inbound import (
     GUARD_SECONDS,
     deliver,
@@ -453,3 +454,9 @@ async def test_bare_line_endings_and_oversized_reports_are_refused(
         assert reply.startswith(b"552 5.3.4"), reply
     row = await delivery_row(db, sent.delivery_id)
     assert row.status == "delivered"
+
+
+async def test_drop_counts_belong_to_the_system_role_only(owner_conn: asyncpg.Connection) -> None:
+    await owner_conn.execute(f"SET LOCAL ROLE {APP_ROLE}")
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        await owner_conn.fetch("SELECT * FROM inbound_drops")
