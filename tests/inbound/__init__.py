@@ -6,6 +6,7 @@ thread (``asyncio.to_thread``), since they block.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import smtplib
 import uuid
@@ -13,17 +14,22 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import func, select
+import httpx
+from sqlalchemy import func, select, update
 
 from postyard.core.clock import Clock, SystemClock
 from postyard.core.db import Database, TenantId
+from postyard.delivery import verp
+from postyard.domains import service as domains
 from postyard.events.models import Event
 from postyard.inbound.drops import list_drops
-from postyard.mxd import MxRole, mx_role
+from postyard.mxd import MxRole, intake_config, mx_role
+from postyard.runtime import Runtime
 from postyard.sending.models import Delivery
 from postyard.settings import MxSettings, Settings
 from postyard.suppression import suppressed_among
 from postyard.suppression.models import Suppression
+from tests.conftest import TEST_KEK, TEST_POLICY, Tenant
 
 GUARD_SECONDS = 20.0
 
@@ -112,3 +118,113 @@ async def suppression_reason(db: Database, delivery: Delivery) -> str | None:
             )
         )
     return str(reason)
+
+
+@dataclass(frozen=True)
+class Sent:
+    tenant_id: TenantId
+    email_id: uuid.UUID
+    delivery_id: uuid.UUID
+    recipient: str
+    return_path: str
+    """The delivery's VERP address."""
+    domain: str
+    """The return-path domain."""
+
+
+async def send(
+    db: Database,
+    http: httpx.AsyncClient,
+    tenant: Tenant,
+    runtime: Runtime,
+    *,
+    to: tuple[str, ...] = ("nobody@example.net",),
+    status: str = "delivered",
+) -> list[Sent]:
+    """A message from a domain of the tenant, accepted through the API, its deliveries put
+    in ``status`` after one attempt as the worker would (the e2e test runs the worker)."""
+    name = f"shop-{uuid.uuid4().hex[:8]}.example"
+    async with db.tenant_tx(tenant.org.id) as session:
+        await domains.create_domain(
+            session,
+            tenant.org.id,
+            name=name,
+            return_path="send",
+            options=domains.DomainSettings(),
+            kek=TEST_KEK,
+            policy=TEST_POLICY,
+            now=SystemClock().now(),
+        )
+    body = {"from": f"Shop <orders@{name}>", "to": list(to), "subject": "Order", "text": "Hi"}
+    response = await http.post("/v1/emails", json=body, headers=tenant.auth)
+    assert response.status_code == 200, response.text
+    email_id = uuid.UUID(response.json()["id"])
+    attempts = 0 if status == "queued" else 1
+    async with db.system_tx(reason="test: the worker's part") as session:
+        rows = (
+            await session.execute(
+                update(Delivery)
+                .where(Delivery.message_id == email_id)
+                .values(status=status, attempts=attempts)
+                .returning(Delivery.id, Delivery.recipient)
+            )
+        ).all()
+    key = intake_config(runtime.settings, runtime.secret).verp_key
+    domain = f"send.{name}"
+    return [
+        Sent(
+            tenant.org.id, email_id, r.id, r.recipient, verp.return_path(r.id, domain, key), domain
+        )
+        for r in rows
+    ]
+
+
+def dsn(
+    to: str,
+    recipient: str,
+    *,
+    action: str = "failed",
+    status: str = "5.1.1",
+    diagnostic: str = "550 5.1.1 <x>: Recipient address rejected: User unknown",
+) -> bytes:
+    return (
+        "From: MAILER-DAEMON@mx.remote.example\r\n"
+        f"To: {to}\r\n"
+        "Subject: Undelivered Mail Returned to Sender\r\n"
+        "MIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="b1"\r\n'
+        "\r\n--b1\r\nContent-Type: text/plain\r\n\r\nThe mail system\r\n"
+        "\r\n--b1\r\nContent-Type: message/delivery-status\r\n\r\n"
+        "Reporting-MTA: dns; mx.remote.example\r\n\r\n"
+        f"Final-Recipient: rfc822; {recipient}\r\nAction: {action}\r\nStatus: {status}\r\n"
+        f"Diagnostic-Code: smtp; {diagnostic}\r\n"
+        "\r\n--b1--\r\n"
+    ).encode()
+
+
+def arf(
+    to: str,
+    recipient: str,
+    *,
+    return_path: str | None,
+    message_id: str = "<nothing@example>",
+    feedback_type: str = "abuse",
+) -> bytes:
+    quoted = f"Return-Path: <{return_path}>\r\n" if return_path else ""
+    return (
+        "From: feedback@isp.example\r\n"
+        f"To: {to}\r\nSubject: complaint\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=feedback-report; boundary="f1"\r\n'
+        "\r\n--f1\r\nContent-Type: text/plain\r\n\r\nAn abuse report\r\n"
+        "\r\n--f1\r\nContent-Type: message/feedback-report\r\n\r\n"
+        f"Feedback-Type: {feedback_type}\r\nUser-Agent: TestFBL/1.0\r\nVersion: 1\r\n"
+        f"Original-Rcpt-To: <{recipient}>\r\n"
+        "\r\n--f1\r\nContent-Type: text/rfc822-headers\r\n\r\n"
+        f"{quoted}Message-ID: {message_id}\r\nSubject: Order\r\n"
+        "\r\n--f1--\r\n"
+    ).encode()
+
+
+async def talk(mx: MxRole, recipients: list[str], data: bytes) -> tuple[int, bytes] | None:
+    exchange = await asyncio.to_thread(deliver, mx.port, recipients, data)
+    return exchange.data

@@ -1,160 +1,34 @@
-"""The inbound MX listener over real sockets: DSNs, complaints and mailto unsubscribes for
-messages sent through the API, forged tokens, unknown addresses and malformed reports."""
+"""The inbound MX listener over real sockets: DSNs for messages sent through the API, forged
+tokens, unknown addresses, malformed reports and the listener's limits."""
 
 from __future__ import annotations
 
 import asyncio
 import smtplib
-import uuid
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
 import httpx
 import pytest
-import pytest_asyncio
-from sqlalchemy import update
 
-from postyard.core.clock import SystemClock
-from postyard.core.db import Database, TenantId
+from postyard.core.db import Database
 from postyard.delivery import verp
-from postyard.domains import service as domains
-from postyard.mxd import MxRole, intake_config
+from postyard.mxd import MxRole
 from postyard.runtime import Runtime
-from postyard.sending.models import Delivery
 from postyard.settings import Settings
-from postyard.tracking import tokens
-from postyard.tracking.unsubscribe import mailto_address
-from tests.conftest import APP_ROLE, TEST_KEK, TEST_POLICY, Tenant
+from tests.conftest import APP_ROLE, Tenant
 from tests.inbound import (
     GUARD_SECONDS,
     deliver,
     delivery_row,
     drop_counts,
+    dsn,
     event_types,
     running_mx,
+    send,
     suppression_reason,
+    talk,
 )
-
-
-@pytest_asyncio.fixture
-async def mx(
-    settings: Settings, db: Database, runtime: Runtime, tmp_path: Path
-) -> AsyncIterator[MxRole]:
-    async with running_mx(settings, db, data_dir=tmp_path, secret=runtime.secret) as role:
-        yield role
-
-
-@dataclass(frozen=True)
-class Sent:
-    tenant_id: TenantId
-    email_id: uuid.UUID
-    delivery_id: uuid.UUID
-    recipient: str
-    return_path: str
-    """The delivery's VERP address."""
-    domain: str
-    """The return-path domain."""
-
-
-async def send(
-    db: Database,
-    http: httpx.AsyncClient,
-    tenant: Tenant,
-    runtime: Runtime,
-    *,
-    to: tuple[str, ...] = ("nobody@example.net",),
-    status: str = "delivered",
-) -> list[Sent]:
-    """A message from a domain of the tenant, accepted through the API, its deliveries put
-    in ``status`` after one attempt as the worker would (the e2e test runs the worker)."""
-    name = f"shop-{uuid.uuid4().hex[:8]}.example"
-    async with db.tenant_tx(tenant.org.id) as session:
-        await domains.create_domain(
-            session,
-            tenant.org.id,
-            name=name,
-            return_path="send",
-            options=domains.DomainSettings(),
-            kek=TEST_KEK,
-            policy=TEST_POLICY,
-            now=SystemClock().now(),
-        )
-    body = {"from": f"Shop <orders@{name}>", "to": list(to), "subject": "Order", "text": "Hi"}
-    response = await http.post("/v1/emails", json=body, headers=tenant.auth)
-    assert response.status_code == 200, response.text
-    email_id = uuid.UUID(response.json()["id"])
-    attempts = 0 if status == "queued" else 1
-    async with db.system_tx(reason="test: the worker's part") as session:
-        rows = (
-            await session.execute(
-                update(Delivery)
-                .where(Delivery.message_id == email_id)
-                .values(status=status, attempts=attempts)
-                .returning(Delivery.id, Delivery.recipient)
-            )
-        ).all()
-    key = intake_config(runtime.settings, runtime.secret).verp_key
-    domain = f"send.{name}"
-    return [
-        Sent(
-            tenant.org.id, email_id, r.id, r.recipient, verp.return_path(r.id, domain, key), domain
-        )
-        for r in rows
-    ]
-
-
-def dsn(
-    to: str,
-    recipient: str,
-    *,
-    action: str = "failed",
-    status: str = "5.1.1",
-    diagnostic: str = "550 5.1.1 <x>: Recipient address rejected: User unknown",
-) -> bytes:
-    return (
-        "From: MAILER-DAEMON@mx.remote.example\r\n"
-        f"To: {to}\r\n"
-        "Subject: Undelivered Mail Returned to Sender\r\n"
-        "MIME-Version: 1.0\r\n"
-        'Content-Type: multipart/report; report-type=delivery-status; boundary="b1"\r\n'
-        "\r\n--b1\r\nContent-Type: text/plain\r\n\r\nThe mail system\r\n"
-        "\r\n--b1\r\nContent-Type: message/delivery-status\r\n\r\n"
-        "Reporting-MTA: dns; mx.remote.example\r\n\r\n"
-        f"Final-Recipient: rfc822; {recipient}\r\nAction: {action}\r\nStatus: {status}\r\n"
-        f"Diagnostic-Code: smtp; {diagnostic}\r\n"
-        "\r\n--b1--\r\n"
-    ).encode()
-
-
-def arf(
-    to: str,
-    recipient: str,
-    *,
-    return_path: str | None,
-    message_id: str = "<nothing@example>",
-    feedback_type: str = "abuse",
-) -> bytes:
-    quoted = f"Return-Path: <{return_path}>\r\n" if return_path else ""
-    return (
-        "From: feedback@isp.example\r\n"
-        f"To: {to}\r\nSubject: complaint\r\nMIME-Version: 1.0\r\n"
-        'Content-Type: multipart/report; report-type=feedback-report; boundary="f1"\r\n'
-        "\r\n--f1\r\nContent-Type: text/plain\r\n\r\nAn abuse report\r\n"
-        "\r\n--f1\r\nContent-Type: message/feedback-report\r\n\r\n"
-        f"Feedback-Type: {feedback_type}\r\nUser-Agent: TestFBL/1.0\r\nVersion: 1\r\n"
-        f"Original-Rcpt-To: <{recipient}>\r\n"
-        "\r\n--f1\r\nContent-Type: text/rfc822-headers\r\n\r\n"
-        f"{quoted}Message-ID: {message_id}\r\nSubject: Order\r\n"
-        "\r\n--f1--\r\n"
-    ).encode()
-
-
-async def talk(mx: MxRole, recipients: list[str], data: bytes) -> tuple[int, bytes] | None:
-    exchange = await asyncio.to_thread(deliver, mx.port, recipients, data)
-    return exchange.data
 
 
 async def test_dsn_for_a_sent_message_bounces_suppresses_and_records_the_event(
@@ -266,110 +140,6 @@ async def test_no_auth_and_limits_are_advertised(mx: MxRole) -> None:
     assert "STARTTLS" in features
     assert "SIZE 26214400" in features
     assert auth[0] == 502
-
-
-async def test_arf_complaint_suppresses_and_records_the_event(
-    mx: MxRole, db: Database, http: httpx.AsyncClient, tenant: Tenant, runtime: Runtime
-) -> None:
-    [sent] = await send(db, http, tenant, runtime)
-    feedback = f"fbl@{sent.domain}"
-    reply = await talk(mx, [feedback], arf(feedback, sent.recipient, return_path=sent.return_path))
-    assert reply is not None
-    assert reply[0] == 250
-    row = await delivery_row(db, sent.delivery_id)
-    assert row.status == "delivered"
-    assert await suppression_reason(db, row) == "complaint"
-    events = await event_types(db, sent.email_id)
-    [complained] = [data for kind, data in events if kind == "email.complained"]
-    assert (complained["feedback_type"], complained["user_agent"]) == ("abuse", "TestFBL/1.0")
-    got = await http.get(f"/v1/emails/{sent.email_id}", headers=tenant.auth)
-    assert got.json()["last_event"] == "complained"
-
-
-async def test_arf_by_message_id_only_for_a_one_recipient_message(
-    mx: MxRole, db: Database, http: httpx.AsyncClient, tenant: Tenant, runtime: Runtime
-) -> None:
-    [single] = await send(db, http, tenant, runtime)
-    pair = await send(db, http, tenant, runtime, to=("a@example.net", "b@example.net"))
-    before = await drop_counts(db)
-    for sent in (single, pair[0]):
-        got = await http.get(f"/v1/emails/{sent.email_id}", headers=tenant.auth)
-        assert got.status_code == 200
-        header = await _message_id_header(db, sent.email_id)
-        feedback = f"fbl@{sent.domain}"
-        report = arf(feedback, sent.recipient, return_path=None, message_id=header)
-        reply = await talk(mx, [feedback], report)
-        assert reply is not None
-        assert reply[0] == 250
-    assert await suppression_reason(db, await delivery_row(db, single.delivery_id)) == "complaint"
-    for sent in pair:  # either recipient could have named the Message-ID: no one is suppressed
-        assert await suppression_reason(db, await delivery_row(db, sent.delivery_id)) is None
-    after = await drop_counts(db)
-    assert after["unknown_message"] == before.get("unknown_message", 0) + 1
-
-
-async def _message_id_header(db: Database, email_id: uuid.UUID) -> str:
-    from postyard.sending.models import Message
-
-    async with db.system_tx(reason="test") as session:
-        message = await session.get(Message, email_id)
-        assert message is not None
-        return message.message_id_header
-
-
-async def test_not_spam_feedback_is_dropped(
-    mx: MxRole, db: Database, http: httpx.AsyncClient, tenant: Tenant, runtime: Runtime
-) -> None:
-    [sent] = await send(db, http, tenant, runtime)
-    feedback = f"fbl@{sent.domain}"
-    report = arf(feedback, sent.recipient, return_path=sent.return_path, feedback_type="not-spam")
-    before = await drop_counts(db)
-    reply = await talk(mx, [feedback], report)
-    assert reply is not None
-    assert reply[0] == 250
-    assert (await drop_counts(db))["not_a_complaint"] == before.get("not_a_complaint", 0) + 1
-    assert await suppression_reason(db, await delivery_row(db, sent.delivery_id)) is None
-
-
-async def test_mailto_unsubscribe_suppresses(
-    mx: MxRole, db: Database, http: httpx.AsyncClient, tenant: Tenant, runtime: Runtime
-) -> None:
-    [sent] = await send(db, http, tenant, runtime)
-    key = intake_config(runtime.settings, runtime.secret).unsubscribe_key
-    claim = tokens.MailtoUnsubscribeClaim(delivery_id=sent.delivery_id, issued_at=datetime.now(UTC))
-    address = mailto_address(tokens.make_mailto_unsubscribe_token(key, claim), sent.domain)
-    message = f"From: {sent.recipient}\r\nTo: {address}\r\nSubject: unsubscribe\r\n\r\n\r\n"
-    exchange = await asyncio.to_thread(
-        deliver, mx.port, [address], message.encode(), sent.recipient
-    )
-    assert exchange.data is not None
-    assert exchange.data[0] == 250
-    row = await delivery_row(db, sent.delivery_id)
-    assert await suppression_reason(db, row) == "unsubscribe"
-    kinds = [kind for kind, _ in await event_types(db, sent.email_id)]
-    assert "email.unsubscribed" in kinds
-
-
-async def test_forged_and_expired_unsubscribe_tokens_are_dropped(
-    mx: MxRole, db: Database, http: httpx.AsyncClient, tenant: Tenant, runtime: Runtime
-) -> None:
-    [sent] = await send(db, http, tenant, runtime)
-    key = intake_config(runtime.settings, runtime.secret).unsubscribe_key
-    old = tokens.MailtoUnsubscribeClaim(
-        delivery_id=sent.delivery_id, issued_at=datetime.now(UTC) - timedelta(days=400)
-    )
-    expired = mailto_address(tokens.make_mailto_unsubscribe_token(key, old), sent.domain)
-    fresh = tokens.MailtoUnsubscribeClaim(delivery_id=sent.delivery_id, issued_at=datetime.now(UTC))
-    forged = mailto_address(tokens.make_mailto_unsubscribe_token(b"k" * 32, fresh), sent.domain)
-    before = await drop_counts(db)
-    for address in (expired, forged):
-        reply = await talk(mx, [address], b"Subject: unsubscribe\r\n\r\n\r\n")
-        assert reply is not None
-        assert reply[0] == 250
-    after = await drop_counts(db)
-    assert after["expired_token"] == before.get("expired_token", 0) + 1
-    assert after["forged_token"] == before.get("forged_token", 0) + 1
-    assert await suppression_reason(db, await delivery_row(db, sent.delivery_id)) is None
 
 
 @pytest.mark.parametrize(
