@@ -192,10 +192,14 @@ class DeliveryWorker:
             claimed, messages = await ledger.claim_due(
                 session, owner=cfg.owner, limit=cfg.batch_size, lease=cfg.lease
             )
-        if not claimed:
-            return 0
+            if not claimed:
+                return 0
+            # Addresses suppressed after their email was accepted (scheduled, retried).
+            to_send, held = await ledger.hold_back_suppressed(
+                session, claimed, now=self._clock.now()
+            )
         try:
-            results = await self._deliver(claimed, messages)
+            results = held + await self._deliver(to_send, messages)
         except asyncio.CancelledError:
             # Stopped mid-batch: hand the rows back now rather than at lease expiry. Some may
             # have reached the remote server already; they will be sent again (at-least-once).
