@@ -295,13 +295,14 @@ async def unsubscribe(
     session: AsyncSession, claim: tokens.UnsubscribeClaim, *, method: str, now: datetime
 ) -> bool:
     """Unsubscribe the token's recipient: mark the message, write ``email.unsubscribed``
-    and suppress the address for the tenant (reason ``unsubscribe``). Idempotent: a second
-    request changes nothing and returns False. Raises UnknownTrackingLink as
+    and suppress the address for the tenant (reason ``unsubscribe``). A repeated request
+    suppresses again (the address may have been taken off the list since) but writes no
+    second event, and returns False. Raises UnknownTrackingLink as
     ``require_unsubscribable``."""
     row = await require_unsubscribable(session, claim)
-    if row.unsubscribed_at is not None:
-        return False
     assert row.recipient is not None  # require_unsubscribable checked it
+    # Suppressed again on a repeated request: the address may have been taken off the list
+    # since (DELETE /v1/suppressions), and a recipient's request must still be honoured.
     await suppress(
         session,
         claim.tenant_id,
@@ -311,6 +312,8 @@ async def unsubscribe(
         source_email_id=row.message_id,
         detail=f"List-Unsubscribe ({method})",
     )
+    if row.unsubscribed_at is not None:
+        return False
     await session.execute(
         update(TrackedMessage)
         .where(
