@@ -13,6 +13,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 from sqlalchemy import func, select, update
@@ -140,6 +141,7 @@ async def send(
     *,
     to: tuple[str, ...] = ("nobody@example.net",),
     status: str = "delivered",
+    fields: dict[str, Any] | None = None,
 ) -> list[Sent]:
     """A message from a domain of the tenant, accepted through the API, its deliveries put
     in ``status`` after one attempt as the worker would (the e2e test runs the worker)."""
@@ -156,6 +158,7 @@ async def send(
             now=SystemClock().now(),
         )
     body = {"from": f"Shop <orders@{name}>", "to": list(to), "subject": "Order", "text": "Hi"}
+    body |= fields or {}
     response = await http.post("/v1/emails", json=body, headers=tenant.auth)
     assert response.status_code == 200, response.text
     email_id = uuid.UUID(response.json()["id"])

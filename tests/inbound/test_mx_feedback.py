@@ -93,7 +93,7 @@ async def test_not_spam_feedback_is_dropped(
 async def test_mailto_unsubscribe_suppresses(
     mx: MxRole, db: Database, http: httpx.AsyncClient, tenant: Tenant, runtime: Runtime
 ) -> None:
-    [sent] = await send(db, http, tenant, runtime)
+    [sent] = await send(db, http, tenant, runtime, fields={"stream": "bulk"})
     key = intake_config(runtime.settings, runtime.secret).unsubscribe_key
     claim = tokens.MailtoUnsubscribeClaim(delivery_id=sent.delivery_id, issued_at=datetime.now(UTC))
     address = mailto_address(tokens.make_mailto_unsubscribe_token(key, claim), sent.domain)
@@ -107,6 +107,9 @@ async def test_mailto_unsubscribe_suppresses(
     assert await suppression_reason(db, row) == "unsubscribe"
     kinds = [kind for kind, _ in await event_types(db, sent.email_id)]
     assert "email.unsubscribed" in kinds
+    # The bulk message's tracking row knows too (GET /v1/emails/{id} engagement).
+    got = await http.get(f"/v1/emails/{sent.email_id}", headers=tenant.auth)
+    assert got.json()["engagement"]["unsubscribed"] is True
 
 
 async def test_forged_and_expired_unsubscribe_tokens_are_dropped(

@@ -21,10 +21,9 @@ from postyard.delivery.identity import IdentityCache
 from postyard.delivery.routing import RelayDeliverer
 from postyard.delivery.transport import Relay, TlsPolicy
 from postyard.delivery.worker import DeliveryWorker, WorkerConfig
-from postyard.suppression import suppressed_among
 from postyard.tenancy import service as tenancy
 from postyard.tenancy.types import Scope
-from postyard.tracking import service, tokens
+from postyard.tracking import tokens
 from postyard.tracking.feedback import parse_feedback_id
 from postyard.tracking.unsubscribe import token_from_address
 from tests.conftest import TEST_KEK, TEST_POLICY, TEST_TRACKING, Isolated
@@ -142,23 +141,3 @@ async def test_bulk_mail_from_a_verified_domain_is_signed_with_its_headers(
     tampered = bulk.data.replace(b"=One-Click\r\n", b"=One-Clack\r\n", 1)
     assert tampered != bulk.data
     assert not await asyncio.to_thread(dkim.DKIM(tampered).verify, idx=1, dnsfunc=lookup)
-
-    # The mailto link, as the MX listener will act on it: found through a system
-    # transaction, acted on in the tenant's own.
-    now = SystemClock().now()
-    async with db.system_tx(reason="test: mailto unsubscribe") as s:
-        found = await service.find_mailto_unsubscribe_unscoped(
-            s, TEST_TRACKING, mailto_token, now=now
-        )
-        forged = await service.find_mailto_unsubscribe_unscoped(
-            s, TEST_TRACKING, mailto_token[:-1] + ("a" if mailto_token[-1] != "a" else "b"), now=now
-        )
-    assert forged is None
-    assert found is not None
-    assert (found.tenant_id, found.address) == (org.id, "r@rcpt.test")
-    async with db.tenant_tx(found.tenant_id) as s:
-        changed = await service.unsubscribe(
-            s, service.mailto_claim(found, now=now), method="mailto", now=now
-        )
-        assert await suppressed_among(s, found.tenant_id, ["r@rcpt.test"], now) == {"r@rcpt.test"}
-    assert changed

@@ -138,6 +138,13 @@ async def test_one_click_post_suppresses_at_once(
     assert await counts(db, tenant) == before
     assert "already" in (await http.get(path)).text
 
+    # Taken off the list by the sender, then the recipient asks again: suppressed again.
+    removed = await http.delete("/v1/suppressions/ann@one.test", headers=tenant.auth)
+    assert removed.status_code == 200, removed.text
+    assert (await counts(db, tenant))["suppressions"] == 0
+    assert (await http.post(path, data=ONE_CLICK)).status_code == 200
+    assert await counts(db, tenant) == before  # listed again; no second event
+
 
 async def test_multipart_one_click_and_the_confirmation_form(
     http: httpx.AsyncClient, db: Database, tenant: Tenant, other_tenant: Tenant

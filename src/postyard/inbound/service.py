@@ -20,6 +20,7 @@ from postyard.inbound.types import Action, BounceReport, ComplaintReport, Recipi
 from postyard.sending import feedback
 from postyard.sending.feedback import DeliveryRef
 from postyard.suppression import SuppressionReason, suppress
+from postyard.tracking.service import mark_unsubscribed
 
 
 class Effect(StrEnum):
@@ -177,4 +178,5 @@ async def apply_unsubscribe(
         source_email_id=current.message_id,
         detail="mailto unsubscribe",
     )
+    await mark_unsubscribed(session, current.tenant_id, current.message_id, now=now)
     return Applied(Effect.UNSUBSCRIBED, suppressed=True)

@@ -250,44 +250,20 @@ async def require_unsubscribable(
     return row
 
 
-@dataclass(frozen=True, slots=True)
-class MailtoUnsubscribe:
-    """Whom a mailto unsubscribe token names, found through a system transaction."""
-
-    tenant_id: TenantId
-    message_id: uuid.UUID
-    address: str
-
-
-async def find_mailto_unsubscribe_unscoped(
-    session: AsyncSession, config: TrackingConfig, token: str, *, now: datetime
-) -> MailtoUnsubscribe | None:
-    """The recipient a mailto unsubscribe token (the local part after ``u+``) names, or
-    None for a token that does not verify, has expired or names no unsubscribable
-    delivery. Reads across tenants: ``session`` must be a ``system_tx``; the caller then
-    acts with ``unsubscribe`` in that tenant's own transaction (the MX listener)."""
-    try:
-        claim = tokens.verify_mailto_unsubscribe_token(
-            config.key, token, now=now, max_age=config.unsubscribe_max_age
+async def mark_unsubscribed(
+    session: AsyncSession, tenant_id: TenantId, message_id: uuid.UUID, *, now: datetime
+) -> None:
+    """Record on the message's tracking row that its recipient unsubscribed by another way
+    (the mailto link, handled by the MX listener, which suppresses and writes the event);
+    nothing when the message tracks nothing or was marked already."""
+    await session.execute(
+        update(TrackedMessage)
+        .where(
+            TrackedMessage.tenant_id == tenant_id,
+            TrackedMessage.message_id == message_id,
+            TrackedMessage.unsubscribed_at.is_(None),
         )
-    except tokens.InvalidToken:
-        return None
-    row = await session.scalar(
-        select(TrackedMessage).where(TrackedMessage.delivery_id == claim.delivery_id)
-    )
-    if row is None or not row.unsubscribe or row.recipient is None:
-        return None
-    return MailtoUnsubscribe(TenantId(row.tenant_id), row.message_id, row.recipient)
-
-
-def mailto_claim(found: MailtoUnsubscribe, *, now: datetime) -> tokens.UnsubscribeClaim:
-    """The claim ``unsubscribe`` takes for a mailto unsubscribe."""
-    return tokens.UnsubscribeClaim(
-        tenant_id=found.tenant_id,
-        message_id=found.message_id,
-        address=found.address,
-        topic_id=None,
-        issued_at=now,
+        .values(unsubscribed_at=now)
     )
 
 
@@ -295,13 +271,14 @@ async def unsubscribe(
     session: AsyncSession, claim: tokens.UnsubscribeClaim, *, method: str, now: datetime
 ) -> bool:
     """Unsubscribe the token's recipient: mark the message, write ``email.unsubscribed``
-    and suppress the address for the tenant (reason ``unsubscribe``). Idempotent: a second
-    request changes nothing and returns False. Raises UnknownTrackingLink as
+    and suppress the address for the tenant (reason ``unsubscribe``). A repeated request
+    suppresses again (the address may have been taken off the list since) but writes no
+    second event, and returns False. Raises UnknownTrackingLink as
     ``require_unsubscribable``."""
     row = await require_unsubscribable(session, claim)
-    if row.unsubscribed_at is not None:
-        return False
     assert row.recipient is not None  # require_unsubscribable checked it
+    # Suppressed again on a repeated request: the address may have been taken off the list
+    # since (DELETE /v1/suppressions), and a recipient's request must still be honoured.
     await suppress(
         session,
         claim.tenant_id,
@@ -311,6 +288,8 @@ async def unsubscribe(
         source_email_id=row.message_id,
         detail=f"List-Unsubscribe ({method})",
     )
+    if row.unsubscribed_at is not None:
+        return False
     await session.execute(
         update(TrackedMessage)
         .where(
