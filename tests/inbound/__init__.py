@@ -29,7 +29,7 @@ from postyard.sending.models import Delivery
 from postyard.settings import MxSettings, Settings
 from postyard.suppression import suppressed_among
 from postyard.suppression.models import Suppression
-from tests.conftest import TEST_KEK, TEST_POLICY, Tenant
+from tests.conftest import TEST_KEK, TEST_POLICY, TEST_TRACKING, Tenant
 
 GUARD_SECONDS = 20.0
 
@@ -48,7 +48,12 @@ async def running_mx(
     values: dict[str, object] = {"host": "127.0.0.1", "port": 0, "public_host": "mx.test"}
     configured = settings.model_copy(update={"mx": MxSettings(**(values | mx))})
     async with mx_role(
-        configured, db, clock or SystemClock(), data_dir=data_dir, secret=secret
+        configured,
+        db,
+        clock or SystemClock(),
+        data_dir=data_dir,
+        secret=secret,
+        tracking=TEST_TRACKING,
     ) as role:
         yield role
 
@@ -140,6 +145,7 @@ async def send(
     *,
     to: tuple[str, ...] = ("nobody@example.net",),
     status: str = "delivered",
+    stream: str = "transactional",
 ) -> list[Sent]:
     """A message from a domain of the tenant, accepted through the API, its deliveries put
     in ``status`` after one attempt as the worker would (the e2e test runs the worker)."""
@@ -155,7 +161,13 @@ async def send(
             policy=TEST_POLICY,
             now=SystemClock().now(),
         )
-    body = {"from": f"Shop <orders@{name}>", "to": list(to), "subject": "Order", "text": "Hi"}
+    body = {
+        "from": f"Shop <orders@{name}>",
+        "to": list(to),
+        "subject": "Order",
+        "text": "Hi",
+        "stream": stream,
+    }
     response = await http.post("/v1/emails", json=body, headers=tenant.auth)
     assert response.status_code == 200, response.text
     email_id = uuid.UUID(response.json()["id"])
@@ -169,7 +181,7 @@ async def send(
                 .returning(Delivery.id, Delivery.recipient)
             )
         ).all()
-    key = intake_config(runtime.settings, runtime.secret).verp_key
+    key = intake_config(runtime.secret, TEST_TRACKING).verp_key
     domain = f"send.{name}"
     return [
         Sent(

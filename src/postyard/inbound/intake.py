@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
 
 from postyard.core.clock import Clock
 from postyard.core.db import Database
@@ -24,7 +23,10 @@ from postyard.inbound.service import Applied, Effect
 from postyard.inbound.types import BounceReport, ComplaintReport, NotAReport, Report
 from postyard.sending import feedback
 from postyard.sending.feedback import DeliveryRef
+from postyard.tracking import service as unsubscribing
 from postyard.tracking import tokens
+from postyard.tracking.errors import UnknownTrackingLink
+from postyard.tracking.types import TrackingConfig
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +34,8 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True, slots=True)
 class IntakeConfig:
     verp_key: bytes
-    unsubscribe_key: bytes
-    """The key mailto unsubscribe tokens are signed with (``tracking.tokens``)."""
-    unsubscribe_max_age: timedelta
+    tracking: TrackingConfig
+    """Its key signs mailto unsubscribe tokens; its maximum age applies to them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,23 +99,31 @@ class Intake:
         return Outcome(applied.effect, suppressed=applied.suppressed)
 
     async def _unsubscribe(self, address: InboundAddress) -> Outcome:
+        """A message to ``u+<token>``: whatever it says, its recipient unsubscribes
+        (RFC 2369 mailto), through tracking's unsubscribe (the same as the one-click POST)."""
+        tracking, now = self._config.tracking, self._clock.now()
         try:
-            claim = tokens.verify_mailto_unsubscribe_token(
-                self._config.unsubscribe_key,
-                address.token,
-                now=self._clock.now(),
-                max_age=self._config.unsubscribe_max_age,
+            tokens.verify_mailto_unsubscribe_token(
+                tracking.key, address.token, now=now, max_age=tracking.unsubscribe_max_age
             )
         except tokens.ExpiredToken:
             return await self._drop(DropReason.EXPIRED_TOKEN)
         except tokens.InvalidToken:
             return await self._drop(DropReason.FORGED_TOKEN)
-        target = await self._delivery(claim.delivery_id)
-        if target is None:
+        async with self._db.system_tx(reason="mx: whom a mailto unsubscribe names") as session:
+            found = await unsubscribing.find_mailto_unsubscribe_unscoped(
+                session, tracking, address.token, now=now
+            )
+        if found is None:
             return await self._drop(DropReason.UNKNOWN_DELIVERY)
-        async with self._db.tenant_tx(target.tenant_id) as session:
-            applied = await service.apply_unsubscribe(session, target, now=self._clock.now())
-        return await self._result(applied)
+        try:
+            async with self._db.tenant_tx(found.tenant_id) as session:
+                changed = await unsubscribing.unsubscribe(
+                    session, unsubscribing.mailto_claim(found, now=now), method="mailto", now=now
+                )
+        except UnknownTrackingLink:
+            return await self._drop(DropReason.UNKNOWN_DELIVERY)
+        return Outcome(Effect.UNSUBSCRIBED, suppressed=changed)
 
     async def _verp_target(self, address: str) -> DeliveryRef | DropReason:
         delivery_id = verp.parse_return_path(address, self._config.verp_key)

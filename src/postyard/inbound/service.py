@@ -27,6 +27,7 @@ class Effect(StrEnum):
     DELAYED = "delayed"
     COMPLAINED = "complained"
     UNSUBSCRIBED = "unsubscribed"
+    """(Applied by tracking's unsubscribe, the same as a one-click POST.)"""
     NOT_SENT = "not_sent"
     """Nothing done: the delivery was never attempted (or was canceled)."""
     GONE = "gone"
@@ -155,26 +156,3 @@ async def apply_complaint(
         detail=f"feedback-type {report.feedback_type}",
     )
     return Applied(Effect.COMPLAINED, suppressed=True)
-
-
-async def apply_unsubscribe(
-    session: AsyncSession, target: DeliveryRef, *, now: datetime
-) -> Applied:
-    """A mailto unsubscribe (RFC 2369) from ``target``'s recipient: suppression
-    (``unsubscribe``) and an ``email.unsubscribed`` event."""
-    current = await _locked(session, target)
-    if current is None:
-        return Applied(Effect.GONE)
-    await record_events(
-        session, [_event(current, EventType.EMAIL_UNSUBSCRIBED, {"method": "mailto"})]
-    )
-    await suppress(
-        session,
-        current.tenant_id,
-        current.recipient,
-        SuppressionReason.UNSUBSCRIBE,
-        now=now,
-        source_email_id=current.message_id,
-        detail="mailto unsubscribe",
-    )
-    return Applied(Effect.UNSUBSCRIBED, suppressed=True)
