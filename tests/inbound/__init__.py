@@ -221,8 +221,11 @@ def arf(
     return_path: str | None,
     message_id: str = "<nothing@example>",
     feedback_type: str = "abuse",
+    feedback_id: str | None = None,
 ) -> bytes:
     quoted = f"Return-Path: <{return_path}>\r\n" if return_path else ""
+    if feedback_id:
+        quoted += f"CFBL-Feedback-ID: {feedback_id}\r\n"
     return (
         "From: feedback@isp.example\r\n"
         f"To: {to}\r\nSubject: complaint\r\nMIME-Version: 1.0\r\n"

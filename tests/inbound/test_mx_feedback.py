@@ -13,6 +13,7 @@ from postyard.core.db import Database
 from postyard.mxd import MxRole
 from postyard.runtime import Runtime
 from postyard.tracking import tokens
+from postyard.tracking.feedback import make_feedback_id
 from postyard.tracking.unsubscribe import mailto_address
 from tests.conftest import TEST_TRACKING, Tenant
 from tests.inbound import (
@@ -89,6 +90,25 @@ async def test_not_spam_feedback_is_dropped(
     assert reply[0] == 250
     assert (await drop_counts(db))["not_a_complaint"] == before.get("not_a_complaint", 0) + 1
     assert await suppression_reason(db, await delivery_row(db, sent.delivery_id)) is None
+
+
+async def test_arf_by_signed_cfbl_feedback_id(
+    mx: MxRole, db: Database, http: httpx.AsyncClient, tenant: Tenant, runtime: Runtime
+) -> None:
+    [sent] = await send(db, http, tenant, runtime)
+    [other] = await send(db, http, tenant, runtime, to=("other@example.net",))
+    feedback = f"fbl@{sent.domain}"
+    signed = make_feedback_id(TEST_TRACKING.key, sent.tenant_id, sent.email_id)
+    forged = make_feedback_id(b"x" * 32, other.tenant_id, other.email_id)
+    before = await drop_counts(db)
+    for feedback_id in (signed, forged):
+        report = arf(feedback, sent.recipient, return_path=None, feedback_id=feedback_id)
+        reply = await talk(mx, [feedback], report)
+        assert reply is not None
+        assert reply[0] == 250
+    assert await suppression_reason(db, await delivery_row(db, sent.delivery_id)) == "complaint"
+    assert await suppression_reason(db, await delivery_row(db, other.delivery_id)) is None
+    assert (await drop_counts(db))["unknown_message"] == before.get("unknown_message", 0) + 1
 
 
 def _mailto(sent: Sent, key: bytes, issued_at: datetime) -> str:

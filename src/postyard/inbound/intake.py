@@ -26,6 +26,7 @@ from postyard.sending.feedback import DeliveryRef
 from postyard.tracking import service as unsubscribing
 from postyard.tracking import tokens
 from postyard.tracking.errors import UnknownTrackingLink
+from postyard.tracking.feedback import parse_feedback_id
 from postyard.tracking.types import TrackingConfig
 
 log = logging.getLogger(__name__)
@@ -140,8 +141,9 @@ class Intake:
         self, address: InboundAddress, report: ComplaintReport
     ) -> DeliveryRef | None:
         """The delivery a complaint at the feedback address is about: the VERP return path
-        quoted in it (signed), else the Message-ID of a one-recipient message of a tenant
-        whose return-path domain received the complaint."""
+        quoted in it (signed), else the message its ``CFBL-Feedback-ID`` names (signed),
+        else the Message-ID of a message of a tenant whose return-path domain received the
+        complaint; for the last two, only a message with one recipient."""
         original = report.original
         for candidate in (
             original.return_path if original else None,
@@ -151,7 +153,14 @@ class Intake:
                 target = await self._verp_target(candidate)
                 if isinstance(target, DeliveryRef):
                     return target
-        if original is None or original.message_id is None:
+        if original is None:
+            return None
+        if original.feedback_id:
+            ref = parse_feedback_id(self._config.tracking.key, original.feedback_id)
+            if ref is not None:
+                async with self._db.tenant_tx(ref.tenant_id) as session:
+                    return await feedback.find_sole_delivery(session, ref.tenant_id, ref.message_id)
+        if original.message_id is None:
             return None
         async with self._db.system_tx(reason="mx: the message a complaint names") as session:
             owners = await senders.return_path_owners_unscoped(session, address.domain)

@@ -91,6 +91,21 @@ async def find_sole_delivery_by_message_id_unscoped(
     return _ref(rows[0]) if siblings == 1 else None
 
 
+async def find_sole_delivery(
+    session: AsyncSession, tenant_id: TenantId, message_id: uuid.UUID
+) -> DeliveryRef | None:
+    """The delivery of a message of the tenant when it had exactly one recipient (for the
+    same reason as above: a signed message id does not say which recipient complains)."""
+    rows = (
+        await session.execute(
+            select(*_COLUMNS)
+            .where(Delivery.tenant_id == tenant_id, Delivery.message_id == message_id)
+            .limit(2)
+        )
+    ).all()
+    return _ref(rows[0]) if len(rows) == 1 else None
+
+
 async def lock_delivery(
     session: AsyncSession, tenant_id: TenantId, delivery_id: uuid.UUID
 ) -> DeliveryRef | None:
