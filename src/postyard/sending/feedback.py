@@ -129,8 +129,8 @@ async def mark_bounced(
     reply: str,
     bounce_type: str,
 ) -> bool:
-    """Set a delivery ``bounced`` with ``reply`` and ``bounce_type`` (``permanent`` or
-    ``block``, see ``models.BOUNCE_TYPES``) when its status is one of ``BOUNCEABLE``
+    """Set a delivery ``bounced`` with ``reply`` and ``bounce_type`` (one of
+    ``models.BOUNCE_TYPES``) when its status is one of ``BOUNCEABLE``
     (a lease it held is released: the worker's later result for it is then not recorded);
     True when it changed."""
     result = await session.execute(
