@@ -22,7 +22,12 @@ from typing import Protocol
 from postyard.core.clock import Clock
 from postyard.core.db import Database, TenantId
 from postyard.delivery import verp
-from postyard.delivery.classify import classify_outcome
+from postyard.delivery.classify import (
+    BounceCategory,
+    Classification,
+    classification_of,
+    classify_outcome,
+)
 from postyard.delivery.identity import UNVERIFIED, SenderIdentity
 from postyard.delivery.outcome import OutcomeKind, RecipientOutcome
 from postyard.delivery.retry import RetryPolicy, next_attempt
@@ -84,13 +89,7 @@ def to_result(
         return DeliveryResult(delivery, Result.DELIVERED, reply)
     classified = classify_outcome(outcome, recipients_in_transaction=recipients_in_transaction)
     if classified is not None:
-        bounce = Bounce(
-            type=classified.type.value,
-            category=classified.category.value,
-            resend_type=classified.resend_type,
-            sub_type=classified.sub_type,
-        )
-        return DeliveryResult(delivery, Result.BOUNCED, reply, bounce=bounce)
+        return DeliveryResult(delivery, Result.BOUNCED, reply, bounce=_bounce(classified))
     when = next_attempt(
         policy,
         attempts=delivery.attempts,
@@ -101,6 +100,19 @@ def to_result(
     if when is None:
         return DeliveryResult(delivery, Result.FAILED, f"gave up after retries: {reply}")
     return DeliveryResult(delivery, Result.DEFERRED, reply, when)
+
+
+def _bounce(classified: Classification) -> Bounce:
+    return Bounce(
+        type=classified.type.value,
+        category=classified.category.value,
+        resend_type=classified.resend_type,
+        sub_type=classified.sub_type,
+    )
+
+
+# A message our side cannot put on the wire says nothing about the address.
+_UNDELIVERABLE = _bounce(classification_of(BounceCategory.UNDETERMINED, final=True))
 
 
 def group_for_sending(
@@ -180,10 +192,14 @@ class DeliveryWorker:
             claimed, messages = await ledger.claim_due(
                 session, owner=cfg.owner, limit=cfg.batch_size, lease=cfg.lease
             )
-        if not claimed:
-            return 0
+            if not claimed:
+                return 0
+            # Addresses suppressed after their email was accepted (scheduled, retried).
+            to_send, held = await ledger.hold_back_suppressed(
+                session, claimed, now=self._clock.now()
+            )
         try:
-            results = await self._deliver(claimed, messages)
+            results = held + await self._deliver(to_send, messages)
         except asyncio.CancelledError:
             # Stopped mid-batch: hand the rows back now rather than at lease expiry. Some may
             # have reached the remote server already; they will be sent again (at-least-once).
@@ -254,9 +270,8 @@ class DeliveryWorker:
                 smtputf8=message.smtputf8,
             )
         except ValueError as exc:
-            undeliverable = Bounce("undetermined", "undetermined", "Undetermined", "Undetermined")
             return [
-                DeliveryResult(r, Result.BOUNCED, f"not deliverable: {exc}", bounce=undeliverable)
+                DeliveryResult(r, Result.BOUNCED, f"not deliverable: {exc}", bounce=_UNDELIVERABLE)
                 for r in rows
             ]
         async with self._sending:
