@@ -9,7 +9,6 @@ import logging
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 
 from postyard.core.clock import Clock
@@ -22,6 +21,7 @@ from postyard.inbound.intake import Intake, IntakeConfig
 from postyard.settings import MxSettings, Settings
 from postyard.smtp.server import ListenerConfig, SubmissionLimits, SubmissionServer
 from postyard.smtp.tls import role_context
+from postyard.tracking.types import TrackingConfig
 
 SHUTDOWN_GRACE_SECONDS = 10.0
 
@@ -33,14 +33,10 @@ class MxRole:
     """The bound port (the setting may be 0)."""
 
 
-def intake_config(settings: Settings, secret: bytes) -> IntakeConfig:
-    """The keys reports are checked with: the worker's VERP key and the tracking key that
-    signs mailto unsubscribe tokens (both derived from the root secret)."""
-    return IntakeConfig(
-        verp_key=derive(secret, "verp").encode(),
-        unsubscribe_key=derive(secret, "tracking-tokens").encode(),
-        unsubscribe_max_age=timedelta(days=settings.mx.unsubscribe_max_age_days),
-    )
+def intake_config(secret: bytes, tracking: TrackingConfig) -> IntakeConfig:
+    """What reports are checked with: the worker's VERP key (derived from the root secret)
+    and the tracking configuration, whose key signs mailto unsubscribe tokens."""
+    return IntakeConfig(verp_key=derive(secret, "verp").encode(), tracking=tracking)
 
 
 def _limits(mx: MxSettings) -> SubmissionLimits:
@@ -62,6 +58,7 @@ async def mx_role(
     *,
     data_dir: Path,
     secret: bytes,
+    tracking: TrackingConfig,
     reuse_port: bool = False,
 ) -> AsyncIterator[MxRole]:
     """Serve the inbound MX in the running loop on ``mx.host:mx.port`` (STARTTLS offered
@@ -81,7 +78,7 @@ async def mx_role(
             return bool(await senders.return_path_owners_unscoped(session, domain))
 
     handler = MxHandler(
-        Intake(db, clock, intake_config(settings, secret)),
+        Intake(db, clock, intake_config(secret, tracking)),
         ReturnPathDomains(is_return_path_domain, clock),
     )
     server = SubmissionServer(

@@ -118,8 +118,6 @@ class MxSettings(_Group):
     """Seconds one DATA exchange may take before closing with 421."""
     max_messages_per_connection: int = Field(default=100, ge=1)
     """Reports per connection (advertised as LIMITS MAILMAX); then 421 4.7.0."""
-    unsubscribe_max_age_days: int = Field(default=365, ge=30)
-    """How long a mailto unsubscribe address keeps working after the message was sent."""
 
 
 class DeliverySettings(_Group):

@@ -13,7 +13,6 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 from sqlalchemy import func, select, update
@@ -30,7 +29,7 @@ from postyard.sending.models import Delivery
 from postyard.settings import MxSettings, Settings
 from postyard.suppression import suppressed_among
 from postyard.suppression.models import Suppression
-from tests.conftest import TEST_KEK, TEST_POLICY, Tenant
+from tests.conftest import TEST_KEK, TEST_POLICY, TEST_TRACKING, Tenant
 
 GUARD_SECONDS = 20.0
 
@@ -49,7 +48,12 @@ async def running_mx(
     values: dict[str, object] = {"host": "127.0.0.1", "port": 0, "public_host": "mx.test"}
     configured = settings.model_copy(update={"mx": MxSettings(**(values | mx))})
     async with mx_role(
-        configured, db, clock or SystemClock(), data_dir=data_dir, secret=secret
+        configured,
+        db,
+        clock or SystemClock(),
+        data_dir=data_dir,
+        secret=secret,
+        tracking=TEST_TRACKING,
     ) as role:
         yield role
 
@@ -141,7 +145,7 @@ async def send(
     *,
     to: tuple[str, ...] = ("nobody@example.net",),
     status: str = "delivered",
-    fields: dict[str, Any] | None = None,
+    stream: str = "transactional",
 ) -> list[Sent]:
     """A message from a domain of the tenant, accepted through the API, its deliveries put
     in ``status`` after one attempt as the worker would (the e2e test runs the worker)."""
@@ -157,8 +161,13 @@ async def send(
             policy=TEST_POLICY,
             now=SystemClock().now(),
         )
-    body = {"from": f"Shop <orders@{name}>", "to": list(to), "subject": "Order", "text": "Hi"}
-    body |= fields or {}
+    body = {
+        "from": f"Shop <orders@{name}>",
+        "to": list(to),
+        "subject": "Order",
+        "text": "Hi",
+        "stream": stream,
+    }
     response = await http.post("/v1/emails", json=body, headers=tenant.auth)
     assert response.status_code == 200, response.text
     email_id = uuid.UUID(response.json()["id"])
@@ -172,7 +181,7 @@ async def send(
                 .returning(Delivery.id, Delivery.recipient)
             )
         ).all()
-    key = intake_config(runtime.settings, runtime.secret).verp_key
+    key = intake_config(runtime.secret, TEST_TRACKING).verp_key
     domain = f"send.{name}"
     return [
         Sent(
@@ -212,8 +221,11 @@ def arf(
     return_path: str | None,
     message_id: str = "<nothing@example>",
     feedback_type: str = "abuse",
+    feedback_id: str | None = None,
 ) -> bytes:
     quoted = f"Return-Path: <{return_path}>\r\n" if return_path else ""
+    if feedback_id:
+        quoted += f"CFBL-Feedback-ID: {feedback_id}\r\n"
     return (
         "From: feedback@isp.example\r\n"
         f"To: {to}\r\nSubject: complaint\r\nMIME-Version: 1.0\r\n"

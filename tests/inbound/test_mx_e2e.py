@@ -25,7 +25,7 @@ from postyard.delivery.worker import DeliveryWorker, WorkerConfig
 from postyard.mxd import intake_config
 from postyard.tenancy import service as tenancy
 from postyard.tenancy.types import Scope
-from tests.conftest import TEST_KEK, TEST_POLICY, Isolated
+from tests.conftest import TEST_KEK, TEST_POLICY, TEST_TRACKING, Isolated
 from tests.inbound import deliver, delivery_row, event_types, running_mx, suppression_reason
 from tests.support.dns_server import DnsServer
 from tests.support.domains import verified_domain
@@ -78,7 +78,7 @@ async def test_a_sent_message_bounces_back_through_the_mx(
     email_id = uuid.UUID(response.json()["id"])
 
     runtime = isolated.runtime
-    keys = intake_config(runtime.settings, runtime.secret)
+    keys = intake_config(runtime.secret, TEST_TRACKING)
     transport = SmtpTransport(
         ssl_context=ssl.create_default_context(),
         opportunistic_context=ssl.create_default_context(),

@@ -10,12 +10,14 @@ from datetime import UTC, datetime, timedelta
 import httpx
 
 from postyard.core.db import Database
-from postyard.mxd import MxRole, intake_config
+from postyard.mxd import MxRole
 from postyard.runtime import Runtime
 from postyard.tracking import tokens
+from postyard.tracking.feedback import make_feedback_id
 from postyard.tracking.unsubscribe import mailto_address
-from tests.conftest import Tenant
+from tests.conftest import TEST_TRACKING, Tenant
 from tests.inbound import (
+    Sent,
     arf,
     deliver,
     delivery_row,
@@ -90,39 +92,71 @@ async def test_not_spam_feedback_is_dropped(
     assert await suppression_reason(db, await delivery_row(db, sent.delivery_id)) is None
 
 
-async def test_mailto_unsubscribe_suppresses(
+async def test_arf_by_signed_cfbl_feedback_id(
     mx: MxRole, db: Database, http: httpx.AsyncClient, tenant: Tenant, runtime: Runtime
 ) -> None:
-    [sent] = await send(db, http, tenant, runtime, fields={"stream": "bulk"})
-    key = intake_config(runtime.settings, runtime.secret).unsubscribe_key
-    claim = tokens.MailtoUnsubscribeClaim(delivery_id=sent.delivery_id, issued_at=datetime.now(UTC))
-    address = mailto_address(tokens.make_mailto_unsubscribe_token(key, claim), sent.domain)
+    [sent] = await send(db, http, tenant, runtime)
+    [other] = await send(db, http, tenant, runtime, to=("other@example.net",))
+    feedback = f"fbl@{sent.domain}"
+    signed = make_feedback_id(TEST_TRACKING.key, sent.tenant_id, sent.email_id)
+    forged = make_feedback_id(b"x" * 32, other.tenant_id, other.email_id)
+    before = await drop_counts(db)
+    for feedback_id in (signed, forged):
+        report = arf(feedback, sent.recipient, return_path=None, feedback_id=feedback_id)
+        reply = await talk(mx, [feedback], report)
+        assert reply is not None
+        assert reply[0] == 250
+    assert await suppression_reason(db, await delivery_row(db, sent.delivery_id)) == "complaint"
+    assert await suppression_reason(db, await delivery_row(db, other.delivery_id)) is None
+    assert (await drop_counts(db))["unknown_message"] == before.get("unknown_message", 0) + 1
+
+
+def _mailto(sent: Sent, key: bytes, issued_at: datetime) -> str:
+    claim = tokens.MailtoUnsubscribeClaim(delivery_id=sent.delivery_id, issued_at=issued_at)
+    return mailto_address(tokens.make_mailto_unsubscribe_token(key, claim), sent.domain)
+
+
+async def test_mailto_unsubscribe_suppresses_once(
+    mx: MxRole, db: Database, http: httpx.AsyncClient, tenant: Tenant, runtime: Runtime
+) -> None:
+    # Bulk mail carries List-Unsubscribe; its mailto address is what this token makes.
+    [sent] = await send(db, http, tenant, runtime, stream="bulk")
+    address = _mailto(sent, TEST_TRACKING.key, datetime.now(UTC))
     message = f"From: {sent.recipient}\r\nTo: {address}\r\nSubject: unsubscribe\r\n\r\n\r\n"
-    exchange = await asyncio.to_thread(
-        deliver, mx.port, [address], message.encode(), sent.recipient
-    )
-    assert exchange.data is not None
-    assert exchange.data[0] == 250
+    for _ in range(2):  # a client that sends it twice
+        exchange = await asyncio.to_thread(
+            deliver, mx.port, [address], message.encode(), sent.recipient
+        )
+        assert exchange.data is not None
+        assert exchange.data[0] == 250
     row = await delivery_row(db, sent.delivery_id)
     assert await suppression_reason(db, row) == "unsubscribe"
-    kinds = [kind for kind, _ in await event_types(db, sent.email_id)]
-    assert "email.unsubscribed" in kinds
-    # The bulk message's tracking row knows too (GET /v1/emails/{id} engagement).
-    got = await http.get(f"/v1/emails/{sent.email_id}", headers=tenant.auth)
-    assert got.json()["engagement"]["unsubscribed"] is True
+    events = await event_types(db, sent.email_id)
+    [unsubscribed] = [data for kind, data in events if kind == "email.unsubscribed"]
+    assert unsubscribed["method"] == "mailto"
+
+
+async def test_mailto_unsubscribe_for_mail_without_the_header_is_dropped(
+    mx: MxRole, db: Database, http: httpx.AsyncClient, tenant: Tenant, runtime: Runtime
+) -> None:
+    # Transactional mail carries no List-Unsubscribe: a token for it (which only a key
+    # holder can make) unsubscribes nobody.
+    [sent] = await send(db, http, tenant, runtime)
+    before = await drop_counts(db)
+    address = _mailto(sent, TEST_TRACKING.key, datetime.now(UTC))
+    reply = await talk(mx, [address], b"Subject: unsubscribe\r\n\r\n\r\n")
+    assert reply is not None
+    assert reply[0] == 250
+    assert (await drop_counts(db))["unknown_delivery"] == before.get("unknown_delivery", 0) + 1
+    assert await suppression_reason(db, await delivery_row(db, sent.delivery_id)) is None
 
 
 async def test_forged_and_expired_unsubscribe_tokens_are_dropped(
     mx: MxRole, db: Database, http: httpx.AsyncClient, tenant: Tenant, runtime: Runtime
 ) -> None:
-    [sent] = await send(db, http, tenant, runtime)
-    key = intake_config(runtime.settings, runtime.secret).unsubscribe_key
-    old = tokens.MailtoUnsubscribeClaim(
-        delivery_id=sent.delivery_id, issued_at=datetime.now(UTC) - timedelta(days=400)
-    )
-    expired = mailto_address(tokens.make_mailto_unsubscribe_token(key, old), sent.domain)
-    fresh = tokens.MailtoUnsubscribeClaim(delivery_id=sent.delivery_id, issued_at=datetime.now(UTC))
-    forged = mailto_address(tokens.make_mailto_unsubscribe_token(b"k" * 32, fresh), sent.domain)
+    [sent] = await send(db, http, tenant, runtime, stream="bulk")
+    expired = _mailto(sent, TEST_TRACKING.key, datetime.now(UTC) - timedelta(days=400))
+    forged = _mailto(sent, b"k" * 32, datetime.now(UTC))
     before = await drop_counts(db)
     for address in (expired, forged):
         reply = await talk(mx, [address], b"Subject: unsubscribe\r\n\r\n\r\n")

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from postyard.inbound.addresses import AddressKind, inbound_address
-from postyard.inbound.classify import BounceType, SubType, classify
 from postyard.inbound.reports import parse_report
+from postyard.inbound.service import classify_report
 from postyard.inbound.types import (
     Action,
     BounceReport,
@@ -33,7 +33,8 @@ class Bounce:
     action: Action
     status: str
     recipient: str
-    sub_type: SubType
+    sub_type: str
+    """Resend's ``bounce.subType`` from ``delivery.classify``."""
     suppress: bool
     message_id: str | None = None
     return_path: str | None = None
@@ -56,46 +57,45 @@ class Nothing:
 
 EXPECTED: dict[str, Bounce | Complaint | Nothing] = {
     "postfix_user_unknown": Bounce(
-        "rfc3464", Action.FAILED, "5.1.1", "nobody@example.net", SubType.NO_EMAIL, True,
+        "rfc3464", Action.FAILED, "5.1.1", "nobody@example.net", "NoEmail", True,
         "<0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b@shop.example>", VERP,
     ),
     "postfix_delayed": Bounce(
-        "rfc3464", Action.DELAYED, "4.4.1", "slow@example.org", SubType.GENERAL, False,
+        "rfc3464", Action.DELAYED, "4.4.1", "slow@example.org", "General", False,
         "<0193a1b2-0000-7e5f-8a9b-0c1d2e3f4a5b@shop.example>",
     ),
     "exim_user_unknown": Bounce(
-        "exim", Action.FAILED, "5.1.1", "gone@example.com", SubType.NO_EMAIL, True,
+        "exim", Action.FAILED, "5.1.1", "gone@example.com", "NoEmail", True,
         "<exim-original-1@shop.example>", VERP,
     ),
     "exim_delay_warning": Bounce(
-        "exim", Action.DELAYED, "4.2.0", "later@example.com", SubType.GENERAL, False
+        "exim", Action.DELAYED, "4.2.0", "later@example.com", "RateLimited", False
     ),
     "exchange_ndr_dsn": Bounce(
-        "rfc3464", Action.FAILED, "5.1.10", "missing@contoso.example", SubType.NO_EMAIL, True,
+        "rfc3464", Action.FAILED, "5.1.10", "missing@contoso.example", "NoEmail", True,
         "<exchange-original-1@shop.example>", VERP,
     ),
     "exchange_ndr_text": Bounce(
         "exchange", Action.FAILED, "5.1.1", "former.employee@legacy.example",
-        SubType.NO_EMAIL, True, "<exchange-legacy-1@shop.example>",
+        "NoEmail", True, "<exchange-legacy-1@shop.example>",
     ),
     "exchange_delayed_text": Bounce(
-        "exchange", Action.DELAYED, "4.4.7", "busy@legacy.example", SubType.GENERAL, False
+        "exchange", Action.DELAYED, "4.4.7", "busy@legacy.example", "General", False
     ),
     "gmail_dsn": Bounce(
-        "rfc3464", Action.FAILED, "5.1.1", "no.such.person@gmail.example", SubType.NO_EMAIL,
+        "rfc3464", Action.FAILED, "5.1.1", "no.such.person@gmail.example", "NoEmail",
         True, "<gmail-original-1@shop.example>", VERP,
     ),
     "gmail_text_legacy": Bounce(
-        "gmail", Action.FAILED, "5.1.1", "typo@example.org", SubType.NO_EMAIL, True,
+        "gmail", Action.FAILED, "5.1.1", "typo@example.org", "NoEmail", True,
         "<gmail-legacy-1@shop.example>",
     ),
     "yahoo_text": Bounce(
-        "yahoo", Action.FAILED, "5.0.0", "closed.account@yahoo.example", SubType.NO_EMAIL,
+        "yahoo", Action.FAILED, "5.0.0", "closed.account@yahoo.example", "NoEmail",
         True, "<yahoo-original-1@shop.example>", VERP,
     ),
     "yahoo_dsn_policy": Bounce(
-        "rfc3464", Action.FAILED, "5.7.9", "reader@yahoo.example", SubType.CONTENT_REJECTED,
-        False,
+        "rfc3464", Action.FAILED, "5.7.9", "reader@yahoo.example", "Policy", False,
     ),
     "arf_yahoo_cfbl": Complaint(
         "abuse", ("annoyed@yahoo.example",), True, "<arf-original-1@shop.example>", VERP,
@@ -145,12 +145,11 @@ def test_corpus(name: str) -> None:
         assert (recipient.action, recipient.status) == (expected.action, expected.status)
         assert recipient.final_recipient == expected.recipient
         assert recipient.diagnostic
-        verdict = classify(recipient)
-        assert verdict.sub_type is expected.sub_type
-        assert verdict.suppress is expected.suppress
-        assert verdict.type is (
-            BounceType.PERMANENT if expected.action is Action.FAILED else BounceType.TRANSIENT
-        )
+        found = classify_report(recipient)
+        assert found.sub_type == expected.sub_type
+        assert found.suppresses is expected.suppress
+        if expected.action is Action.DELAYED:
+            assert found.type.value == "transient"
         original = report.original
         assert (original.message_id if original else None) == expected.message_id
         assert (original.return_path if original else None) == expected.return_path
@@ -169,21 +168,21 @@ def test_diagnostic_keeps_the_remote_reply() -> None:
 @pytest.mark.parametrize(
     ("status", "diagnostic", "sub_type", "suppress"),
     [
-        ("5.1.1", None, SubType.NO_EMAIL, True),
-        ("5.2.2", "mailbox full", SubType.MAILBOX_FULL, False),
-        ("5.3.4", None, SubType.MESSAGE_TOO_LARGE, False),
-        ("5.7.1", "rejected", SubType.CONTENT_REJECTED, False),
-        ("5.0.0", "550 blocked by Spamhaus", SubType.CONTENT_REJECTED, False),
-        ("5.0.0", "550 no such user here", SubType.NO_EMAIL, True),
-        ("5.0.0", None, SubType.GENERAL, True),
-        ("4.4.7", "delivery time expired", SubType.EXPIRED, False),
+        ("5.1.1", None, "NoEmail", True),
+        ("5.2.2", "mailbox full", "MailboxFull", False),
+        ("5.3.4", None, "MessageTooLarge", False),
+        ("5.7.1", "rejected", "Policy", False),
+        ("5.0.0", "550 blocked by Spamhaus", "Blocked", False),
+        ("5.0.0", "550 no such user here", "NoEmail", True),
+        ("5.0.0", None, "Undetermined", False),
+        ("4.4.7", "delivery time expired", "General", False),
     ],
 )
-def test_classification(
-    status: str, diagnostic: str | None, sub_type: SubType, suppress: bool
+def test_classification_of_failed_reports(
+    status: str, diagnostic: str | None, sub_type: str, suppress: bool
 ) -> None:
-    verdict = classify(RecipientStatus(Action.FAILED, status, diagnostic, "a@b.example"))
-    assert (verdict.sub_type, verdict.suppress) == (sub_type, suppress)
+    found = classify_report(RecipientStatus(Action.FAILED, status, diagnostic, "a@b.example"))
+    assert (found.sub_type, found.suppresses) == (sub_type, suppress)
 
 
 def test_a_status_inside_an_ip_address_is_not_a_status() -> None:

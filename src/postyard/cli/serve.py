@@ -145,6 +145,7 @@ async def _run_roles(
                     clock,
                     data_dir=runtime.data_dir,
                     secret=runtime.secret,
+                    tracking=tracking_config(settings, runtime.secret),
                     reuse_port=reuse_port,
                 )
             )

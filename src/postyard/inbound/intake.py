@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
 
 from postyard.core.clock import Clock
 from postyard.core.db import Database
@@ -24,7 +23,11 @@ from postyard.inbound.service import Applied, Effect
 from postyard.inbound.types import BounceReport, ComplaintReport, NotAReport, Report
 from postyard.sending import feedback
 from postyard.sending.feedback import DeliveryRef
+from postyard.tracking import service as unsubscribing
 from postyard.tracking import tokens
+from postyard.tracking.errors import UnknownTrackingLink
+from postyard.tracking.feedback import parse_feedback_id
+from postyard.tracking.types import TrackingConfig
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +35,8 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True, slots=True)
 class IntakeConfig:
     verp_key: bytes
-    unsubscribe_key: bytes
-    """The key mailto unsubscribe tokens are signed with (``tracking.tokens``)."""
-    unsubscribe_max_age: timedelta
+    tracking: TrackingConfig
+    """Its key signs mailto unsubscribe tokens; its maximum age applies to them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,23 +100,31 @@ class Intake:
         return Outcome(applied.effect, suppressed=applied.suppressed)
 
     async def _unsubscribe(self, address: InboundAddress) -> Outcome:
+        """A message to ``u+<token>``: whatever it says, its recipient unsubscribes
+        (RFC 2369 mailto), through tracking's unsubscribe (the same as the one-click POST)."""
+        tracking, now = self._config.tracking, self._clock.now()
         try:
-            claim = tokens.verify_mailto_unsubscribe_token(
-                self._config.unsubscribe_key,
-                address.token,
-                now=self._clock.now(),
-                max_age=self._config.unsubscribe_max_age,
+            tokens.verify_mailto_unsubscribe_token(
+                tracking.key, address.token, now=now, max_age=tracking.unsubscribe_max_age
             )
         except tokens.ExpiredToken:
             return await self._drop(DropReason.EXPIRED_TOKEN)
         except tokens.InvalidToken:
             return await self._drop(DropReason.FORGED_TOKEN)
-        target = await self._delivery(claim.delivery_id)
-        if target is None:
+        async with self._db.system_tx(reason="mx: whom a mailto unsubscribe names") as session:
+            found = await unsubscribing.find_mailto_unsubscribe_unscoped(
+                session, tracking, address.token, now=now
+            )
+        if found is None:
             return await self._drop(DropReason.UNKNOWN_DELIVERY)
-        async with self._db.tenant_tx(target.tenant_id) as session:
-            applied = await service.apply_unsubscribe(session, target, now=self._clock.now())
-        return await self._result(applied)
+        try:
+            async with self._db.tenant_tx(found.tenant_id) as session:
+                changed = await unsubscribing.unsubscribe(
+                    session, unsubscribing.mailto_claim(found, now=now), method="mailto", now=now
+                )
+        except UnknownTrackingLink:
+            return await self._drop(DropReason.UNKNOWN_DELIVERY)
+        return Outcome(Effect.UNSUBSCRIBED, suppressed=changed)
 
     async def _verp_target(self, address: str) -> DeliveryRef | DropReason:
         delivery_id = verp.parse_return_path(address, self._config.verp_key)
@@ -131,8 +141,9 @@ class Intake:
         self, address: InboundAddress, report: ComplaintReport
     ) -> DeliveryRef | None:
         """The delivery a complaint at the feedback address is about: the VERP return path
-        quoted in it (signed), else the Message-ID of a one-recipient message of a tenant
-        whose return-path domain received the complaint."""
+        quoted in it (signed), else the message its ``CFBL-Feedback-ID`` names (signed),
+        else the Message-ID of a message of a tenant whose return-path domain received the
+        complaint; for the last two, only a message with one recipient."""
         original = report.original
         for candidate in (
             original.return_path if original else None,
@@ -142,7 +153,14 @@ class Intake:
                 target = await self._verp_target(candidate)
                 if isinstance(target, DeliveryRef):
                     return target
-        if original is None or original.message_id is None:
+        if original is None:
+            return None
+        if original.feedback_id:
+            ref = parse_feedback_id(self._config.tracking.key, original.feedback_id)
+            if ref is not None:
+                async with self._db.tenant_tx(ref.tenant_id) as session:
+                    return await feedback.find_sole_delivery(session, ref.tenant_id, ref.message_id)
+        if original.message_id is None:
             return None
         async with self._db.system_tx(reason="mx: the message a complaint names") as session:
             owners = await senders.return_path_owners_unscoped(session, address.domain)

@@ -13,14 +13,13 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from postyard.delivery.classify import Classification, classify
 from postyard.events.service import record_events
 from postyard.events.types import EventType, NewEvent
-from postyard.inbound.classify import SubType, Verdict, classify
 from postyard.inbound.types import Action, BounceReport, ComplaintReport, RecipientStatus
 from postyard.sending import feedback
 from postyard.sending.feedback import DeliveryRef
 from postyard.suppression import SuppressionReason, suppress
-from postyard.tracking.service import mark_unsubscribed
 
 
 class Effect(StrEnum):
@@ -28,6 +27,7 @@ class Effect(StrEnum):
     DELAYED = "delayed"
     COMPLAINED = "complained"
     UNSUBSCRIBED = "unsubscribed"
+    """(Applied by tracking's unsubscribe, the same as a one-click POST.)"""
     NOT_SENT = "not_sent"
     """Nothing done: the delivery was never attempted (or was canceled)."""
     GONE = "gone"
@@ -52,9 +52,11 @@ def recipient_status_for(report: BounceReport, recipient: str) -> RecipientStatu
     return failed[0] if failed else report.recipients[0]
 
 
-def _bounce_type(verdict: Verdict) -> str:
-    """The delivery's ``bounce_type``: a policy block is not the address's fault."""
-    return "block" if verdict.sub_type is SubType.CONTENT_REJECTED else "permanent"
+def classify_report(block: RecipientStatus) -> Classification:
+    """A failure report's class, by the same table as refusals at send time
+    (``delivery.classify``): the diagnostic's text first, then the RFC 3463 status. A
+    ``failed`` report with a 4.x.x status (retries expired) is transient: not suppressed."""
+    return classify(block.diagnostic or "", enhanced=block.status)
 
 
 async def _locked(session: AsyncSession, target: DeliveryRef) -> DeliveryRef | None:
@@ -76,9 +78,10 @@ async def apply_bounce(
 ) -> Applied:
     """A failure or delay report for ``target``. ``failed``: the delivery becomes
     ``bounced`` (also after ``delivered``: the remote end accepted it, then gave up),
-    ``email.bounced`` is written with the diagnostic, and the address is suppressed
-    (``hard_bounce``) when the classification says so; a repeated report changes nothing
-    at all. ``delayed``: an ``email.delivery_delayed`` event only.
+    ``email.bounced`` is written with the diagnostic and the class of ``delivery.classify``,
+    and the address is suppressed (``hard_bounce``) when that class is ``permanent``; a
+    repeated report changes nothing at all. ``delayed``: an ``email.delivery_delayed``
+    event only.
     Reports for a delivery never attempted or canceled do nothing (``NOT_SENT``)."""
     current = await _locked(session, target)
     if current is None:
@@ -98,21 +101,27 @@ async def apply_bounce(
     if block.action is not Action.FAILED:
         await record_events(session, [_event(current, EventType.EMAIL_DELIVERY_DELAYED, details)])
         return Applied(Effect.DELAYED)
-    verdict = classify(block)
+    found = classify_report(block)
     reply = block.diagnostic or f"DSN status {block.status}"
     if not await feedback.mark_bounced(
-        session, current.tenant_id, current.id, reply=reply, bounce_type=_bounce_type(verdict)
+        session, current.tenant_id, current.id, reply=reply, bounce_type=found.type.value
     ):
         # Already bounced: a repeated (or retried) report changes nothing, so that an
         # address the tenant took off the list since is not put back.
         return Applied(Effect.BOUNCED)
-    bounce = {"type": verdict.type.value, "subType": verdict.sub_type.value, "message": reply}
-    data = {"bounce": bounce, "reply": reply, **details}
+    data = {
+        # Resend's shape (as for refusals at send time) plus our class and the DSN's fields.
+        "bounce": {"type": found.resend_type, "subType": found.sub_type, "message": reply},
+        "bounce_type": found.type.value,
+        "bounce_category": found.category.value,
+        "reply": reply,
+        **details,
+    }
     await record_events(session, [_event(current, EventType.EMAIL_BOUNCED, data)])
     await feedback.set_last_event(
         session, current.tenant_id, current.message_id, EventType.EMAIL_BOUNCED.short
     )
-    if verdict.suppress:
+    if found.suppresses:
         await suppress(
             session,
             current.tenant_id,
@@ -122,7 +131,7 @@ async def apply_bounce(
             source_email_id=current.message_id,
             detail=reply[:500],
         )
-    return Applied(Effect.BOUNCED, suppressed=verdict.suppress)
+    return Applied(Effect.BOUNCED, suppressed=found.suppresses)
 
 
 async def apply_complaint(
@@ -156,27 +165,3 @@ async def apply_complaint(
         detail=f"feedback-type {report.feedback_type}",
     )
     return Applied(Effect.COMPLAINED, suppressed=True)
-
-
-async def apply_unsubscribe(
-    session: AsyncSession, target: DeliveryRef, *, now: datetime
-) -> Applied:
-    """A mailto unsubscribe (RFC 2369) from ``target``'s recipient: suppression
-    (``unsubscribe``) and an ``email.unsubscribed`` event."""
-    current = await _locked(session, target)
-    if current is None:
-        return Applied(Effect.GONE)
-    await record_events(
-        session, [_event(current, EventType.EMAIL_UNSUBSCRIBED, {"method": "mailto"})]
-    )
-    await suppress(
-        session,
-        current.tenant_id,
-        current.recipient,
-        SuppressionReason.UNSUBSCRIBE,
-        now=now,
-        source_email_id=current.message_id,
-        detail="mailto unsubscribe",
-    )
-    await mark_unsubscribed(session, current.tenant_id, current.message_id, now=now)
-    return Applied(Effect.UNSUBSCRIBED, suppressed=True)

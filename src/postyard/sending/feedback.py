@@ -91,6 +91,21 @@ async def find_sole_delivery_by_message_id_unscoped(
     return _ref(rows[0]) if siblings == 1 else None
 
 
+async def find_sole_delivery(
+    session: AsyncSession, tenant_id: TenantId, message_id: uuid.UUID
+) -> DeliveryRef | None:
+    """The delivery of a message of the tenant when it had exactly one recipient (for the
+    same reason as above: a signed message id does not say which recipient complains)."""
+    rows = (
+        await session.execute(
+            select(*_COLUMNS)
+            .where(Delivery.tenant_id == tenant_id, Delivery.message_id == message_id)
+            .limit(2)
+        )
+    ).all()
+    return _ref(rows[0]) if len(rows) == 1 else None
+
+
 async def lock_delivery(
     session: AsyncSession, tenant_id: TenantId, delivery_id: uuid.UUID
 ) -> DeliveryRef | None:
@@ -114,8 +129,8 @@ async def mark_bounced(
     reply: str,
     bounce_type: str,
 ) -> bool:
-    """Set a delivery ``bounced`` with ``reply`` and ``bounce_type`` (``permanent`` or
-    ``block``, see ``models.BOUNCE_TYPES``) when its status is one of ``BOUNCEABLE``
+    """Set a delivery ``bounced`` with ``reply`` and ``bounce_type`` (one of
+    ``models.BOUNCE_TYPES``) when its status is one of ``BOUNCEABLE``
     (a lease it held is released: the worker's later result for it is then not recorded);
     True when it changed."""
     result = await session.execute(

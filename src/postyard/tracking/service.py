@@ -250,20 +250,44 @@ async def require_unsubscribable(
     return row
 
 
-async def mark_unsubscribed(
-    session: AsyncSession, tenant_id: TenantId, message_id: uuid.UUID, *, now: datetime
-) -> None:
-    """Record on the message's tracking row that its recipient unsubscribed by another way
-    (the mailto link, handled by the MX listener, which suppresses and writes the event);
-    nothing when the message tracks nothing or was marked already."""
-    await session.execute(
-        update(TrackedMessage)
-        .where(
-            TrackedMessage.tenant_id == tenant_id,
-            TrackedMessage.message_id == message_id,
-            TrackedMessage.unsubscribed_at.is_(None),
+@dataclass(frozen=True, slots=True)
+class MailtoUnsubscribe:
+    """Whom a mailto unsubscribe token names, found through a system transaction."""
+
+    tenant_id: TenantId
+    message_id: uuid.UUID
+    address: str
+
+
+async def find_mailto_unsubscribe_unscoped(
+    session: AsyncSession, config: TrackingConfig, token: str, *, now: datetime
+) -> MailtoUnsubscribe | None:
+    """The recipient a mailto unsubscribe token (the local part after ``u+``) names, or
+    None for a token that does not verify, has expired or names no unsubscribable
+    delivery. Reads across tenants: ``session`` must be a ``system_tx``; the caller then
+    acts with ``unsubscribe`` in that tenant's own transaction (the MX listener)."""
+    try:
+        claim = tokens.verify_mailto_unsubscribe_token(
+            config.key, token, now=now, max_age=config.unsubscribe_max_age
         )
-        .values(unsubscribed_at=now)
+    except tokens.InvalidToken:
+        return None
+    row = await session.scalar(
+        select(TrackedMessage).where(TrackedMessage.delivery_id == claim.delivery_id)
+    )
+    if row is None or not row.unsubscribe or row.recipient is None:
+        return None
+    return MailtoUnsubscribe(TenantId(row.tenant_id), row.message_id, row.recipient)
+
+
+def mailto_claim(found: MailtoUnsubscribe, *, now: datetime) -> tokens.UnsubscribeClaim:
+    """The claim ``unsubscribe`` takes for a mailto unsubscribe."""
+    return tokens.UnsubscribeClaim(
+        tenant_id=found.tenant_id,
+        message_id=found.message_id,
+        address=found.address,
+        topic_id=None,
+        issued_at=now,
     )
 
 
