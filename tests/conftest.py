@@ -13,6 +13,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import asyncpg
@@ -39,6 +40,8 @@ from postyard.runtime import Runtime, connect, prepare
 from postyard.settings import DbSettings, HttpSettings, Settings
 from postyard.tenancy import service
 from postyard.tenancy.types import CreatedApiKey, OrganizationView, Scope
+from postyard.webhooks.routes import WebhookDeps
+from postyard.webhooks.ssrf import AddressPolicy, Network
 from tests.support.dns_server import DnsServer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -205,6 +208,9 @@ TEST_POLICY = DnsPolicy(
 )
 TEST_KEK = derive_kek(TEST_SECRET.encode())
 AppFactory = Callable[[AppServices], FastAPI]
+WEBHOOK_ALLOWED_NETWORKS: list[Network] = []
+"""The shared app refuses every internal webhook URL, as a default install does; modules that
+deliver to a receiver on loopback build their own app (``isolated``) allowing it."""
 
 
 @pytest_asyncio.fixture(scope="session")
@@ -225,7 +231,16 @@ def app_factory(settings: Settings, dns_server: DnsServer) -> AppFactory:
             kek=TEST_KEK,
             default_return_path="send",
         )
-        return create_app(services, max_body_bytes=settings.http.max_body_bytes, domain_deps=deps)
+        return create_app(
+            services,
+            max_body_bytes=settings.http.max_body_bytes,
+            domain_deps=deps,
+            webhook_deps=WebhookDeps(
+                policy=AddressPolicy(WEBHOOK_ALLOWED_NETWORKS),
+                kek=TEST_KEK,
+                rotation_overlap=timedelta(hours=24),
+            ),
+        )
 
     return build
 

@@ -20,6 +20,8 @@ from postyard.domains.routes import DomainDeps
 from postyard.domains.routes import router as domains_router
 from postyard.sending.routes import router as emails_router
 from postyard.tenancy.routes import router as api_keys_router
+from postyard.webhooks.routes import WebhookDeps
+from postyard.webhooks.routes import router as webhooks_router
 
 API_DESCRIPTION = """Postyard's REST API. Resend-compatible: point a Resend SDK's base URL at
 `http://HOST:PORT/v1`. Authenticate with `Authorization: Bearer <API key>`. Errors are
@@ -54,7 +56,13 @@ def _health_router() -> APIRouter:
     return router
 
 
-def create_app(services: AppServices, *, max_body_bytes: int, domain_deps: DomainDeps) -> FastAPI:
+def create_app(
+    services: AppServices,
+    *,
+    max_body_bytes: int,
+    domain_deps: DomainDeps,
+    webhook_deps: WebhookDeps,
+) -> FastAPI:
     app = FastAPI(
         title="Postyard",
         version=__version__,
@@ -66,6 +74,7 @@ def create_app(services: AppServices, *, max_body_bytes: int, domain_deps: Domai
     )
     app.state.services = services
     app.state.domain_deps = domain_deps
+    app.state.webhook_deps = webhook_deps
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=max_body_bytes)
     app.include_router(_health_router())
@@ -74,5 +83,6 @@ def create_app(services: AppServices, *, max_body_bytes: int, domain_deps: Domai
     v1.include_router(emails_router)
     v1.include_router(content_router)
     v1.include_router(domains_router)
+    v1.include_router(webhooks_router)
     app.include_router(v1)
     return app
