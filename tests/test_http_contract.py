@@ -144,10 +144,7 @@ async def test_other_tenants_objects_are_404_on_every_id_route(
         if op.path not in ID_ROUTES:
             continue
         ids = await ID_ROUTES[op.path](tenant, Makers(make_key, http, db))
-        if isinstance(ids, str):
-            path = re.sub(r"\{[^}]+\}", ids, op.path)
-        else:
-            path = op.path.format(**ids)
+        path = re.sub(r"\{[^}]+\}", ids, op.path) if isinstance(ids, str) else op.path.format(**ids)
         body = VALID_BODIES.get((op.method, op.path), {}) if op.has_body else None
         response = await http.request(op.method, path, json=body, headers=other_tenant.auth)
         assert_error(response, 404, "not_found")
