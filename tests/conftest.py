@@ -11,7 +11,7 @@ import asyncio
 import hashlib
 import os
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -208,9 +208,6 @@ TEST_POLICY = DnsPolicy(
 )
 TEST_KEK = derive_kek(TEST_SECRET.encode())
 AppFactory = Callable[[AppServices], FastAPI]
-WEBHOOK_ALLOWED_NETWORKS: list[Network] = []
-"""The shared app refuses every internal webhook URL, as a default install does; modules that
-deliver to a receiver on loopback build their own app (``isolated``) allowing it."""
 
 
 @pytest_asyncio.fixture(scope="session")
@@ -220,9 +217,11 @@ async def dns_server() -> AsyncIterator[DnsServer]:
         yield server
 
 
-@pytest.fixture(scope="session")
-def app_factory(settings: Settings, dns_server: DnsServer) -> AppFactory:
-    """Builds the real app around given services, with DNS answered by ``dns_server``."""
+def make_app_factory(
+    settings: Settings, dns_server: DnsServer, webhook_networks: Sequence[Network] = ()
+) -> AppFactory:
+    """Builds the real app around given services, with DNS answered by ``dns_server`` and
+    webhook URLs allowed into ``webhook_networks`` only."""
 
     def build(services: AppServices) -> FastAPI:
         deps = DomainDeps(
@@ -236,13 +235,19 @@ def app_factory(settings: Settings, dns_server: DnsServer) -> AppFactory:
             max_body_bytes=settings.http.max_body_bytes,
             domain_deps=deps,
             webhook_deps=WebhookDeps(
-                policy=AddressPolicy(WEBHOOK_ALLOWED_NETWORKS),
+                policy=AddressPolicy(webhook_networks),
                 kek=TEST_KEK,
                 rotation_overlap=timedelta(hours=24),
             ),
         )
 
     return build
+
+
+@pytest.fixture(scope="session")
+def app_factory(settings: Settings, dns_server: DnsServer) -> AppFactory:
+    """The shared app: it refuses every internal webhook URL, as a default install does."""
+    return make_app_factory(settings, dns_server)
 
 
 @pytest_asyncio.fixture(scope="session")
