@@ -76,15 +76,15 @@ class WebhookDelivery(Base):
             postgresql_where=text("status = 'sending'"),
         ),
         Index("ix_webhook_deliveries_endpoint_id_created_at", "endpoint_id", "created_at"),
-        Index("ix_webhook_deliveries_event_id", "event_id"),
     )
 
+    # No foreign keys to organizations and events: see migration 0004 (accept-path cost).
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
-    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
+    tenant_id: Mapped[uuid.UUID] = mapped_column()
     endpoint_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("webhook_endpoints.id", ondelete="CASCADE")
     )
-    event_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"))
+    event_id: Mapped[uuid.UUID] = mapped_column()
     status: Mapped[str] = mapped_column(String(16))
     attempts: Mapped[int] = mapped_column(Integer, server_default="0")
     next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
@@ -107,10 +107,8 @@ class WebhookAttempt(Base):
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
-    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
-    endpoint_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("webhook_endpoints.id", ondelete="CASCADE")
-    )
+    tenant_id: Mapped[uuid.UUID] = mapped_column()
+    endpoint_id: Mapped[uuid.UUID] = mapped_column()
     delivery_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("webhook_deliveries.id", ondelete="CASCADE")
     )
