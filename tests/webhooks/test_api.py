@@ -283,3 +283,13 @@ async def test_a_rolled_back_event_leaves_no_delivery(
             await record_events(s, [NewEvent(ours, EventType.DOMAIN_CREATED)])
             raise Abort
     assert await deliveries_of(db, mine["id"]) == []
+
+
+async def test_patch_body_id_must_match_the_path(http: httpx.AsyncClient, tenant: Tenant) -> None:
+    created = await create(http, tenant)
+    url = f"/v1/webhooks/{created['id']}"
+    other = {"webhook_id": str(uuid.uuid4()), "status": "disabled"}
+    refused(await http.patch(url, json=other, headers=tenant.auth), 422, "validation_error")
+    assert (await http.get(url, headers=tenant.auth)).json()["status"] == "enabled"
+    same = {"webhook_id": created["id"], "status": "disabled"}
+    assert (await http.patch(url, json=same, headers=tenant.auth)).status_code == 200

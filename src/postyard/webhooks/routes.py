@@ -8,6 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 
+from postyard.core.errors import ValidationFailed
 from postyard.core.http import Services
 from postyard.core.pagination import PageRequest
 from postyard.tenancy.auth import FullAccess
@@ -103,6 +104,8 @@ async def update_webhook(
     deps: Deps,
 ) -> WebhookRef:
     """Change the endpoint URL, the events, or the status (`enabled` / `disabled`)."""
+    if body.webhook_id is not None and body.webhook_id != webhook_id:
+        raise ValidationFailed("`webhook_id` in the body names another webhook than the path.")
     async with services.db.tenant_tx(principal.tenant_id) as session:
         view = await service.update_endpoint(
             session,

@@ -20,6 +20,9 @@ class CreateWebhookRequest(BaseModel):
 class UpdateWebhookRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    webhook_id: str | None = Field(
+        default=None, description="Sent by Resend's SDKs; when given, the id in the path."
+    )
     endpoint: str | None = Field(default=None, min_length=1, max_length=4096)
     events: list[str] | None = None
     status: Literal["enabled", "disabled"] | None = None
