@@ -36,6 +36,7 @@ from typing import Any
 import _harness as h
 import asyncpg
 import httptools
+import psutil  # type: ignore[import-untyped]  # no inline types
 import uvloop
 
 REPOSITORY = Path(__file__).resolve().parent.parent
@@ -83,7 +84,8 @@ async def _serve(port: int) -> None:
 # --- the reference client (its own process) -----------------------------------------------
 
 
-async def _reference(port: int, count: int, concurrency: int, body: bytes) -> float:
+async def _reference(port: int, count: int, concurrency: int, body: bytes) -> tuple[float, float]:
+    """(Seconds, CPU seconds) to post ``count`` signed bodies."""
     from postyard.delivery.mx import make_resolver  # noqa: PLC0415
     from postyard.webhooks.sender import WebhookSender  # noqa: PLC0415
     from postyard.webhooks.signing import generate_secret, webhook_headers  # noqa: PLC0415
@@ -105,17 +107,36 @@ async def _reference(port: int, count: int, concurrency: int, body: bytes) -> fl
             result = await sender.post(url, body, headers)
             failures += result.error is not None
 
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     await asyncio.gather(*(one_lane() for _ in range(concurrency)))
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
     await sender.aclose()
     if failures:
         msg = f"{failures} reference posts failed"
         raise RuntimeError(msg)
-    return elapsed
+    return elapsed, cpu
 
 
 # --- the run ------------------------------------------------------------------------------
+
+
+def _cpu_seconds(pids: set[int]) -> float:
+    """User + system CPU seconds of these processes so far (children included by the
+    caller: it lists every pid)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            times = psutil.Process(pid).cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system
+    return total
+
+
+def _trees(app_pid: int, db_pid: int) -> tuple[set[int], set[int]]:
+    """(Postyard's processes, PostgreSQL's processes) as they are now."""
+    db = {p.pid for p in h._tree(db_pid)}
+    return {p.pid for p in h._tree(app_pid)} - db, db
 
 
 @dataclass(slots=True)
@@ -123,6 +144,9 @@ class Report:
     args: argparse.Namespace
     reference: float = 0.0
     delivered: float = 0.0
+    app_cpu_us: float = 0.0  # CPU per delivery: Postyard's processes
+    db_cpu_us: float = 0.0  # ... and PostgreSQL's (the INSERT and the fan-out included)
+    reference_cpu_us: float = 0.0  # ... and the reference client's
     insert_plain: float = 0.0
     insert_fanout: float = 0.0
     attempts_failed: int = 0
@@ -147,6 +171,7 @@ def _settings() -> dict[str, str]:
         "POSTYARD_LOG_LEVEL": "WARNING",
         "POSTYARD_HTTP__RATE_LIMIT_PER_SECOND": "0",
         "POSTYARD_WEBHOOKS__ALLOWED_NETWORKS": "127.0.0.0/8",
+        **{k: v for k, v in os.environ.items() if k.startswith("POSTYARD_WEBHOOKS__")},
     }
 
 
@@ -203,12 +228,19 @@ async def measure_postyard(report: Report, work: Path, receiver_port: int) -> No
             await conn.execute(_INSERT, org["id"], "domain.updated", message["id"], n)
             report.insert_plain = time.perf_counter() - started
             print(f"inserting {n} email.bounced events in one statement; the dispatcher drains")
+            server = h.Postmaster.of(data)
+            assert server is not None
+            app_pids, db_pids = _trees(proc.pid, server.pid)
+            app_cpu, db_cpu = _cpu_seconds(app_pids), _cpu_seconds(db_pids)
             started = time.perf_counter()
             await conn.execute(_INSERT, args[0], "email.bounced", args[1], args[2])
             report.insert_fanout = time.perf_counter() - started
             await conn.execute("SELECT pg_notify('postyard_deliveries', '')")
             done = await _wait_succeeded(conn, n)
             report.delivered = n / (done - started)
+            app_pids, db_pids = _trees(proc.pid, server.pid)  # backends may have come and gone
+            report.app_cpu_us = (_cpu_seconds(app_pids) - app_cpu) / n * 1e6
+            report.db_cpu_us = (_cpu_seconds(db_pids) - db_cpu) / n * 1e6
             report.attempts_failed = await conn.fetchval(
                 "SELECT count(*) FROM webhook_attempts WHERE error IS NOT NULL"
             )
@@ -231,13 +263,15 @@ async def measure(args: argparse.Namespace, receiver_port: int) -> Report:
     return report
 
 
-def reference_rate(port: int, events: int, body_bytes: int) -> float:
+def reference_run(port: int, events: int, body_bytes: int) -> tuple[float, float]:
+    """(Deliveries per second, CPU microseconds per delivery) of the reference client."""
     print(f"reference: WebhookSender posts {events} signed bodies, {PER_ENDPOINT} in flight")
     command = [sys.executable, SCRIPT, "--reference", str(port), str(events), str(PER_ENDPOINT)]
     done = subprocess.run(
         [*command, str(body_bytes)], capture_output=True, text=True, check=True, timeout=600
     )
-    return events / float(done.stdout.strip().splitlines()[-1])
+    elapsed, cpu = json.loads(done.stdout.strip().splitlines()[-1])
+    return events / elapsed, cpu / events * 1e6
 
 
 def _rate(value: float) -> str:
@@ -265,6 +299,24 @@ def figures(report: Report) -> list[tuple[str, str, str, str]]:
             f"{report.insert_fanout * 1000:,.0f} ms",
             f"{report.insert_plain * 1000:,.0f} ms",
             f"{report.insert_fanout / report.insert_plain:.2f}",
+        ),
+        (
+            "CPU per delivery: Postyard's processes (dispatcher, API idle)",
+            f"{report.app_cpu_us:,.0f} us",
+            f"{report.reference_cpu_us:,.0f} us",
+            f"{report.app_cpu_us / report.reference_cpu_us:.2f}",
+        ),
+        (
+            "CPU per delivery: PostgreSQL (INSERT, fan-out, claim, record)",
+            f"{report.db_cpu_us:,.0f} us",
+            "-",
+            "-",
+        ),
+        (
+            "Deliveries/s that CPU allows on 2 cores (2 s / sum of the two)",
+            _rate(2e6 / (report.app_cpu_us + report.db_cpu_us)),
+            "-",
+            "-",
         ),
         ("Failed attempts (retried)", f"{report.attempts_failed:,}", "-", "-"),
     ]
@@ -308,7 +360,7 @@ def main() -> None:
         return
     if args.reference is not None:
         port, count, concurrency, size = args.reference
-        print(uvloop.run(_reference(port, count, concurrency, b"x" * size)))
+        print(json.dumps(uvloop.run(_reference(port, count, concurrency, b"x" * size))))
         return
     busy = h.busy_percent()
     if busy > 10:
@@ -318,7 +370,9 @@ def main() -> None:
     try:
         h.wait_for_port(port, receiver)
         report = uvloop.run(measure(args, port))
-        report.reference = reference_rate(port, args.events, report.body_bytes)
+        report.reference, report.reference_cpu_us = reference_run(
+            port, args.events, report.body_bytes
+        )
     finally:
         h.stop_process(receiver, signal.SIGTERM)
     report.busy_before, report.busy_after = busy, h.busy_percent()

@@ -13,7 +13,7 @@ from sqlalchemy import ARRAY, DateTime, Integer, Text, Uuid, bindparam, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from postyard.core.db import TenantId
-from postyard.core.ids import uuid7
+from postyard.core.ids import uuid7_batch
 from postyard.events.service import record_events
 from postyard.events.types import EventType, NewEvent
 
@@ -199,7 +199,7 @@ async def record_outcomes(
         await session.execute(
             _LOG,
             {
-                "ids": [uuid7() for _ in kept],
+                "ids": uuid7_batch(len(kept)),
                 "tenants": [o.delivery.tenant_id for o in kept],
                 "endpoints": [o.delivery.endpoint_id for o in kept],
                 "deliveries": [o.delivery.id for o in kept],
