@@ -311,13 +311,19 @@ def figures(report: Report) -> list[tuple[str, str, str, str]]:
             f"{report.app_cpu_us / report.reference_cpu_us:.2f}",
         ),
         (
-            "CPU per delivery: PostgreSQL (INSERT, fan-out, claim, record)",
+            "CPU per delivery: PostgreSQL after the INSERT (claims, records)",
             f"{report.db_cpu_us:,.0f} us",
             "-",
             "-",
         ),
         (
-            "Deliveries/s that CPU allows on 2 cores (2 s / sum of the two)",
+            "CPU per event: PostgreSQL, the INSERT with its fan-out",
+            f"{report.insert_cpu_us:,.0f} us",
+            "-",
+            "-",
+        ),
+        (
+            "Deliveries/s 2 idle cores allow at that CPU (Postyard + PostgreSQL after INSERT)",
             _rate(2e6 / (report.app_cpu_us + report.db_cpu_us)),
             "-",
             "-",
