@@ -31,6 +31,7 @@ from postyard.core.crypto import derive_kek
 from postyard.core.db import Database, TenantId, asyncpg_connect
 from postyard.core.embedded import start_embedded
 from postyard.core.http import AppServices
+from postyard.core.secrets import derive
 from postyard.core.serving import ServerWithoutSignals, bind_tcp
 from postyard.delivery.mx import make_resolver
 from postyard.domains.routes import DomainDeps
@@ -40,6 +41,7 @@ from postyard.runtime import Runtime, connect, prepare
 from postyard.settings import DbSettings, HttpSettings, Settings
 from postyard.tenancy import service
 from postyard.tenancy.types import CreatedApiKey, OrganizationView, Scope
+from postyard.tracking.types import TrackingConfig
 from postyard.webhooks.routes import WebhookDeps
 from postyard.webhooks.ssrf import AddressPolicy, Network
 from tests.support.dns_server import DnsServer
@@ -223,6 +225,10 @@ TEST_POLICY = DnsPolicy(
     tracking_host="track.postyard.test",
 )
 TEST_KEK = derive_kek(TEST_SECRET.encode())
+TEST_TRACKING = TrackingConfig(
+    key=derive(TEST_SECRET.encode(), "tracking-tokens").encode(),
+    base_url="https://track.postyard.test",
+)
 AppFactory = Callable[[AppServices], FastAPI]
 
 
@@ -255,6 +261,7 @@ def make_app_factory(
                 kek=TEST_KEK,
                 rotation_overlap=timedelta(hours=24),
             ),
+            tracking=TEST_TRACKING,
         )
 
     return build

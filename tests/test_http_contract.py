@@ -69,6 +69,13 @@ async def _webhook_of(owner: Tenant, makers: Makers) -> str:
     return str(response.json()["id"])
 
 
+async def _suppression_of(owner: Tenant, makers: Makers) -> str:
+    email = f"s{uuid.uuid4().hex[:10]}@rcpt.test"
+    response = await makers.http.post("/v1/suppressions", json={"email": email}, headers=owner.auth)
+    assert response.status_code == 200, response.text
+    return str(response.json()["id"])
+
+
 async def _webhook_delivery_of(owner: Tenant, makers: Makers) -> dict[str, str]:
     webhook_id = await _webhook_of(owner, makers)
     await _domain_of(owner, makers)  # writes domain.created, which fans out to the webhook
@@ -97,6 +104,7 @@ ID_ROUTES: dict[str, ObjectFactory] = {
     "/v1/webhooks/{webhook_id}/deliveries": _webhook_of,
     "/v1/webhooks/{webhook_id}/replay": _webhook_of,
     "/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/replay": _webhook_delivery_of,
+    "/v1/suppressions/{suppression_id}": _suppression_of,
 }
 VALID_BODIES: dict[tuple[str, str], dict[str, object]] = {
     ("PATCH", "/v1/emails/{email_id}"): {"scheduled_at": "in 2 hours"},

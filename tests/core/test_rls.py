@@ -161,6 +161,25 @@ async def _webhook_attempt_row(conn: asyncpg.Connection, tenant: uuid.UUID) -> N
     )
 
 
+async def _tracked_message_row(conn: asyncpg.Connection, tenant: uuid.UUID) -> None:
+    message_id = await _message_row(conn, tenant)
+    await conn.execute(
+        "INSERT INTO tracked_messages (message_id, tenant_id, open_tracking, click_tracking,"
+        " unsubscribe, links) VALUES ($1, $2, true, true, false, '{https://x.test/}')",
+        message_id,
+        tenant,
+    )
+
+
+async def _suppression_row(conn: asyncpg.Connection, tenant: uuid.UUID) -> None:
+    await conn.execute(
+        "INSERT INTO suppressions (id, tenant_id, email, reason, created_at, updated_at)"
+        " VALUES ($1, $2, 'b@y.test', 'manual', now(), now())",
+        uuid.uuid4(),
+        tenant,
+    )
+
+
 # One row factory per tenant table. A new tenant table without an entry fails the meta-test,
 # so it cannot ship without being attacked here.
 TENANT_ROW_FACTORIES: dict[str, RowFactory] = {
@@ -173,6 +192,8 @@ TENANT_ROW_FACTORIES: dict[str, RowFactory] = {
     "idempotency_keys": _idempotency_row,
     "message_contents": _message_content_row,
     "messages": _message_row,
+    "suppressions": _suppression_row,
+    "tracked_messages": _tracked_message_row,
     "webhook_attempts": _webhook_attempt_row,
     "webhook_deliveries": _webhook_delivery_row,
     "webhook_endpoints": _webhook_endpoint_row,

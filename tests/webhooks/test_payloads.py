@@ -91,3 +91,22 @@ def test_other_events_carry_their_data_and_ids_are_stable() -> None:
     body = json.loads(payload(domain, None))
     assert body["data"] == {"id": "d1", "name": "acme.test", "status": "pending"}
     assert message_id_header(domain) == f"msg_{domain.id.hex}"
+
+
+def test_a_classified_bounce_and_tracking_details_pass_through() -> None:
+    bounce = {"type": "Transient", "subType": "MailboxFull", "message": "452 4.2.2 full"}
+    written = event(
+        "email.bounced",
+        recipient="bob@example.com",
+        reply="452 4.2.2 full",
+        bounce=bounce,
+        bounce_type="transient",
+        attempt=3,
+    )
+    data = json.loads(payload(written, MESSAGE))["data"]
+    assert data["bounce"] == {**bounce, "diagnosticCode": ["smtp; 452 4.2.2 full"]}
+    assert data["bounce_type"] == "transient"
+    assert "attempt" not in data and "reply" not in data
+    click = {"link": "https://x.test/", "ipAddress": "192.0.2.1", "userAgent": "UA"}
+    clicked = json.loads(payload(event("email.clicked", click=click, machine=False), MESSAGE))
+    assert (clicked["data"]["click"], clicked["data"]["machine"]) == (click, False)

@@ -34,13 +34,18 @@ DELIVERY_STATUSES = (
     "bounced",
     "failed",
     "canceled",
+    "suppressed",
 )
+# The class of a bounce (delivery.classify): only 'permanent' suppresses the address;
+# 'block' is the receiver's policy or our reputation, kept for per-destination shaping.
+BOUNCE_TYPES = ("permanent", "transient", "block", "undetermined")
 
 
 class Message(Base):
     __tablename__ = "messages"
     __table_args__ = (
         CheckConstraint("source IN ('api', 'smtp')", name="source"),
+        CheckConstraint("stream IN ('transactional', 'bulk')", name="stream"),
         Index("ix_messages_tenant_id_id", "tenant_id", "id"),
         Index("ix_messages_message_id_header", "message_id_header"),
     )
@@ -49,6 +54,7 @@ class Message(Base):
     tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
     api_key_id: Mapped[uuid.UUID | None] = mapped_column()
     source: Mapped[str] = mapped_column(String(8))
+    stream: Mapped[str] = mapped_column(String(16), server_default="transactional")
     sender: Mapped[str] = mapped_column(Text)
     from_domain: Mapped[str] = mapped_column(Text, server_default="")
     envelope_from: Mapped[str] = mapped_column(Text)
@@ -90,6 +96,10 @@ class Delivery(Base):
             "status IN (" + ", ".join(f"'{s}'" for s in DELIVERY_STATUSES) + ")", name="status"
         ),
         CheckConstraint("kind IN ('to', 'cc', 'bcc')", name="kind"),
+        CheckConstraint(
+            "bounce_type IN (" + ", ".join(f"'{t}'" for t in BOUNCE_TYPES) + ")",
+            name="bounce_type",
+        ),
         Index("ix_deliveries_message_id", "message_id"),
         Index(
             "ix_deliveries_due",
@@ -119,6 +129,7 @@ class Delivery(Base):
     last_reply: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    bounce_type: Mapped[str | None] = mapped_column(String(16))
 
 
 class IdempotencyRecord(Base):

@@ -9,6 +9,7 @@ cannot be lost, and until then nothing of it exists.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -17,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from postyard.core.db import TenantId, table_of
 from postyard.core.errors import NotFound, ValidationFailed
-from postyard.core.ids import parse_uuid, uuid7
+from postyard.core.ids import parse_uuid
 from postyard.core.pagination import Page, PageRequest, fetch_page
 from postyard.domains import senders as domains
 from postyard.events.service import list_message_events, record_events
@@ -26,7 +27,11 @@ from postyard.sending.compose import ComposedMessage
 from postyard.sending.errors import DomainNotVerified
 from postyard.sending.models import Delivery, Message, MessageContent
 from postyard.sending.scheduling import parse_scheduled_at
+from postyard.sending.tracked import apply_tracking
+from postyard.suppression import suppression_reasons
 from postyard.tenancy.types import Principal
+from postyard.tracking.service import NewTrackedMessage, record_tracked_messages
+from postyard.tracking.types import TrackingConfig
 
 WAKE_CHANNEL = "postyard_deliveries"
 _PENDING = ("queued", "scheduled", "deferred")
@@ -39,6 +44,7 @@ class RecipientView:
     attempts: int
     next_attempt_at: datetime | None
     last_reply: str | None
+    bounce_type: str | None = None
 
 
 async def submit_messages(
@@ -48,15 +54,30 @@ async def submit_messages(
     *,
     source: str = "api",
     now: datetime | None = None,
+    tracking: TrackingConfig | None = None,
 ) -> None:
     # One multi-row INSERT per table whatever the batch size: a batch of 100 costs about
     # what one email costs in round trips.
-    """Write composed messages to the ledger (multi-row inserts). The caller wakes the
-    workers after its commit (``core.notify.Waker``)."""
+    """Write composed messages to the ledger (multi-row inserts). With ``tracking``, each
+    message is first tracked as its domain and options ask (``sending.tracked``). The
+    caller wakes the workers after its commit (``core.notify.Waker``)."""
     if not messages:
         return
     tenant = principal.tenant_id
+    # executemany takes values, not SQL expressions: queued rows are due at the caller's
+    # clock (saves a round trip; a skew between hosts only shifts the first attempt by it).
+    if now is None:
+        now = await session.scalar(select(func.now()))
+        assert now is not None  # SELECT now() always returns a row
+    tracked: list[NewTrackedMessage] = []
+    if tracking is not None:
+        messages, tracked = await apply_tracking(session, tenant, messages, tracking, now=now)
     conn = await session.connection()
+    # One query for every recipient of the batch; a suppressed recipient gets a row that no
+    # worker claims, and the message still goes to the others.
+    suppressed = await suppression_reasons(
+        session, tenant, [r.address for m in messages for r in m.recipients], now
+    )
     # Core inserts on the connection: the ORM's bulk machinery costs more than the SQL here.
     await conn.execute(
         insert(table_of(Message)),
@@ -66,6 +87,7 @@ async def submit_messages(
                 "tenant_id": tenant,
                 "api_key_id": principal.api_key_id,
                 "source": source,
+                "stream": m.stream.value,
                 "sender": m.sender,
                 "from_domain": m.sender_domain,
                 "envelope_from": m.envelope_from,
@@ -81,9 +103,7 @@ async def submit_messages(
                 "size": len(m.raw),
                 "smtputf8": m.smtputf8,
                 "scheduled_at": m.scheduled_at,
-                "last_event": (
-                    EventType.EMAIL_SCHEDULED if m.scheduled_at else EventType.EMAIL_SENT
-                ).short,
+                "last_event": _first_event(m, suppressed).short,
             }
             for m in messages
         ],
@@ -92,22 +112,27 @@ async def submit_messages(
         insert(table_of(MessageContent)),
         [{"message_id": m.id, "tenant_id": tenant, "raw": m.raw} for m in messages],
     )
-    # executemany takes values, not SQL expressions: queued rows are due at the caller's
-    # clock (saves a round trip; a skew between hosts only shifts the first attempt by it).
-    if now is None:
-        now = await session.scalar(select(func.now()))
     await conn.execute(
         insert(table_of(Delivery)),
         [
             {
-                "id": uuid7(),
+                "id": r.id,
                 "tenant_id": tenant,
                 "message_id": m.id,
                 "recipient": r.address,
                 "domain": r.domain,
                 "kind": r.kind,
-                "status": "scheduled" if m.scheduled_at else "queued",
+                "status": (
+                    "suppressed"
+                    if r.address in suppressed
+                    else "scheduled"
+                    if m.scheduled_at
+                    else "queued"
+                ),
                 "next_attempt_at": m.scheduled_at or now,
+                "last_reply": (
+                    f"suppressed ({suppressed[r.address]})" if r.address in suppressed else None
+                ),
             }
             for m in messages
             for r in m.recipients
@@ -123,8 +148,27 @@ async def submit_messages(
                 data={"scheduled_at": m.scheduled_at.isoformat()} if m.scheduled_at else {},
             )
             for m in messages
+        ]
+        + [
+            NewEvent(
+                tenant_id=tenant,
+                type=EventType.EMAIL_SUPPRESSED,
+                message_id=m.id,
+                recipient=r.address,
+                data={"reason": suppressed[r.address].value},
+            )
+            for m in messages
+            for r in m.recipients
+            if r.address in suppressed
         ],
     )
+    await record_tracked_messages(session, tenant, tracked)
+
+
+def _first_event(message: ComposedMessage, suppressed: Mapping[str, object]) -> EventType:
+    if all(r.address in suppressed for r in message.recipients):
+        return EventType.EMAIL_SUPPRESSED
+    return EventType.EMAIL_SCHEDULED if message.scheduled_at else EventType.EMAIL_SENT
 
 
 async def require_verified_senders(
@@ -182,6 +226,7 @@ async def email_timeline(
             attempts=d.attempts,
             next_attempt_at=d.next_attempt_at if d.status in _PENDING else None,
             last_reply=d.last_reply,
+            bounce_type=d.bounce_type,
         )
         for d in rows
     ]

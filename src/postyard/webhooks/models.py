@@ -1,7 +1,7 @@
 """Tables of the webhooks domain: endpoints, one delivery per event and matching endpoint,
 and the log of every attempt.
 
-Deliveries are written by a trigger on ``events`` (migration 0004), in the transaction that
+Deliveries are written by a trigger on ``events`` (migration 0007), in the transaction that
 writes the event, so an event and its webhook deliveries exist together or not at all.
 """
 
@@ -78,7 +78,7 @@ class WebhookDelivery(Base):
         Index("ix_webhook_deliveries_endpoint_id_created_at", "endpoint_id", "created_at"),
     )
 
-    # No foreign keys to organizations and events: see migration 0004 (accept-path cost).
+    # No foreign keys to organizations and events: see migration 0007 (accept-path cost).
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
     tenant_id: Mapped[uuid.UUID] = mapped_column()
     endpoint_id: Mapped[uuid.UUID] = mapped_column(

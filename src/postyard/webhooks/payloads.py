@@ -2,8 +2,9 @@
 
 For ``email.*`` events ``data`` is Resend's outbound email object (``email_id``, ``from``,
 ``to``, ``subject``, ``created_at``, ``tags``) plus the part the event type adds (``bounce``,
-``failed``); ``to`` names the recipient the event is about when there is one. Other events
-carry the data they were written with.
+``failed``, ``suppressed``); ``to`` names the recipient the event is about when there is one;
+``open``, ``click``, ``machine``, ``bounce_type`` and the like pass through as written. Other
+events carry the data they were written with.
 """
 
 from __future__ import annotations
@@ -14,6 +15,10 @@ from typing import Any
 
 from postyard.events.types import StoredEvent
 from postyard.sending.summaries import MessageSummary
+
+# What events carry besides the reply that Resend's payloads (or our extensions) show as is:
+# the open and click details, machine activity, the class of a bounce.
+_PASSED = ("open", "click", "machine", "machine_reason", "bounce_type", "bounce_category")
 
 
 def iso(moment: datetime) -> str:
@@ -53,15 +58,25 @@ def _email_data(event: StoredEvent, message: MessageSummary | None) -> dict[str,
     elif event.recipient:
         data["to"] = [event.recipient]
     reply = str(event.data.get("reply") or "")
+    data.update({key: event.data[key] for key in _PASSED if key in event.data})
     if event.type == "email.bounced":
+        written = event.data.get("bounce")
+        bounce = dict(written) if isinstance(written, dict) else {}
         data["bounce"] = {
-            "type": "Permanent",
-            "subType": "General",
-            "message": reply,
+            "type": bounce.get("type", "Permanent"),
+            "subType": bounce.get("subType", "General"),
+            "message": bounce.get("message", reply),
             "diagnosticCode": [f"smtp; {reply}"] if reply else [],
         }
     elif event.type == "email.failed":
         data["failed"] = {"reason": reply or str(event.data.get("reason") or "failed")}
+    elif event.type == "email.suppressed":
+        data["suppressed"] = {
+            "type": "OnAccountSuppressionList",
+            "reason": str(event.data.get("reason") or ""),
+            "message": "The recipient is on the suppression list.",
+            "diagnosticCode": [],
+        }
     elif event.type == "email.scheduled" and "scheduled_at" in event.data:
         data["scheduled_at"] = event.data["scheduled_at"]
     return data
