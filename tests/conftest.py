@@ -11,8 +11,9 @@ import asyncio
 import hashlib
 import os
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import asyncpg
@@ -41,6 +42,8 @@ from postyard.settings import DbSettings, HttpSettings, Settings
 from postyard.tenancy import service
 from postyard.tenancy.types import CreatedApiKey, OrganizationView, Scope
 from postyard.tracking.types import TrackingConfig
+from postyard.webhooks.routes import WebhookDeps
+from postyard.webhooks.ssrf import AddressPolicy, Network
 from tests.support.dns_server import DnsServer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -236,9 +239,11 @@ async def dns_server() -> AsyncIterator[DnsServer]:
         yield server
 
 
-@pytest.fixture(scope="session")
-def app_factory(settings: Settings, dns_server: DnsServer) -> AppFactory:
-    """Builds the real app around given services, with DNS answered by ``dns_server``."""
+def make_app_factory(
+    settings: Settings, dns_server: DnsServer, webhook_networks: Sequence[Network] = ()
+) -> AppFactory:
+    """Builds the real app around given services, with DNS answered by ``dns_server`` and
+    webhook URLs allowed into ``webhook_networks`` only."""
 
     def build(services: AppServices) -> FastAPI:
         deps = DomainDeps(
@@ -251,10 +256,21 @@ def app_factory(settings: Settings, dns_server: DnsServer) -> AppFactory:
             services,
             max_body_bytes=settings.http.max_body_bytes,
             domain_deps=deps,
+            webhook_deps=WebhookDeps(
+                policy=AddressPolicy(webhook_networks),
+                kek=TEST_KEK,
+                rotation_overlap=timedelta(hours=24),
+            ),
             tracking=TEST_TRACKING,
         )
 
     return build
+
+
+@pytest.fixture(scope="session")
+def app_factory(settings: Settings, dns_server: DnsServer) -> AppFactory:
+    """The shared app: it refuses every internal webhook URL, as a default install does."""
+    return make_app_factory(settings, dns_server)
 
 
 @pytest_asyncio.fixture(scope="session")

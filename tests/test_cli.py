@@ -151,6 +151,37 @@ async def test_domains_commands(cli_env: dict[str, str], dns_server: DnsServer) 
     assert "not found" in missing.stderr
 
 
+async def test_webhooks_commands(cli_env: dict[str, str]) -> None:
+    org = (await arun_cli(["orgs", "create", "Webhook CLI", "--json"], cli_env)).json()["slug"]
+    url = "https://hooks.example.com/cli"
+    events = "email.delivered,email.bounced"
+    created = await arun_cli(
+        ["webhooks", "create", url, "--org", org, "--events", events, "--json"], cli_env
+    )
+    assert created.code == 0, created.stderr
+    body = created.json()
+    assert body["signing_secret"].startswith("whsec_")
+    assert (body["endpoint"], body["events"]) == (url, ["email.delivered", "email.bounced"])
+    listed = (await arun_cli(["webhooks", "list", "--org", org, "--json"], cli_env)).json()
+    assert [w["id"] for w in listed] == [body["id"]]
+    assert "signing_secret" not in listed[0]
+    internal = await arun_cli(
+        ["webhooks", "create", "https://10.0.0.1/", "--org", org, "--events", "email.sent"], cli_env
+    )
+    assert internal.code == 1
+    assert "not allowed" in internal.stderr
+    unknown = await arun_cli(
+        ["webhooks", "create", url, "--org", org, "--events", "email.nope"], cli_env
+    )
+    assert unknown.code == 1
+    assert "Unknown event" in unknown.stderr
+    removed = await arun_cli(["webhooks", "delete", body["id"], "--org", org, "--json"], cli_env)
+    assert removed.json() == {"object": "webhook", "id": body["id"], "deleted": True}
+    missing = await arun_cli(["webhooks", "delete", body["id"], "--org", org], cli_env)
+    assert missing.code == 1
+    assert "not found" in missing.stderr
+
+
 async def test_suppressions_commands(cli_env: dict[str, str]) -> None:
     org = (await arun_cli(["orgs", "create", "Suppress CLI", "--json"], cli_env)).json()["slug"]
     added = await arun_cli(

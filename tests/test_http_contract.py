@@ -25,9 +25,11 @@ from tests.tenancy.test_api_keys import assert_error
 class Makers:
     make_key: KeyFactory
     http: httpx.AsyncClient
+    db: Database
 
 
-ObjectFactory = Callable[[Tenant, Makers], Awaitable[str]]
+# An id, or the ids of a route with several (by placeholder name).
+ObjectFactory = Callable[[Tenant, Makers], Awaitable[str | dict[str, str]]]
 
 
 async def _api_key_of(owner: Tenant, makers: Makers) -> str:
@@ -57,11 +59,32 @@ async def _domain_of(owner: Tenant, makers: Makers) -> str:
     return str(response.json()["id"])
 
 
+async def _webhook_of(owner: Tenant, makers: Makers) -> str:
+    response = await makers.http.post(
+        "/v1/webhooks",
+        json={"endpoint": "https://hooks.example.com/h", "events": ["domain.created"]},
+        headers=owner.auth,
+    )
+    assert response.status_code == 200, response.text
+    return str(response.json()["id"])
+
+
 async def _suppression_of(owner: Tenant, makers: Makers) -> str:
     email = f"s{uuid.uuid4().hex[:10]}@rcpt.test"
     response = await makers.http.post("/v1/suppressions", json={"email": email}, headers=owner.auth)
     assert response.status_code == 200, response.text
     return str(response.json()["id"])
+
+
+async def _webhook_delivery_of(owner: Tenant, makers: Makers) -> dict[str, str]:
+    webhook_id = await _webhook_of(owner, makers)
+    await _domain_of(owner, makers)  # writes domain.created, which fans out to the webhook
+    async with makers.db.system_tx(reason="test: find the delivery") as session:
+        delivery_id = await session.scalar(
+            text("SELECT id FROM webhook_deliveries WHERE endpoint_id = :id"),
+            {"id": uuid.UUID(webhook_id)},
+        )
+    return {"webhook_id": webhook_id, "delivery_id": str(delivery_id)}
 
 
 # Every route that takes an id, with a way to create such an object for a tenant and a valid
@@ -76,10 +99,17 @@ ID_ROUTES: dict[str, ObjectFactory] = {
     "/v1/domains/{domain_id}": _domain_of,
     "/v1/domains/{domain_id}/verify": _domain_of,
     "/v1/domains/{domain_id}/rotate-dkim": _domain_of,
+    "/v1/webhooks/{webhook_id}": _webhook_of,
+    "/v1/webhooks/{webhook_id}/rotate-secret": _webhook_of,
+    "/v1/webhooks/{webhook_id}/deliveries": _webhook_of,
+    "/v1/webhooks/{webhook_id}/replay": _webhook_of,
+    "/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/replay": _webhook_delivery_of,
     "/v1/suppressions/{suppression_id}": _suppression_of,
 }
 VALID_BODIES: dict[tuple[str, str], dict[str, object]] = {
     ("PATCH", "/v1/emails/{email_id}"): {"scheduled_at": "in 2 hours"},
+    ("PATCH", "/v1/webhooks/{webhook_id}"): {"events": ["domain.updated"]},
+    ("POST", "/v1/webhooks/{webhook_id}/replay"): {"since": "2026-01-01T00:00:00Z"},
 }
 
 
@@ -115,13 +145,14 @@ async def test_other_tenants_objects_are_404_on_every_id_route(
     tenant: Tenant,
     other_tenant: Tenant,
     make_key: KeyFactory,
+    db: Database,
 ) -> None:
     checked = 0
     for op in _operations(app_factory, services):
         if op.path not in ID_ROUTES:
             continue
-        object_id = await ID_ROUTES[op.path](tenant, Makers(make_key, http))
-        path = re.sub(r"\{[^}]+\}", object_id, op.path)
+        ids = await ID_ROUTES[op.path](tenant, Makers(make_key, http, db))
+        path = re.sub(r"\{[^}]+\}", ids, op.path) if isinstance(ids, str) else op.path.format(**ids)
         body = VALID_BODIES.get((op.method, op.path), {}) if op.has_body else None
         response = await http.request(op.method, path, json=body, headers=other_tenant.auth)
         assert_error(response, 404, "not_found")

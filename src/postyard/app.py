@@ -23,6 +23,8 @@ from postyard.suppression.routes import router as suppressions_router
 from postyard.tenancy.routes import router as api_keys_router
 from postyard.tracking.routes import router as tracking_router
 from postyard.tracking.types import TrackingConfig
+from postyard.webhooks.routes import WebhookDeps
+from postyard.webhooks.routes import router as webhooks_router
 
 API_DESCRIPTION = """Postyard's REST API. Resend-compatible: point a Resend SDK's base URL at
 `http://HOST:PORT/v1`. Authenticate with `Authorization: Bearer <API key>`. Errors are
@@ -62,6 +64,7 @@ def create_app(
     *,
     max_body_bytes: int,
     domain_deps: DomainDeps,
+    webhook_deps: WebhookDeps,
     tracking: TrackingConfig,
 ) -> FastAPI:
     app = FastAPI(
@@ -75,6 +78,7 @@ def create_app(
     )
     app.state.services = services
     app.state.domain_deps = domain_deps
+    app.state.webhook_deps = webhook_deps
     app.state.tracking = tracking
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=max_body_bytes)
@@ -84,6 +88,7 @@ def create_app(
     v1.include_router(emails_router)
     v1.include_router(content_router)
     v1.include_router(domains_router)
+    v1.include_router(webhooks_router)
     v1.include_router(suppressions_router)
     app.include_router(v1)
     app.include_router(tracking_router)  # the tracking host's paths, outside /v1

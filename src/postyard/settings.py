@@ -198,6 +198,16 @@ class DnsSettings(_Group):
 class WebhookSettings(_Group):
     allowed_networks: Annotated[list[Network], NoDecode] = Field(default_factory=list)
     """CIDRs of private networks webhook URLs may reach (default: none)."""
+    concurrency_per_endpoint: int = Field(default=16, ge=1, le=1000)
+    """Attempts (so connections) in flight per webhook endpoint and worker process."""
+    batch_size: int = Field(default=200, ge=1, le=5000)
+    """Deliveries a dispatcher lane claims at once."""
+    lanes: int = Field(default=2, ge=1, le=64)
+    """Concurrent claim-send-record loops per worker process."""
+    lease_seconds: float = Field(default=600, gt=0)
+    """How long a worker holds deliveries it claimed; after that another worker retries them."""
+    rotation_overlap_hours: float = Field(default=24, gt=0, le=24 * 30)
+    """After a secret rotation, how long the old secret keeps signing beside the new one."""
 
     _split = field_validator("allowed_networks", mode="before")(_split_csv)
 

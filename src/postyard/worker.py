@@ -1,4 +1,5 @@
-"""Composition root of the worker role: transport, deliverer, capture server, worker."""
+"""Composition root of the worker role: transport, deliverer, capture server, delivery
+worker, webhook sender and dispatcher."""
 
 from __future__ import annotations
 
@@ -28,12 +29,20 @@ from postyard.domains.policy import dns_policy
 from postyard.domains.verification import verify_due_domains
 from postyard.sending.service import WAKE_CHANNEL
 from postyard.settings import DeliveryMode, Settings
+from postyard.webhooks.dispatcher import DispatcherConfig, WebhookDispatcher
+from postyard.webhooks.sender import WebhookSender
+from postyard.webhooks.ssrf import AddressPolicy
 
 
 @dataclass(frozen=True, slots=True)
 class WorkerRole:
     worker: DeliveryWorker
+    webhooks: WebhookDispatcher
     capture_port: int | None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Deliver mail and webhooks until ``stop`` is set."""
+        await asyncio.gather(self.worker.run(stop), self.webhooks.run(stop))
 
 
 def _transport(settings: Settings) -> SmtpTransport:
@@ -72,6 +81,11 @@ async def worker_role(
     mode) and its LISTEN connection; everything is closed on exit."""
     delivery = settings.delivery
     transport = _transport(settings)
+    sender = WebhookSender(
+        resolver=make_resolver(settings.dns.nameservers),
+        policy=AddressPolicy(settings.webhooks.allowed_networks),
+        max_connections_per_host=settings.webhooks.concurrency_per_endpoint,
+    )
     verp_key = derive(secret, "verp").encode()
     capture: asyncio.Server | None = None
     try:
@@ -118,12 +132,31 @@ async def worker_role(
             verp_key=verp_key,
             jobs=[check_domains],
         )
-        async with listening(system_url, WAKE_CHANNEL, worker.wake):
+        webhooks = WebhookDispatcher(
+            db,
+            sender,
+            DispatcherConfig(
+                owner=config.owner,
+                batch_size=settings.webhooks.batch_size,
+                lanes=settings.webhooks.lanes,
+                per_endpoint=settings.webhooks.concurrency_per_endpoint,
+                lease=timedelta(seconds=settings.webhooks.lease_seconds),
+                maintenance_interval=min(15.0, settings.webhooks.lease_seconds / 4),
+            ),
+            clock,
+            kek=derive_kek(secret),
+        )
+        async with (
+            listening(system_url, WAKE_CHANNEL, worker.wake),
+            listening(system_url, WAKE_CHANNEL, webhooks.wake),
+        ):
             yield WorkerRole(
                 worker=worker,
+                webhooks=webhooks,
                 capture_port=capture.sockets[0].getsockname()[1] if capture else None,
             )
     finally:
+        await sender.aclose()
         await transport.aclose()
         if capture is not None:
             capture.close()

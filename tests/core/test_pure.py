@@ -11,7 +11,7 @@ from sqlalchemy.engine import make_url
 from postyard.core.db import role_urls
 from postyard.core.errors import ConfigurationError, ValidationFailed
 from postyard.core.http import validation_message
-from postyard.core.ids import parse_uuid, uuid7
+from postyard.core.ids import parse_uuid, uuid7, uuid7_batch
 from postyard.core.pagination import PageRequest
 from postyard.core.secrets import derive, load_or_create_secret
 
@@ -23,6 +23,14 @@ def test_uuid7_layout_and_order() -> None:
     assert ids == sorted(ids)
     assert ids[0].int >> 80 == 1_700_000_000_000
     assert len({uuid7() for _ in range(1000)}) == 1000
+
+
+def test_uuid7_batch_has_the_same_layout() -> None:
+    ids = uuid7_batch(1000, now_ms=1_700_000_000_000)
+    assert all(u.version == 7 and u.variant == uuid.RFC_4122 for u in ids)
+    assert {u.int >> 80 for u in ids} == {1_700_000_000_000}
+    assert len(set(ids)) == 1000
+    assert uuid7_batch(0) == []
 
 
 def test_parse_uuid() -> None:

@@ -119,6 +119,48 @@ async def _dkim_key_row(conn: asyncpg.Connection, tenant: uuid.UUID) -> None:
     )
 
 
+async def _webhook_endpoint_row(conn: asyncpg.Connection, tenant: uuid.UUID) -> uuid.UUID:
+    endpoint_id = uuid.uuid4()
+    await conn.execute(
+        "INSERT INTO webhook_endpoints (id, tenant_id, url, events, status, secret)"
+        " VALUES ($1, $2, 'https://hooks.example/x', '{email.sent}', 'enabled', 'x')",
+        endpoint_id,
+        tenant,
+    )
+    return endpoint_id
+
+
+async def _webhook_delivery_row(conn: asyncpg.Connection, tenant: uuid.UUID) -> uuid.UUID:
+    endpoint_id = await _webhook_endpoint_row(conn, tenant)
+    event_id, delivery_id = uuid.uuid4(), uuid.uuid4()
+    await conn.execute(
+        "INSERT INTO events (id, tenant_id, type, data) VALUES ($1, $2, 'domain.created', '{}')",
+        event_id,
+        tenant,
+    )
+    await conn.execute(
+        "INSERT INTO webhook_deliveries (id, tenant_id, endpoint_id, event_id, status,"
+        " next_attempt_at) VALUES ($1, $2, $3, $4, 'pending', now())",
+        delivery_id,
+        tenant,
+        endpoint_id,
+        event_id,
+    )
+    return delivery_id
+
+
+async def _webhook_attempt_row(conn: asyncpg.Connection, tenant: uuid.UUID) -> None:
+    delivery_id = await _webhook_delivery_row(conn, tenant)
+    await conn.execute(
+        "INSERT INTO webhook_attempts (id, tenant_id, endpoint_id, delivery_id, event_type,"
+        " attempt, response, duration_ms, created_at)"
+        " SELECT $1, tenant_id, endpoint_id, id, 'domain.created', 1, '', 3, now()"
+        " FROM webhook_deliveries WHERE id = $2",
+        uuid.uuid4(),
+        delivery_id,
+    )
+
+
 async def _tracked_message_row(conn: asyncpg.Connection, tenant: uuid.UUID) -> None:
     message_id = await _message_row(conn, tenant)
     await conn.execute(
@@ -152,6 +194,9 @@ TENANT_ROW_FACTORIES: dict[str, RowFactory] = {
     "messages": _message_row,
     "suppressions": _suppression_row,
     "tracked_messages": _tracked_message_row,
+    "webhook_attempts": _webhook_attempt_row,
+    "webhook_deliveries": _webhook_delivery_row,
+    "webhook_endpoints": _webhook_endpoint_row,
 }
 
 

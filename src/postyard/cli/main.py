@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from postyard.cli import domains, inbound, keys, orgs, serve, suppressions
+from postyard.cli import domains, inbound, keys, orgs, serve, suppressions, webhooks
 from postyard.cli.context import wants_json
 from postyard.core.errors import AppError, ConfigurationError
 
@@ -28,6 +28,7 @@ app.add_typer(keys.app, name="keys")
 app.add_typer(domains.app, name="domains")
 app.add_typer(suppressions.app, name="suppressions")
 app.add_typer(inbound.app, name="inbound")
+app.add_typer(webhooks.app, name="webhooks")
 
 
 def _fail(code: str, message: str) -> None:

@@ -8,6 +8,7 @@ import logging
 import signal
 import socket
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import typer
@@ -32,6 +33,8 @@ from postyard.runtime import Runtime, connect, prepare, require_current_schema, 
 from postyard.sending.service import WAKE_CHANNEL
 from postyard.settings import Settings
 from postyard.smtpd import SmtpRole, smtp_role
+from postyard.webhooks.routes import WebhookDeps
+from postyard.webhooks.ssrf import AddressPolicy
 from postyard.worker import worker_role
 
 log = logging.getLogger(__name__)
@@ -122,7 +125,7 @@ async def _run_roles(
                     name="worker",
                 )
             )
-            tasks.append(asyncio.create_task(role.worker.run(stop)))
+            tasks.append(asyncio.create_task(role.run(stop)))
             lines.append(_worker_line(settings, role.capture_port))
         if smtp:
             smtp_running = await stack.enter_async_context(
@@ -184,6 +187,7 @@ def _serve_http(
         services,
         max_body_bytes=runtime.settings.http.max_body_bytes,
         domain_deps=domain_deps(runtime.settings, runtime.secret),
+        webhook_deps=webhook_deps(runtime.settings, runtime.secret),
         tracking=tracking_config(runtime.settings, runtime.secret),
     )
     config = uvicorn.Config(
@@ -231,6 +235,14 @@ def domain_deps(settings: Settings, secret: bytes) -> DomainDeps:
         resolver=make_resolver(settings.dns.nameservers, cache=False),
         kek=derive_kek(secret),
         default_return_path=settings.sending.return_path_subdomain,
+    )
+
+
+def webhook_deps(settings: Settings, secret: bytes) -> WebhookDeps:
+    return WebhookDeps(
+        policy=AddressPolicy(settings.webhooks.allowed_networks),
+        kek=derive_kek(secret),
+        rotation_overlap=timedelta(hours=settings.webhooks.rotation_overlap_hours),
     )
 
 

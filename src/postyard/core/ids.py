@@ -25,3 +25,18 @@ def parse_uuid(value: str) -> uuid.UUID | None:
         return uuid.UUID(value)
     except ValueError:
         return None
+
+
+def uuid7_batch(count: int, now_ms: int | None = None) -> list[uuid.UUID]:
+    """``count`` UUIDv7s of one millisecond, from one read of the OS random source (a
+    system call per id is measurable at thousands of rows a second)."""
+    ms = (time.time_ns() // 1_000_000 if now_ms is None else now_ms) & 0xFFFF_FFFF_FFFF
+    head = (ms << 80) | (0x7 << 76) | (0b10 << 62)
+    pool = os.urandom(10 * count)
+    ids = []
+    for offset in range(0, 10 * count, 10):
+        rand = int.from_bytes(pool[offset : offset + 10], "big")
+        ids.append(
+            uuid.UUID(int=head | ((rand >> 62) & 0xFFF) << 64 | rand & 0x3FFF_FFFF_FFFF_FFFF)
+        )
+    return ids

@@ -6,13 +6,18 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 
-from sqlalchemy import insert, select
+from sqlalchemy import ARRAY, Uuid, bindparam, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from postyard.core.db import TenantId, table_of
 from postyard.core.ids import uuid7
 from postyard.events.models import Event
-from postyard.events.types import EventView, NewEvent
+from postyard.events.types import EventView, NewEvent, StoredEvent
+
+_BY_IDS = text(
+    "SELECT id, tenant_id, type, message_id, recipient, data, created_at FROM events"
+    " WHERE id = ANY(:ids)"
+).bindparams(bindparam("ids", type_=ARRAY(Uuid())))
 
 
 async def record_events(session: AsyncSession, events: Sequence[NewEvent]) -> None:
@@ -49,3 +54,25 @@ async def list_message_events(
         EventView(id=e.id, type=e.type, recipient=e.recipient, data=e.data, created_at=e.created_at)
         for e in rows
     ]
+
+
+async def get_events_unscoped(
+    session: AsyncSession, ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, StoredEvent]:
+    """Events by id, whatever their tenant (for workers in a system transaction; under a
+    tenant transaction row-level security still hides other tenants' events)."""
+    if not ids:
+        return {}
+    rows = await session.execute(_BY_IDS, {"ids": list(ids)})
+    return {
+        r.id: StoredEvent(
+            id=r.id,
+            tenant_id=TenantId(r.tenant_id),
+            type=r.type,
+            message_id=r.message_id,
+            recipient=r.recipient,
+            data=r.data,
+            created_at=r.created_at,
+        )
+        for r in rows
+    }

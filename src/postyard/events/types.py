@@ -27,6 +27,7 @@ class EventType(StrEnum):
     DOMAIN_CREATED = "domain.created"
     DOMAIN_UPDATED = "domain.updated"
     DOMAIN_DELETED = "domain.deleted"
+    WEBHOOK_DISABLED = "webhook.disabled"
 
     @property
     def short(self) -> str:
@@ -47,6 +48,19 @@ class NewEvent:
 class EventView:
     id: uuid.UUID
     type: str
+    recipient: str | None
+    data: dict[str, Any]
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """An event as written, with what a webhook payload needs."""
+
+    id: uuid.UUID
+    tenant_id: TenantId
+    type: str
+    message_id: uuid.UUID | None
     recipient: str | None
     data: dict[str, Any]
     created_at: datetime

@@ -39,6 +39,7 @@ from postyard.webhooks.ssrf import parse_webhook_url as parse_url
 
 BODY_CAP = 64 * 1024
 EXCERPT_BYTES = 1024
+_PARSED_CAP = 4096
 # Headers the sender owns: framing and connection management (RFC 9112 §6, RFC 9110 §7.6.1).
 _OWN_HEADERS = {"host", "content-length", "transfer-encoding", "connection", "keep-alive", "te"}
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
@@ -96,6 +97,7 @@ class WebhookSender:
         # Weak: an endpoint's semaphore lives while an attempt holds or awaits it.
         self._slots = weakref.WeakValueDictionary[tuple[str, str, int], Semaphore]()
         self._idle: dict[_Key, list[_Connection]] = {}
+        self._parsed: dict[str, ParsedUrl | str] = {}
         self._closed = False
 
     async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> SendResult:
@@ -106,10 +108,9 @@ class WebhookSender:
         """
         if self._closed:
             raise RuntimeError("the webhook sender is closed")
-        try:
-            parsed = parse_url(url, self._policy)
-        except InvalidWebhookUrl as exc:
-            return SendResult(None, "", 0.0, str(exc), refused=True)
+        parsed = self._parse(url)
+        if isinstance(parsed, str):
+            return SendResult(None, "", 0.0, parsed, refused=True)
         request = _request_head(parsed, len(body), headers) + body
         loop = asyncio.get_running_loop()
         key = (parsed.scheme, parsed.host, parsed.port)
@@ -123,6 +124,20 @@ class WebhookSender:
                 status, excerpt, refused = None, "", False
                 error = f"no answer within the {self._timeouts.total:g} s total timeout"
             return SendResult(status, excerpt, (loop.time() - started) * 1000, error, refused)
+
+    def _parse(self, url: str) -> ParsedUrl | str:
+        """``parse_url``'s verdict (the parsed URL or why it is refused), memoised: it depends
+        only on the URL and the policy, and a dispatcher sends to few URLs many times."""
+        verdict = self._parsed.get(url)
+        if verdict is None:
+            try:
+                verdict = parse_url(url, self._policy)
+            except InvalidWebhookUrl as exc:
+                verdict = str(exc)
+            if len(self._parsed) >= _PARSED_CAP:
+                self._parsed.clear()
+            self._parsed[url] = verdict
+        return verdict
 
     async def aclose(self) -> None:
         """Close the idle connections; attempts in flight close theirs when they end."""

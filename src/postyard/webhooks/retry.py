@@ -1,0 +1,74 @@
+"""The webhook retry ladder (Svix's, which Resend users know) and what a response means.
+
+Pure functions: no clock, no I/O; the dispatcher passes ``now`` and a random source.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+LADDER = (
+    timedelta(0),
+    timedelta(seconds=5),
+    timedelta(minutes=5),
+    timedelta(minutes=30),
+    timedelta(hours=2),
+    timedelta(hours=5),
+    timedelta(hours=10),
+    timedelta(hours=10),
+)
+"""``LADDER[i]`` is the wait before attempt ``i + 1``: immediately, then 5 s ... 10 h (about
+28 hours in all, eight attempts)."""
+JITTER = 0.1
+DISABLE_AFTER = timedelta(days=5)
+"""An endpoint that has failed continuously for this long is disabled."""
+
+
+class Verdict(StrEnum):
+    SUCCEEDED = "succeeded"
+    RETRY = "retry"
+    EXHAUSTED = "exhausted"
+    GONE = "gone"  # 410: the receiver says the endpoint is gone for good
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    verdict: Verdict
+    next_attempt_at: datetime | None = None
+
+
+def decide(
+    *,
+    status: int | None,
+    error: str | None,
+    attempts: int,
+    now: datetime,
+    rand: Callable[[], float],
+) -> Decision:
+    """What follows attempt number ``attempts`` (1-based) that ended at ``now``.
+
+    Only a 2xx without an error succeeds (redirects and everything else fail); 410 means
+    gone; otherwise the next rung of ``LADDER``, spread by +-10 %, or exhausted after the
+    last. Raises ValueError for ``attempts < 1`` or ``rand()`` outside [0, 1].
+    """
+    if attempts < 1:
+        raise ValueError("attempts counts attempts made, so it is at least 1")
+    if error is None and status is not None and 200 <= status < 300:
+        return Decision(Verdict.SUCCEEDED)
+    if status == 410:
+        return Decision(Verdict.GONE)
+    if attempts >= len(LADDER):
+        return Decision(Verdict.EXHAUSTED)
+    sample = rand()
+    if not 0.0 <= sample <= 1.0:
+        raise ValueError(f"rand() must return a value in [0, 1], not {sample!r}")
+    delay = LADDER[attempts] * (1.0 + JITTER * (2.0 * sample - 1.0))
+    return Decision(Verdict.RETRY, now + delay)
+
+
+def should_disable(failing_since: datetime | None, now: datetime) -> bool:
+    """True once an endpoint has been failing without a success for ``DISABLE_AFTER``."""
+    return failing_since is not None and now - failing_since >= DISABLE_AFTER
