@@ -43,6 +43,8 @@ class PeakMemory:
     app_rss: int = 0
     db_rss: int = 0
     db_pss: int = 0
+    db_max_rss: int = 0
+    """The largest RSS of any one PostgreSQL process."""
     roles: Counter[str] = field(default_factory=Counter)
     """Peak RSS per role (the processes of one role summed at each sample)."""
 
@@ -61,6 +63,7 @@ class PeakMemory:
                 # shared buffers once per backend.
                 full = proc.memory_full_info()
                 db_rss += int(full.rss)
+                self.db_max_rss = max(self.db_max_rss, int(full.rss))
                 db_pss += int(full.pss)
         self.app_rss = max(self.app_rss, sum(now.values()))
         for role, rss in now.items():

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,7 +83,10 @@ async def postyard_role(
         deadline = time.monotonic() + START_GUARD_SECONDS
         while await http_status(port, "/readyz") != 200:
             if proc.returncode is not None or time.monotonic() > deadline:
-                msg = f"postyard {role} did not become ready; its output is in {log}"
+                # The log goes with the benchmark's temp dir: show its end now.
+                output = await asyncio.to_thread(log.read_text, errors="replace")
+                tail = "\n".join(output.splitlines()[-15:])
+                msg = f"postyard {role} did not become ready; the end of its output:\n{tail}"
                 raise RuntimeError(msg)
             await asyncio.sleep(0.1)
         yield proc
@@ -150,6 +155,11 @@ class Ledger:
     async def open(cls, data_dir: Path) -> Ledger:
         return cls(await superuser_connection(data_dir))
 
+    async def now(self) -> dt.datetime:
+        """The database's clock (``created_at`` defaults to it)."""
+        now: dt.datetime = await self._conn.fetchval("SELECT now()")
+        return now
+
     async def queued(self) -> int:
         count: int = await self._conn.fetchval(
             "SELECT count(*) FROM deliveries WHERE status = 'queued'"
@@ -186,3 +196,31 @@ class Ledger:
                 raise RuntimeError(msg)
             await asyncio.sleep(0.1)
         return time.perf_counter()
+
+
+_PROBLEMS = frozenset({"warning", "error", "critical"})
+
+
+def log_problems(log: Path) -> Counter[str]:
+    """Warnings and errors in Postyard's JSON log lines, by message (and the last line of
+    the exception, if any)."""
+    found: Counter[str] = Counter()
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except FileNotFoundError:
+        return found
+    for line in lines:
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(entry, dict) or entry.get("level") not in {
+            "warning",
+            "error",
+            "critical",
+        }:
+            continue
+        exc = str(entry.get("exc") or "").strip().splitlines()
+        detail = f" ({exc[-1][:160]})" if exc else ""
+        found[f"{entry['level']}: {entry.get('msg')}{detail}"] += 1
+    return found

@@ -1,12 +1,13 @@
 """The convention between `make bench` (``bench/__main__.py``) and each benchmark.
 
 A benchmark is any ``bench/*.py`` whose name does not start with ``_``. It runs as a script
-(``python bench/NAME.py``), accepts ``--full`` (its large size; it may ignore it) and
-``--no-docs``, writes its own section of docs/performance.md, and hands its headline figures
-to the runner with ``report_figures``: a JSON file at the path in ``$BENCH_SUMMARY`` (nothing
-is written when the variable is unset, i.e. when the benchmark runs on its own). The runner
-puts every figure it gets into the summary table, next to the issue 8 target of its key
-(``_targets.py``) when there is one.
+(``python bench/NAME.py``) and takes ``--full`` (its large size, or nothing),
+``--messages N`` (its size; ignored where there is no message count) and ``--no-docs``
+(``standard_arguments``). It writes its own section of docs/performance.md and hands its
+headline figures to the runner with ``report_figures``: a JSON file at the path in
+``$BENCH_SUMMARY`` (nothing is written when the variable is unset, i.e. when the benchmark
+runs on its own). The runner puts every figure it gets into the summary table, next to the
+issue 8 target of its key (``_targets.py``) when there is one.
 """
 
 from __future__ import annotations
@@ -55,8 +56,15 @@ class Figure:
         )
 
 
-def standard_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options every benchmark takes."""
+def standard_arguments(parser: argparse.ArgumentParser, *, messages: int | None) -> None:
+    """The options every benchmark takes; ``messages`` is the default of ``--messages``
+    (None: the benchmark has no message count and ignores the option)."""
+    parser.add_argument(
+        "--messages",
+        type=int,
+        default=messages,
+        help="messages per run" if messages else "ignored: no message count here",
+    )
     parser.add_argument(
         "--full", action="store_true", help="also run the large size (1,000,000 queued)"
     )
