@@ -198,7 +198,7 @@ async def _measure_phases(
         report.single = await _profiled(
             report, up_pid, "api-single-send", work, asyncio.create_task(phase)
         )
-        paced = int(PACED_RATE * args.paced_seconds)
+        paced = min(int(PACED_RATE * args.paced_seconds), args.messages)
         print(f"POST /v1/emails paced at {PACED_RATE:,} per second: {paced} requests")
         before = await ledger.delivered()
         report.paced = await h.post_paced(
@@ -271,7 +271,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=64, help="HTTP connections")
     parser.add_argument(
         "--paced-seconds", type=float, default=5.0,
-        help=f"length of the open-loop run at {PACED_RATE:,} requests per second",
+        help=f"length of the open-loop run at {PACED_RATE:,} requests per second "
+        "(at most --messages requests)",
     )  # fmt: skip
     parser.add_argument(
         "--full-sizes", type=lambda v: [int(x) for x in v.split(",")],
