@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import signal
 import sys
@@ -27,6 +28,7 @@ import _harness as h
 import _postfix
 import _profile
 import _queue_scale
+import psutil  # type: ignore[import-untyped]  # no inline types; types-psutil is not locked
 import uvloop
 from _delivery_report import (
     BATCH,
@@ -119,11 +121,13 @@ def _settings(sink_port: int, nameserver: str) -> dict[str, str]:
     }
 
 
-def _worker_pid(up_pid: int) -> int | None:
-    for line in h.leftover_processes([], children_of=up_pid):
-        pid, _, cmdline = line.partition(" ")
-        if cmdline.endswith("postyard worker"):
-            return int(pid)
+def _role_pid(up_pid: int, role: str) -> int | None:
+    """The process of ``postyard up`` (itself or a child) that runs ``role``."""
+    with contextlib.suppress(psutil.Error):
+        up = psutil.Process(up_pid)
+        for proc in [*up.children(recursive=True), up]:
+            if h.role_of(proc).split(" (")[0] in {role, f"{role} + SMTP"}:
+                return int(proc.pid)
     return None
 
 
@@ -196,7 +200,7 @@ async def _measure_phases(
             concurrency=args.concurrency,
         )  # fmt: skip
         report.single = await _profiled(
-            report, up_pid, "api-single-send", work, asyncio.create_task(phase)
+            report, _role_pid(up_pid, "API"), "api-single-send", work, asyncio.create_task(phase)
         )
         paced = min(int(PACED_RATE * args.paced_seconds), args.messages)
         print(f"POST /v1/emails paced at {PACED_RATE:,} per second: {paced} requests")
@@ -212,7 +216,7 @@ async def _measure_phases(
             messages=args.messages, per_request=BATCH, concurrency=args.concurrency,
         )  # fmt: skip
         report.batch = await _profiled(
-            report, _worker_pid(up_pid), "worker-batch-delivery", work,
+            report, _role_pid(up_pid, "worker"), "worker-batch-delivery", work,
             asyncio.create_task(phase),
         )  # fmt: skip
         print("reference: COPY of the rows the batch run wrote, into a scratch schema")
