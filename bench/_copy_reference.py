@@ -90,7 +90,10 @@ async def copy_reference(data_dir: Path, *, since: dt.datetime, per_transaction:
         work: list[dict[str, list[tuple[Any, ...]]]] = [defaultdict(list) for _ in chunks]
         columns: dict[str, list[str]] = {}
         for table in await _tables(conn):
-            columns[table], rows = await _rows_of(conn, table, ids)
+            names, rows = await _rows_of(conn, table, ids)
+            if not rows:  # a table the batch run did not write
+                continue
+            columns[table] = names
             key = "id" if table == "messages" else "message_id"
             for row in rows:
                 work[chunk_of[row[key]]][table].append(tuple(row))
