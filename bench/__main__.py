@@ -153,15 +153,12 @@ def main(argv: list[str]) -> int:
             if runner.stopping:
                 print("stopped: the remaining benchmarks are not run")
                 break
-        left = h.leftover_processes([tmp], children_of=os.getpid())
+        left = h.lasting_leftovers([tmp], children_of=os.getpid())
     text = render(outcomes, argv, started)
     print("\n" + text)
     if not args.no_docs and not runner.stopping:
         h.replace_section(h.PERFORMANCE_DOC, "summary", text)
         print("updated the summary of docs/performance.md")
-    left = h.leftover_processes(
-        ["postyard-bench-", "smtp-sink", "smtp-source"], children_of=os.getpid()
-    )
     print("processes the run left behind: " + ("\n".join(left) if left else "none"))
     failed = [o.name for o in outcomes if o.code != 0]
     if failed:

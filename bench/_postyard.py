@@ -186,11 +186,14 @@ class Ledger:
 
     async def wait_delivered(self, target: int, *, stall_seconds: float = 60.0) -> float:
         """Poll every 100 ms until ``target`` recipients are delivered; the perf_counter time
-        of the poll that saw it. Raises when the count stops moving for ``stall_seconds``."""
-        last, moved = -1, time.monotonic()
+        of the poll that saw it. Raises when neither the delivered count nor the number of
+        deliveries (accepts still arriving) moved for ``stall_seconds``."""
+        last, rows, moved = -1, -1, time.monotonic()
         while (count := await self.delivered()) < target:
             if count != last:
                 last, moved = count, time.monotonic()
+            elif (total := await self._conn.fetchval("SELECT count(*) FROM deliveries")) != rows:
+                rows, moved = total, time.monotonic()
             elif time.monotonic() - moved > stall_seconds:
                 msg = f"delivery stalled at {count}/{target}: {await self.statuses()}"
                 raise RuntimeError(msg)

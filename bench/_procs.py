@@ -120,21 +120,37 @@ def stop_process(proc: subprocess.Popen[bytes], sig: signal.Signals) -> int:
 
 def leftover_processes(markers: Sequence[str], *, children_of: int | None = None) -> list[str]:
     """Processes still alive that a run started: children of ``children_of`` and any process
-    whose command line or environment mentions one of ``markers`` (temp dirs, tool names)."""
-    found: list[str] = []
+    whose command line or environment mentions one of ``markers`` (temp dirs), each with
+    why it matched."""
+    found: dict[int, str] = {}
     mine = {os.getpid()}
     if children_of is not None:
         with contextlib.suppress(psutil.Error):
             for proc in psutil.Process(children_of).children(recursive=True):
                 with contextlib.suppress(psutil.Error):
-                    found.append(f"{proc.pid} {' '.join(proc.cmdline())}")
-                    mine.add(proc.pid)
+                    found[proc.pid] = f"{proc.pid} {' '.join(proc.cmdline())} [child]"
     for proc in psutil.process_iter():
-        if proc.pid in mine:
+        if proc.pid in mine or proc.pid in found:
             continue
         with contextlib.suppress(psutil.Error):
             cmdline = " ".join(proc.cmdline())
-            environ = " ".join(proc.environ().values())
-            if any(m in cmdline or m in environ for m in markers):
-                found.append(f"{proc.pid} {cmdline}")
-    return found
+            environ = proc.environ()
+            for marker in markers:
+                if marker in cmdline:
+                    found[proc.pid] = f"{proc.pid} {cmdline} [command line names {marker}]"
+                elif hits := [k for k, v in environ.items() if marker in v]:
+                    found[proc.pid] = f"{proc.pid} {cmdline} [{', '.join(hits)} names {marker}]"
+    return list(found.values())
+
+
+def lasting_leftovers(
+    markers: Sequence[str], *, children_of: int | None = None, settle: float = 2.0
+) -> list[str]:
+    """``leftover_processes`` seen twice, ``settle`` seconds apart: a process that was
+    just exiting is not a leftover."""
+    first = leftover_processes(markers, children_of=children_of)
+    if not first:
+        return []
+    time.sleep(settle)
+    again = set(leftover_processes(markers, children_of=children_of))
+    return [line for line in first if line in again]

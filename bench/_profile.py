@@ -90,14 +90,23 @@ def summarise(raw: Path, *, title: str, top: int = 25) -> str:
         return f"## {title}\n\nNo samples (py-spy could not attach?).\n"
 
     def table(counter: Counter[str]) -> str:
-        rows = [
-            f"| {share / samples:6.1%} | `{name}` |" for name, share in counter.most_common(top)
-        ]
+        rows = [f"| {n / samples:6.1%} | `{name}` |" for name, n in counter.most_common(top)]
         return "| share | function |\n|---:|---|\n" + "\n".join(rows)
 
+    # Whole-program frames (the CLI, the event loop) are on every stack: only Postyard's own
+    # functions below the entry points tell where the time goes.
+    ours = Counter({k: v for k, v in total.items() if _ours(k)})
     return (
         f"## {title}\n\n{samples:,} samples at {SAMPLES_PER_SECOND} per second (py-spy, "
         "idle threads left out).\n\n"
         f"### On the CPU itself (self)\n\n{table(own)}\n\n"
-        f"### On the stack (total)\n\n{table(total)}\n"
+        f"### Postyard's functions on the stack (total)\n\n{table(ours)}\n"
     )
+
+
+def _ours(function: str) -> bool:
+    path = function.rpartition(" (")[2]
+    return path.startswith("postyard/") and not path.startswith(_ENTRY_POINTS)
+
+
+_ENTRY_POINTS = ("postyard/__main__", "postyard/cli/")

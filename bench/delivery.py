@@ -253,7 +253,7 @@ async def measure(args: argparse.Namespace) -> Report:
             if report.log is not None:
                 report.log_problems = h.log_problems(report.log)
             write_profiles(report)
-            if left := h.leftover_processes([tmp]):
+            if left := h.lasting_leftovers([tmp]):
                 print("processes still using the temp dir:\n" + "\n".join(left))
     return report
 
