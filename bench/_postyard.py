@@ -225,5 +225,6 @@ def log_problems(log: Path) -> Counter[str]:
             continue
         exc = str(entry.get("exc") or "").strip().splitlines()
         detail = f" ({exc[-1][:160]})" if exc else ""
-        found[f"{entry['level']}: {entry.get('msg')}{detail}"] += 1
+        message = str(entry.get("msg")).strip().splitlines()[0]
+        found[f"{entry['level']}: {message}{detail}"] += 1
     return found
