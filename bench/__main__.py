@@ -107,7 +107,15 @@ def summary_rows(outcomes: list[Outcome]) -> list[tuple[str, ...]]:
     return rows
 
 
-def render(outcomes: list[Outcome], argv: list[str], started: str) -> str:
+def _load(before: float) -> str:
+    after, cores = os.getloadavg()[0], os.cpu_count() or 1
+    text = f"Load average (1 min) {before:.1f} before the run, {after:.1f} after it"
+    if max(before, after) > cores:
+        return f"{text}: more than the {cores} cores, so other work skewed the figures."
+    return f"{text}."
+
+
+def render(outcomes: list[Outcome], argv: list[str], started: str, load_before: float) -> str:
     facts: dict[str, str] = {}
     for outcome in outcomes:
         facts.update(outcome.facts)
@@ -130,8 +138,8 @@ def render(outcomes: list[Outcome], argv: list[str], started: str) -> str:
         f"`python bench {' '.join(argv)}`. Machine: {h.machine_facts()}; Python "
         f"{platform.python_version()}; {facts.get('PostgreSQL', 'PostgreSQL unknown')}; "
         f"Postfix {h.postfix_version()}; Postyard {version('postyard')} (git "
-        f"{h.git_revision(h.REPOSITORY)}). Benchmarks: {runs}. Sections below give each "
-        f"benchmark's method and full table.\n\n{table}\n{missing}"
+        f"{h.git_revision(h.REPOSITORY)}). {_load(load_before)} Benchmarks: {runs}. "
+        f"Sections below give each benchmark's method and full table.\n\n{table}\n{missing}"
     )
 
 
@@ -153,6 +161,7 @@ def main(argv: list[str]) -> int:
     runner = Runner()
     signal.signal(signal.SIGTERM, runner.on_signal)
     started = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
+    load_before = os.getloadavg()[0]
     outcomes: list[Outcome] = []
     with tempfile.TemporaryDirectory(prefix="postyard-bench-run-") as tmp:
         Path(tmp).chmod(0o711)  # Postfix's daemons (user postfix) must reach its queue below
@@ -162,7 +171,7 @@ def main(argv: list[str]) -> int:
                 print("stopped: the remaining benchmarks are not run")
                 break
         left = h.lasting_leftovers([tmp], children_of=os.getpid())
-    text = render(outcomes, argv, started)
+    text = render(outcomes, argv, started, load_before)
     print("\n" + text)
     if not args.no_docs and not runner.stopping:
         h.replace_section(h.PERFORMANCE_DOC, "summary", text)
