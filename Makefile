@@ -36,6 +36,11 @@ fmt: $(STAMP)
 	$(BIN)/ruff format src tests bench
 	$(BIN)/ruff check --fix src tests bench
 
+# Every benchmark in bench/ (not part of `make test`; needs root for the Postfix reference).
+# BENCH_ARGS=--full adds 10k/100k/1M queued; BENCH_ARGS="--messages 5000" a smaller size.
+bench: $(STAMP)
+	$(BIN)/python bench $(BENCH_ARGS)
+
 # Re-resolve pinned dependencies after editing pyproject.toml.
 lock: $(STAMP)
 	$(BIN)/python -m pip install --quiet uv

@@ -10,6 +10,7 @@ on in MAIL_CONFIG): ``processes_using`` also looks at their environments.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import grp
 import os
@@ -235,3 +236,48 @@ def processes_using(marker: str) -> list[str]:
             if marker in cmdline or marker in environ:
                 found.append(f"{proc.pid} {cmdline}")
     return found
+
+
+async def wait_queue_empty(pf: PostfixInstance, stall_seconds: float) -> float:
+    """Poll the queues every 100 ms until they are empty; the perf_counter time of the poll
+    that saw it. Raises when the queue stops shrinking for ``stall_seconds``."""
+    last, moved = -1, time.monotonic()
+    while (queued := pf.queued()) > 0:
+        if queued != last:
+            last, moved = queued, time.monotonic()
+        elif time.monotonic() - moved > stall_seconds:
+            msg = f"the Postfix queue stalled at {queued} ({pf.deferred()} deferred)"
+            raise RuntimeError(msg)
+        await asyncio.sleep(0.1)
+    return time.perf_counter()
+
+
+@dataclass(frozen=True, slots=True)
+class PeerRates:
+    """Postfix as a peer fed by smtp-source: messages per second accepted (smtp-source's
+    run) and delivered (first connect to empty queues)."""
+
+    accept: float
+    delivered: float
+    backlog_at_accept_end: int
+    logged_sent: int
+
+
+async def fed_by_smtp_source(
+    root: Path, *, sink_port: int, messages: int, sessions: int, size: int, stall_seconds: float
+) -> PeerRates:
+    """A throwaway Postfix relaying to ``sink_port``, fed by smtp-source (``-d``, reused
+    sessions): its accept and delivered rates."""
+    port = h.free_port()
+    with postfix_instance(root, smtpd_port=port, relay_port=sink_port) as pf:
+        started = time.perf_counter()
+        accept = await asyncio.to_thread(
+            h.smtp_source_rate, port, messages=messages, sessions=sessions, size=size
+        )
+        backlog = pf.queued()
+        emptied = await wait_queue_empty(pf, stall_seconds)
+        for _ in range(50):  # postlogd may write the last lines a moment later
+            if pf.sent_in_log() >= messages:
+                break
+            await asyncio.sleep(0.2)
+        return PeerRates(accept, messages / (emptied - started), backlog, pf.sent_in_log())

@@ -1,38 +1,52 @@
-"""Delivery benchmark: how fast Postyard accepts email over its API and delivers it to a
-relay, as ratios of the raw SMTP loopback limit measured in the same run.
+"""Delivery benchmark: how fast Postyard accepts email over its API and delivers it, DKIM
+signed, to a relay, against the loopback limit, Postfix and a PostgreSQL COPY, all measured
+in the same run.
 
     .venv/bin/python bench/delivery.py [--messages 20000] [--concurrency 64] [--full]
 
-The reference is Postfix's smtp-source sending the same number of 5 KB messages to smtp-sink
-over reused sessions. Postyard (`postyard up`, embedded PostgreSQL, a fresh data dir) relays
-to that same smtp-sink. The results table goes to stdout and into docs/performance.md. What
-each figure means: bench/README.md.
+References: smtp-source -> smtp-sink (the loopback limit); a throwaway Postfix relaying to
+that smtp-sink, fed by smtp-source (its accept and delivered rates); a COPY of the rows the
+batch run wrote. Postyard (`postyard up`, embedded PostgreSQL, a fresh data dir, a verified
+From domain with a DKIM key) relays to the same smtp-sink. The table goes to stdout and into
+docs/performance.md. What each figure means: bench/README.md. Needs root (Postfix).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
-import os
-import platform
+import signal
+import sys
 import tempfile
-import time
-from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass
-from importlib.metadata import version
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import _copy_reference
 import _harness as h
+import _postfix
+import _profile
+import _queue_scale
+import psutil  # type: ignore[import-untyped]  # no inline types; types-psutil is not locked
 import uvloop
+from _delivery_report import (
+    BATCH,
+    MESSAGE_BYTES,
+    PACED_RATE,
+    SOURCE_SESSIONS,
+    Report,
+    Run,
+    render,
+    summary_figures,
+)
+from _signing_domain import DnsServer, verified_domain
 
-MESSAGE_BYTES = 5120
-SOURCE_SESSIONS = 20
-BATCH = 100
-FULL_BACKLOG = 100_000
-REPOSITORY = Path(__file__).resolve().parent.parent
-PERFORMANCE_DOC = REPOSITORY / "docs" / "performance.md"
+ORG = "bench"
+SENDER_DOMAIN = "postyard.example"
+PROFILES = h.REPOSITORY / "docs" / "profiles"
+STALL_SECONDS = 60.0
+PACED_CONNECTIONS = 128
 _MARK = "@@N@@"
 
 
@@ -43,7 +57,7 @@ def _text(size: int) -> str:
 
 def _message_template() -> tuple[bytes, bytes]:
     payload = {
-        "from": "Bench <bench@postyard.example>",
+        "from": f"Bench <bench@{SENDER_DOMAIN}>",
         "to": f"rcpt{_MARK}@sink.example",
         "subject": "Delivery benchmark",
         "text": _text(MESSAGE_BYTES),
@@ -62,31 +76,6 @@ def one_message(index: int) -> bytes:
 def one_batch(index: int) -> bytes:
     first = index * BATCH
     return b"[" + b",".join(one_message(first + k) for k in range(BATCH)) + b"]"
-
-
-@dataclass(frozen=True, slots=True)
-class Run:
-    """One load: what the API accepted, and when the ledger showed it all delivered."""
-
-    load: h.LoadResult
-    messages: int
-    delivered_at: float
-    backlog_at_accept_end: int
-
-    @property
-    def delivered_rate(self) -> float:
-        return self.messages / (self.delivered_at - self.load.started)
-
-    @property
-    def drain_rate(self) -> float | None:
-        """Deliveries per second once the API fell silent, for what was still queued."""
-        seconds = self.delivered_at - self.load.finished
-        # Under a second the 100 ms poll makes the figure noise.
-        return self.backlog_at_accept_end / seconds if seconds >= 1.0 else None
-
-    @property
-    def accept_rate(self) -> float:
-        return self.messages / self.load.elapsed
 
 
 async def send_and_deliver(
@@ -119,119 +108,130 @@ async def send_and_deliver(
     return Run(load, messages, done, backlog)
 
 
-@dataclass(slots=True)
-class Report:
-    args: argparse.Namespace
-    reference: float = 0.0
-    single: Run | None = None
-    batch: Run | None = None
-    fill_rate: float | None = None
-    drain_rate: float | None = None
-    memory: h.PeakMemory | None = None
-    postgres: str = "unknown"
-    busy_before: float = 0.0
-    busy_after: float = 0.0
-
-    @property
-    def errors(self) -> Counter[str]:
-        total: Counter[str] = Counter()
-        for run in (self.single, self.batch):
-            if run is not None:
-                total += run.load.errors
-        return total
-
-
-def _settings(sink_port: int) -> dict[str, str]:
+def _settings(sink_port: int, nameserver: str) -> dict[str, str]:
     return {
+        "POSTYARD_SMTP__PORT": str(h.free_port()),  # `up` serves SMTP too: not on port 587
         "POSTYARD_LOG_LEVEL": "WARNING",
         "POSTYARD_HTTP__RATE_LIMIT_PER_SECOND": "0",
         "POSTYARD_DELIVERY__MODE": "relay",
         "POSTYARD_DELIVERY__RELAY_URL": f"smtp://{h.LOOPBACK}:{sink_port}",
         "POSTYARD_DELIVERY__RELAY_TLS": "none",
-        # Relay mode requires a verified From domain by default; the benchmark has no DNS.
-        "POSTYARD_SENDING__REQUIRE_VERIFIED_DOMAIN": "false",
+        # The From domain is verified against the benchmark's own DNS server.
+        "POSTYARD_DNS__NAMESERVERS": nameserver,
     }
+
+
+def _role_pid(up_pid: int, role: str) -> int | None:
+    """The process of ``postyard up`` (itself or a child) that runs ``role``."""
+    with contextlib.suppress(psutil.Error):
+        up = psutil.Process(up_pid)
+        for proc in [*up.children(recursive=True), up]:
+            if h.role_of(proc).split(" (")[0] in {role, f"{role} + SMTP"}:
+                return int(proc.pid)
+    return None
+
+
+async def _profiled(
+    report: Report, pid: int | None, name: str, work: Path, phase: asyncio.Task[Run]
+) -> Run:
+    """Run ``phase`` under py-spy attached to ``pid``; the summary goes to ``report``."""
+    if pid is None or not report.args.profile:
+        return await phase
+    raw = work / f"{name}.raw"
+    async with _profile.recording(pid, raw, work / "py-spy.log"):
+        run = await phase
+    if raw.exists():
+        report.profiles[name] = raw
+    return run
 
 
 async def measure_postyard(report: Report, work: Path, sink_port: int) -> None:
     args = report.args
     data = work / "data"
-    env = h.postyard_env(data, h.free_port(), _settings(sink_port))
-    log = work / "postyard.log"
-    async with h.postyard_role("up", env, log) as proc:
-        print(f"postyard up is ready (pid {proc.pid}); creating an organization and a key")
-        await asyncio.to_thread(h.postyard_cli, ["orgs", "create", "bench"], env)
-        key = await asyncio.to_thread(
-            h.postyard_cli, ["keys", "create", "--org", "bench", "--name", "bench"], env
-        )
-        port = int(env["POSTYARD_HTTP__PORT"])
-        server = h.Postmaster.of(data)
-        assert server is not None
-        report.memory = h.PeakMemory(app_pid=proc.pid, db_pid=server.pid)
-        ledger = await h.Ledger.open(data)
-        sampler = asyncio.create_task(h.sample_memory(report.memory))
-        try:
-            report.postgres = await ledger.server_version()
-            print(f"POST /v1/emails: {args.messages} messages over {args.concurrency} connections")
-            report.single = await send_and_deliver(
-                ledger,
-                h.HttpTarget(port, "/v1/emails", key["token"]),
-                one_message,
-                messages=args.messages,
-                per_request=1,
-                concurrency=args.concurrency,
+    async with DnsServer() as dns:
+        env = h.postyard_env(data, h.free_port(), _settings(sink_port, dns.nameserver))
+        log = work / "postyard.log"
+        report.log = log
+        async with h.postyard_role("up", env, log) as proc:
+            print(f"postyard up is ready (pid {proc.pid}); an organization, a key, a domain")
+            await asyncio.to_thread(h.postyard_cli, ["orgs", "create", ORG], env)
+            key = await asyncio.to_thread(
+                h.postyard_cli, ["keys", "create", "--org", ORG, "--name", "bench"], env
             )
-            print(f"POST /v1/emails/batch: {args.messages} messages, {BATCH} per request")
-            report.batch = await send_and_deliver(
-                ledger,
-                h.HttpTarget(port, "/v1/emails/batch", key["token"]),
-                one_batch,
-                messages=args.messages,
-                per_request=BATCH,
-                concurrency=args.concurrency,
+            domain = await verified_domain(dns, env, org=ORG, domain=SENDER_DOMAIN)
+            report.signing = ", ".join(
+                f"{r['name']}.{SENDER_DOMAIN}"
+                for r in domain["records"]
+                if "_domainkey" in r["name"]
             )
-        finally:
-            sampler.cancel()
-            await ledger.close()
-    if args.full:
-        await measure_full(report, env, log, key["token"])
+            await _measure_phases(report, proc.pid, env, key["token"], work)
+        if args.full:
+            for size in args.full_sizes:
+                report.scale.append(
+                    await _queue_scale.one_stage(
+                        env,
+                        log,
+                        key["token"],
+                        size=size,
+                        per_request=BATCH,
+                        body_of=one_batch,
+                        concurrency=args.concurrency,
+                    )
+                )
 
 
-async def measure_full(report: Report, env: dict[str, str], log: Path, token: str) -> None:
-    """Queue FULL_BACKLOG messages with the API role alone (no worker), then time `up`
-    delivering them from a full queue."""
+async def _measure_phases(
+    report: Report, up_pid: int, env: dict[str, str], token: str, work: Path
+) -> None:
+    args = report.args
     data = Path(env["POSTYARD_DATA_DIR"])
     port = int(env["POSTYARD_HTTP__PORT"])
-    print(f"--full: queueing {FULL_BACKLOG} messages through postyard api (no worker)")
-    async with h.postyard_role("api", env, log):
-        fill = await h.post_until_accepted(
-            h.HttpTarget(port, "/v1/emails/batch", token),
-            one_batch,
-            requests=FULL_BACKLOG // BATCH,
-            concurrency=report.args.concurrency,
-            max_errors=FULL_BACKLOG // BATCH // 20,
+    server = h.Postmaster.of(data)
+    assert server is not None
+    report.memory = h.PeakMemory(app_pid=up_pid, db_pid=server.pid)
+    ledger = await h.Ledger.open(data)
+    sampler = asyncio.create_task(h.sample_memory(report.memory))
+    single = h.HttpTarget(port, "/v1/emails", token)
+    try:
+        report.postgres = await ledger.server_version()
+        print(f"POST /v1/emails: {args.messages} messages over {args.concurrency} connections")
+        phase = send_and_deliver(
+            ledger, single, one_message, messages=args.messages, per_request=1,
+            concurrency=args.concurrency,
+        )  # fmt: skip
+        report.single = await _profiled(
+            report, _role_pid(up_pid, "API"), "api-single-send", work, asyncio.create_task(phase)
         )
-    report.fill_rate = FULL_BACKLOG / fill.elapsed
-    print("--full: postyard up delivers the queue")
-    async with h.postyard_role("up", env, log) as proc:
-        ledger = await h.Ledger.open(data)
-        server = h.Postmaster.of(data)
-        assert server is not None and report.memory is not None
-        report.memory.app_pid, report.memory.db_pid = proc.pid, server.pid
-        sampler = asyncio.create_task(h.sample_memory(report.memory))
-        try:
-            ready, delivered = time.perf_counter(), await ledger.delivered()
-            done = await ledger.wait_delivered(2 * report.args.messages + FULL_BACKLOG)
-            report.drain_rate = (2 * report.args.messages + FULL_BACKLOG - delivered) / (
-                done - ready
-            )
-        finally:
-            sampler.cancel()
-            await ledger.close()
+        paced = min(int(PACED_RATE * args.paced_seconds), args.messages)
+        print(f"POST /v1/emails paced at {PACED_RATE:,} per second: {paced} requests")
+        before = await ledger.delivered()
+        report.paced = await h.post_paced(
+            single, one_message, rate=PACED_RATE, requests=paced, max_connections=PACED_CONNECTIONS
+        )
+        await ledger.wait_delivered(before + report.paced.accepted, stall_seconds=STALL_SECONDS)
+        since = await ledger.now()
+        print(f"POST /v1/emails/batch: {args.messages} messages, {BATCH} per request")
+        phase = send_and_deliver(
+            ledger, h.HttpTarget(port, "/v1/emails/batch", token), one_batch,
+            messages=args.messages, per_request=BATCH, concurrency=args.concurrency,
+        )  # fmt: skip
+        report.batch = await _profiled(
+            report, _role_pid(up_pid, "worker"), "worker-batch-delivery", work,
+            asyncio.create_task(phase),
+        )  # fmt: skip
+        print("reference: COPY of the rows the batch run wrote, into a scratch schema")
+        report.copy = await _copy_reference.copy_reference(data, since=since, per_transaction=BATCH)
+    finally:
+        sampler.cancel()
+        await ledger.close()
 
 
 async def measure(args: argparse.Namespace) -> Report:
     report = Report(args)
+    task = asyncio.current_task()
+    assert task is not None
+    # SIGTERM cancels the run like Ctrl-C does, so every finally below stops what it started.
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     with tempfile.TemporaryDirectory(prefix="postyard-bench-") as tmp:
         work = Path(tmp)
         sink_port = h.free_port()
@@ -239,132 +239,90 @@ async def measure(args: argparse.Namespace) -> Report:
             with h.smtp_sink(sink_port, work / "smtp-sink.log"):
                 print(f"reference: smtp-source -> smtp-sink, {args.messages} messages")
                 report.reference = await asyncio.to_thread(
-                    h.smtp_source_rate,
-                    sink_port,
-                    messages=args.messages,
-                    sessions=SOURCE_SESSIONS,
-                    size=MESSAGE_BYTES,
-                )
+                    h.smtp_source_rate, sink_port, messages=args.messages,
+                    sessions=SOURCE_SESSIONS, size=MESSAGE_BYTES,
+                )  # fmt: skip
+                print(f"reference: smtp-source -> Postfix -> smtp-sink, {args.messages} messages")
+                report.postfix = await _postfix.fed_by_smtp_source(
+                    work / "postfix", sink_port=sink_port, messages=args.messages,
+                    sessions=SOURCE_SESSIONS, size=MESSAGE_BYTES, stall_seconds=STALL_SECONDS,
+                )  # fmt: skip
                 await measure_postyard(report, work, sink_port)
         finally:
             h.stop_leftover_postgres(work / "data")
+            if report.log is not None:
+                report.log_problems = h.log_problems(report.log)
+            write_profiles(report)
+            if left := h.lasting_leftovers([tmp]):
+                print("processes still using the temp dir:\n" + "\n".join(left))
     return report
 
 
-def _rate(value: float) -> str:
-    return f"{value:,.0f} msgs/s"
+def write_profiles(report: Report) -> None:
+    """Summaries of the raw py-spy profiles, into docs/profiles/ unless --no-docs."""
+    for name, raw in list(report.profiles.items()):
+        text = _profile.summarise(raw, title=f"py-spy profile: {name}")
+        if report.args.no_docs:
+            report.profile_text[name] = text
+            continue
+        PROFILES.mkdir(parents=True, exist_ok=True)
+        (PROFILES / f"{name}.md").write_text(text, encoding="utf-8")
+        report.profile_text[name] = text
 
 
-def _ratio(value: float, reference: float) -> str:
-    return f"{value / reference:.3f}"
-
-
-def _mib(size: int) -> str:
-    return f"{size / 2**20:,.0f} MiB"
-
-
-def _latency(run: Run) -> str:
-    p50, p99 = (h.percentile_ms(run.load.latencies, p) for p in (50, 99))
-    return f"{p50:,.1f} / {p99:,.1f} ms"
-
-
-def figures(report: Report) -> list[tuple[str, str, str, str]]:
-    """Rows of (figure, value, reference, ratio)."""
-    ref = report.reference
-    c = report.args.concurrency
-    rows = [("Raw SMTP loopback limit (smtp-source -> smtp-sink)", _rate(ref), "-", "1")]
-    if (single := report.single) is not None:
-        rows += [
-            (f"API accept rate, POST /v1/emails, {c} connections", _rate(single.accept_rate),
-             _rate(ref), _ratio(single.accept_rate, ref)),
-            ("Accept latency p50 / p99", _latency(single), "-", "-"),
-            ("End-to-end delivered rate (first POST -> all delivered)",
-             _rate(single.delivered_rate), _rate(ref), _ratio(single.delivered_rate, ref)),
-            ("Not yet delivered when the last accept returned",
-             f"{single.backlog_at_accept_end:,} msgs", "-", "-"),
-        ]  # fmt: skip
-        if (drain := single.drain_rate) is not None:
-            rows.append(("Delivered rate of that backlog once the API was idle", _rate(drain),
-                         _rate(ref), _ratio(drain, ref)))  # fmt: skip
-    if (batch := report.batch) is not None:
-        rows += [
-            (f"API accept rate, POST /v1/emails/batch ({BATCH} per request)",
-             _rate(batch.accept_rate), _rate(ref), _ratio(batch.accept_rate, ref)),
-            ("Batch request latency p50 / p99", _latency(batch), "-", "-"),
-            ("End-to-end delivered rate, batch run", _rate(batch.delivered_rate), _rate(ref),
-             _ratio(batch.delivered_rate, ref)),
-        ]  # fmt: skip
-    if report.fill_rate is not None and report.drain_rate is not None:
-        rows += [
-            (f"--full: batch accept rate, API role alone, {FULL_BACKLOG:,} msgs",
-             _rate(report.fill_rate), _rate(ref), _ratio(report.fill_rate, ref)),
-            (f"--full: delivered rate from {FULL_BACKLOG:,} queued", _rate(report.drain_rate),
-             _rate(ref), _ratio(report.drain_rate, ref)),
-        ]  # fmt: skip
-    if (memory := report.memory) is not None:
-        rows += [
-            ("Peak RSS, postyard up (API and worker)", _mib(memory.app_rss), "-", "-"),
-            ("Peak memory, embedded PostgreSQL (all processes): RSS sum / PSS sum",
-             f"{_mib(memory.db_rss)} / {_mib(memory.db_pss)}", "-", "-"),
-        ]  # fmt: skip
-    rows.append(("Non-200 answers (sent again)", f"{sum(report.errors.values()):,}", "-", "-"))
-    return rows
-
-
-def render(report: Report) -> str:
-    args = report.args
-    command = f"bench/delivery.py --messages {args.messages} --concurrency {args.concurrency}"
-    facts = (
-        f"Machine: {h.cpu_model()}, {os.cpu_count()} cores, {platform.system()} "
-        f"{platform.release()}; Python {platform.python_version()}; {report.postgres} "
-        f"(embedded); Postyard {version('postyard')} (git {h.git_revision(REPOSITORY)}); "
-        f"Postfix {h.postfix_version()} (smtp-source, smtp-sink). CPU busy with other work: "
-        f"{report.busy_before:.0f}% just before the run, {report.busy_after:.0f}% just after."
-    )
-    table = h.markdown_table(("Figure", "Value", "Reference", "Ratio"), figures(report))
-    return (
-        f"### Run of {h.today_utc()}\n\n"
-        f"`{command}{' --full' if args.full else ''}`: {args.messages:,} messages of "
-        f"{MESSAGE_BYTES:,} bytes of text, one recipient each; the reference sends as many "
-        f"with {SOURCE_SESSIONS} reused sessions.\n{facts}\n\n{table}\n"
-    )
-
-
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--messages", type=int, default=20_000, help="messages per run")
     parser.add_argument("--concurrency", type=int, default=64, help="HTTP connections")
     parser.add_argument(
-        "--full", action="store_true", help=f"also deliver from {FULL_BACKLOG:,} queued messages"
-    )
+        "--paced-seconds", type=float, default=5.0,
+        help=f"length of the open-loop run at {PACED_RATE:,} requests per second "
+        "(at most --messages requests)",
+    )  # fmt: skip
     parser.add_argument(
-        "--no-docs", action="store_true", help="print only; leave docs/performance.md alone"
-    )
-    args = parser.parse_args()
+        "--full-sizes", type=lambda v: [int(x) for x in v.split(",")],
+        default=list(_queue_scale.SIZES), help="queue sizes of --full, comma-separated",
+    )  # fmt: skip
+    parser.add_argument("--no-profile", dest="profile", action="store_false", help="no py-spy")
+    h.standard_arguments(parser, messages=20_000)
+    args = parser.parse_args(argv)
     if args.messages < BATCH or args.messages % BATCH:
         parser.error(f"--messages must be a multiple of {BATCH}")
+    if any(size < BATCH or size % BATCH for size in args.full_sizes):
+        parser.error(f"--full-sizes must be multiples of {BATCH}")
     if args.concurrency < 1:
         parser.error("--concurrency must be at least 1")
     return args
 
 
-def main() -> None:
-    args = parse_args()
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
     h.ensure_postfix_tools()
+    _postfix.check_privileges()
+    if args.profile:
+        _profile.ensure_py_spy()
     busy = h.busy_percent()
     if busy > 10:
         print(f"warning: the CPUs are {busy:.0f}% busy before the run: the figures will be skewed")
-    report = uvloop.run(measure(args))
+    try:
+        report = uvloop.run(measure(args))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print("interrupted: what the benchmark started is stopped")
+        raise SystemExit(130) from None
     report.busy_before, report.busy_after = busy, h.busy_percent()
     text = render(report)
     print()
     print(text)
     for error, count in report.errors.most_common(10):
         print(f"{count} x {error}")
+    if report.log_problems:
+        print("Postyard logged:")
+    for problem, count in report.log_problems.most_common(10):
+        print(f"{count} x {problem}")
     if not args.no_docs:
-        h.replace_section(PERFORMANCE_DOC, "delivery", text)
+        h.replace_section(h.PERFORMANCE_DOC, "delivery", text)
         print("updated the delivery section of docs/performance.md")
+    h.report_figures("delivery", summary_figures(report), {"PostgreSQL": report.postgres})
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

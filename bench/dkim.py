@@ -20,7 +20,7 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
@@ -28,6 +28,7 @@ from importlib.metadata import version
 from pathlib import Path
 from types import ModuleType
 
+import _harness as h
 from cryptography.hazmat.primitives import serialization
 
 from postyard.domains.dkim import (
@@ -102,11 +103,12 @@ def rate(function: Callable[[], bytes], seconds: float, repeats: int) -> float:
     return statistics.median(rates)
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=1.0, help="time per repeat")
     parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
+    h.standard_arguments(parser, messages=None)  # --full changes nothing here
+    args = parser.parse_args(argv)
 
     rsa_pem, ed_pem = generate_rsa_key(), generate_ed25519_key()
     rsa_key = DkimKey(DOMAIN, "rsa", "rsa-sha256", rsa_pem)
@@ -175,22 +177,36 @@ def main() -> None:
             if not all(verifier.verify(idx=i, dnsfunc=dns) for i in range(count)):
                 raise SystemExit(f"{case.label}: a signature does not verify")
 
-    print(
+    facts = (
         f"DKIM signing, one core: Python {platform.python_version()}, "
         f"cryptography {version('cryptography')}, dkimpy {version('dkimpy')}, "
         f"PyNaCl {version('pynacl')}; median of {args.repeats} x {args.seconds:g} s"
     )
-    print()
-    print(f"| {'case':<22} | {'postyard msg/s':>14} | {'dkimpy msg/s':>12} | {'ratio':>6} |")
-    print(f"|{'-' * 24}|{'-' * 15}:|{'-' * 13}:|{'-' * 7}:|")
+    rows: list[tuple[str, str, str, str]] = []
+    figures: list[h.Figure] = []
     for case in cases:
         ours = rate(case.ours, args.seconds, args.repeats)
         reference = rate(case.reference, args.seconds, args.repeats)
-        print(
-            f"| {case.label:<22} | {ours:>14,.0f} | {reference:>12,.0f} "
-            f"| {ours / reference:>5.1f}x |"
-        )
+        rows.append((case.label, f"{ours:,.0f}", f"{reference:,.0f}", f"{ours / reference:.1f}x"))
+        key = case.label.split(",")[0].split(" ")[0].lower().replace("-", "")
+        size = case.label.rsplit(", ", 1)[1].replace(" ", "").lower()
+        figures.append(
+            h.Figure(f"dkim.{key}.{size}", f"DKIM {case.label} signatures", ours, "msgs/s",
+                     "dkimpy", reference)
+        )  # fmt: skip
+    table = h.markdown_table(("Case", "Postyard msgs/s", "dkimpy msgs/s", "Ratio"), rows)
+    text = (
+        f"### Run of {h.today_utc()}\n\n`bench/dkim.py --seconds {args.seconds:g} --repeats "
+        f"{args.repeats}`. Machine: {h.machine_facts()}; Postyard (git "
+        f"{h.git_revision(h.REPOSITORY)}). {facts}.\n\n{table}\n"
+    )
+    print(text)
+    if not args.no_docs:
+        h.replace_section(h.PERFORMANCE_DOC, "dkim", text)
+        print("updated the dkim section of docs/performance.md")
+    # The summary keeps the common case: both signatures on a 5 KB message.
+    h.report_figures("dkim", [f for f in figures if f.key == "dkim.both.5kb"])
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -18,9 +18,10 @@ import asyncio
 import os
 import platform
 import signal
+import sys
 import tempfile
-import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
@@ -111,20 +112,6 @@ async def load(report: Report, target: client.SmtpTarget) -> client.SmtpLoad:
     )
 
 
-async def wait_queue_empty(pf: _postfix.PostfixInstance) -> float:
-    """Poll Postfix's queues every 100 ms until they are empty; the perf_counter time of the
-    poll that saw it. Raises when the queue stops shrinking for STALL_SECONDS."""
-    last, moved = -1, time.monotonic()
-    while (queued := pf.queued()) > 0:
-        if queued != last:
-            last, moved = queued, time.monotonic()
-        elif time.monotonic() - moved > STALL_SECONDS:
-            msg = f"the Postfix queue stalled at {queued} ({pf.deferred()} deferred)"
-            raise RuntimeError(msg)
-        await asyncio.sleep(0.1)
-    return time.perf_counter()
-
-
 async def measure_raw(report: Report, sink_port: int) -> None:
     args = report.args
     print(f"raw limit: bench client -> smtp-sink, {args.messages} messages")
@@ -146,7 +133,7 @@ async def measure_postfix(report: Report, work: Path, sink_port: int) -> None:
         print(f"Postfix reference: {report.args.messages} messages to its smtpd on {port}")
         target = Target(await load(report, client.SmtpTarget(port, SENDER, recipient_of)))
         target.backlog_at_accept_end = pf.queued()
-        target.delivered_at = await wait_queue_empty(pf)
+        target.delivered_at = await _postfix.wait_queue_empty(pf, STALL_SECONDS)
         report.postfix = target
         # postlogd may write the last lines a moment after the queue empties.
         for _ in range(50):
@@ -302,14 +289,11 @@ def render(report: Report) -> str:
     )
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--messages", type=int, default=20_000, help="messages per target")
     parser.add_argument("--sessions", type=int, default=20, help="concurrent SMTP sessions")
-    parser.add_argument(
-        "--no-docs", action="store_true", help="print only; leave docs/performance.md alone"
-    )
-    args = parser.parse_args()
+    h.standard_arguments(parser, messages=20_000)  # --full changes nothing here
+    args = parser.parse_args(argv)
     if args.messages < 1:
         parser.error("--messages must be at least 1")
     if args.sessions < 1:
@@ -317,8 +301,8 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def main() -> None:
-    args = parse_args()
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
     h.ensure_postfix_tools()
     _postfix.check_privileges()
     busy = h.busy_percent()
@@ -340,7 +324,25 @@ def main() -> None:
     if not args.no_docs:
         h.replace_section(PERFORMANCE_DOC, "smtp-ingest", text)
         print("updated the smtp-ingest section of docs/performance.md")
+    h.report_figures("smtp_ingest", summary_figures(report), {"PostgreSQL": report.postgres})
+
+
+def summary_figures(report: Report) -> list[h.Figure]:
+    """The headline figures for the summary table of `make bench`."""
+    pf, py = report.postfix, report.postyard
+    if py is None:
+        return []
+    label = "Postfix, same client"
+    out = [
+        h.Figure("smtp_ingest.smtp_accept", "SMTP relay accept (AUTH PLAIN)", py.load.rate,
+                 "msgs/s", f"{label}, accept", pf.load.rate if pf else None),
+    ]  # fmt: skip
+    if py.delivered_rate is not None:
+        out.append(h.Figure("smtp_ingest.smtp_delivered", "SMTP relay end-to-end delivered",
+                            py.delivered_rate, "msgs/s", f"{label}, delivered",
+                            pf.delivered_rate if pf else None))  # fmt: skip
+    return out
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])
