@@ -13,6 +13,7 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -93,6 +94,42 @@ def validation_message(errors: list[Any]) -> tuple[int, str]:
     return 422, f"Invalid {where}{first.get('msg', 'invalid value')}."
 
 
+UNAVAILABLE_RETRY_AFTER_SECONDS = 1
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) says the database could not be reached in time:
+    the connection pool was exhausted, the server refused or dropped the connection. Such a
+    request changed nothing (its transaction never committed), so the client may retry: a
+    503, not a 500."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, sa_exc.TimeoutError | ConnectionError | TimeoutError):
+            return True
+        if isinstance(current, sa_exc.DBAPIError) and current.connection_invalidated:
+            return True
+        if type(current).__name__ in _UNAVAILABLE_DRIVER_ERRORS:
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+# asyncpg's errors for a server that cannot take or keep the connection (by name, so that
+# this module does not depend on the driver's exception hierarchy).
+_UNAVAILABLE_DRIVER_ERRORS = frozenset(
+    {
+        "TooManyConnectionsError",
+        "CannotConnectNowError",
+        "ConnectionDoesNotExistError",
+        "ConnectionFailureError",
+        "AdminShutdownError",
+        "CrashShutdownError",
+    }
+)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AppError)
     async def _app_error(_: Request, exc: AppError) -> JSONResponse:
@@ -116,6 +153,18 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        if database_unavailable(exc):
+            log.warning(
+                "database unavailable: %s",
+                type(exc).__name__,
+                extra={"path": request.url.path, "request_id": request.scope.get("request_id")},
+            )
+            return error_response(
+                503,
+                "service_unavailable",
+                "The service is overloaded or its database is unreachable; retry shortly.",
+                headers={"retry-after": str(UNAVAILABLE_RETRY_AFTER_SECONDS)},
+            )
         log.error(
             "unhandled error",
             exc_info=exc,
