@@ -141,8 +141,13 @@ class Report:
         return total
 
 
+# Process counts may be set for a run (e.g. to compare one API process with several).
+PASSED_SETTINGS = ("POSTYARD_HTTP__WORKERS", "POSTYARD_SMTP__WORKERS")
+
+
 def _settings(sink_port: int) -> dict[str, str]:
     return {
+        **{name: os.environ[name] for name in PASSED_SETTINGS if name in os.environ},
         "POSTYARD_LOG_LEVEL": "WARNING",
         "POSTYARD_HTTP__RATE_LIMIT_PER_SECOND": "0",
         "POSTYARD_DELIVERY__MODE": "relay",

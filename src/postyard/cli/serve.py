@@ -8,6 +8,7 @@ import logging
 import signal
 import socket
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import typer
@@ -16,6 +17,7 @@ import uvloop
 
 from postyard import __version__
 from postyard.app import create_app
+from postyard.cli.children import SUPERVISOR_OPTION, Children, stop_with_supervisor
 from postyard.cli.context import JsonOption, emit, load_settings
 from postyard.core.clock import SystemClock
 from postyard.core.crypto import derive_kek
@@ -29,7 +31,7 @@ from postyard.domains.routes import DomainDeps
 from postyard.migrations.runner import migrate as run_migrations
 from postyard.runtime import Runtime, connect, prepare, require_current_schema
 from postyard.sending.service import WAKE_CHANNEL
-from postyard.settings import Settings
+from postyard.settings import Settings, auto_workers
 from postyard.smtpd import SmtpRole, smtp_role
 from postyard.worker import worker_role
 
@@ -68,6 +70,15 @@ def _banner(runtime: Runtime, host: str, port: int, extra: list[str]) -> str:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Processes:
+    """What ``postyard up`` starts besides itself: the worker, and how many API and SMTP
+    processes in all (this one included) share the ports."""
+
+    http: int
+    smtp: int
+
+
 async def _run_roles(
     settings: Settings,
     *,
@@ -76,38 +87,36 @@ async def _run_roles(
     smtp: bool,
     run_migrations_first: bool,
     reuse_port: bool = False,
-    worker_process: bool = False,
+    supervise: Processes | None = None,
+    supervisor_pid: int | None = None,
 ) -> None:
-    """Run the chosen roles in this process until SIGINT/SIGTERM, then stop them cleanly."""
-    sock = bind_tcp(settings.http.host, settings.http.port) if api else None
-    runtime = await prepare(settings)
-    if run_migrations_first:
-        head = await run_migrations(runtime.urls.owner, runtime.roles)
-    else:
-        head = await require_current_schema(runtime)
+    """Run the chosen roles in this process until SIGINT/SIGTERM, then stop them cleanly;
+    with ``supervise``, also start and stop the child processes (``cli/children.py``)."""
+    sock = None
+    if api:
+        sock = bind_tcp(
+            settings.http.host,
+            settings.http.port,
+            reuse_port=reuse_port or (supervise is not None and supervise.http > 1),
+            first=supervise is not None,
+        )
+    runtime, head = await _runtime(settings, migrate=run_migrations_first)
     roles = [name for name, on in (("api", api), ("worker", worker), ("smtp", smtp)) if on]
     db = connect(runtime, name="+".join(roles))
     clock = SystemClock()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    stop = _stop_on_signals(supervisor_pid)
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(db.dispose)
         waker = Waker(db, WAKE_CHANNEL)
         stack.push_async_callback(waker.aclose)
+        children = Children(stop)
+        stack.push_async_callback(children.aclose)
         tasks: list[asyncio.Task[None]] = []
         lines: list[str] = []
-        if worker_process:
-            lines.append("  Delivery:  in a worker process (it prints its own line)")
-        if worker_process:
+        if supervise is not None:
             # The delivery worker gets a process (and a core) of its own: in one event loop
             # with the API it is starved while requests keep coming.
-            child = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "postyard", "worker", start_new_session=True
-            )
-            stack.push_async_callback(_stop_child, child)
-            tasks.append(asyncio.create_task(_watch_child(child, stop)))
+            await children.start("worker")
         if worker:
             role = await stack.enter_async_context(
                 worker_role(
@@ -122,17 +131,22 @@ async def _run_roles(
             tasks.append(asyncio.create_task(role.worker.run(stop)))
             lines.append(_worker_line(settings, role.capture_port))
         if smtp:
+            share_smtp = reuse_port or (supervise is not None and supervise.smtp > 1)
             smtp_running = await stack.enter_async_context(
                 smtp_role(
                     settings,
                     db,
                     clock,
                     data_dir=runtime.data_dir,
-                    reuse_port=reuse_port,
+                    reuse_port=share_smtp,
+                    first=supervise is not None,
                     waker=waker,
                 )
             )
             lines.append(_smtp_line(smtp_running))
+        if supervise is not None and sock is not None and smtp:
+            lines += await _start_servers(children, supervise, sock, smtp_running)
+        tasks += children.watchers
         if sock is not None:
             services = AppServices(
                 db=db,
@@ -143,18 +157,61 @@ async def _run_roles(
                 waker=waker,
             )
             tasks += _serve_http(services, runtime, sock, stop)
-            typer.echo(_banner(runtime, settings.http.host, sock.getsockname()[1], lines))
+            if supervisor_pid is None:
+                typer.echo(_banner(runtime, settings.http.host, sock.getsockname()[1], lines))
         else:
-            header = f"Postyard {__version__} ({', '.join(roles)}) is up."
-            typer.echo("\n".join([header, *lines]))
+            if supervisor_pid is None or worker:  # the worker's line completes the banner
+                header = f"Postyard {__version__} ({', '.join(roles)}) is up."
+                typer.echo("\n".join([header, *lines]))
             tasks.append(asyncio.create_task(_until(stop)))
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-        stop.set()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        for task in done:
-            if not task.cancelled() and task.exception() is not None:
-                raise task.exception()  # type: ignore[misc]
+        await _until_all_done(tasks, stop)
     log.info("stopped")
+
+
+async def _runtime(settings: Settings, *, migrate: bool) -> tuple[Runtime, str]:
+    """The runtime and the schema head (migrated first, or checked to be current)."""
+    runtime = await prepare(settings)
+    if migrate:
+        return runtime, await run_migrations(runtime.urls.owner, runtime.roles)
+    return runtime, await require_current_schema(runtime)
+
+
+def _stop_on_signals(supervisor_pid: int | None) -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    if supervisor_pid is not None:
+        stop_with_supervisor(supervisor_pid, stop)
+    return stop
+
+
+async def _until_all_done(tasks: list[asyncio.Task[None]], stop: asyncio.Event) -> None:
+    """Wait for the tasks; the first failure stops the others and is raised."""
+    done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    stop.set()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    for task in done:
+        if not task.cancelled() and task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]
+
+
+async def _start_servers(
+    children: Children, processes: Processes, sock: socket.socket, smtp_role: SmtpRole
+) -> list[str]:
+    """Start the API and SMTP processes beyond this one, on this one's ports."""
+    for _ in range(processes.http - 1):
+        await children.start("api", {"POSTYARD_HTTP__PORT": str(sock.getsockname()[1])})
+    smtp_env = {"POSTYARD_SMTP__PORT": str(smtp_role.port)}
+    if smtp_role.implicit_tls_port is not None:
+        smtp_env["POSTYARD_SMTP__IMPLICIT_TLS_PORT"] = str(smtp_role.implicit_tls_port)
+    for _ in range(processes.smtp - 1):
+        await children.start("smtp", smtp_env)
+    return [
+        "  Delivery:  in a worker process (it prints its own line)",
+        f"  Processes: {processes.http} API and {processes.smtp} SMTP sharing the ports, "
+        "1 delivery worker",
+    ]
 
 
 def _serve_http(
@@ -173,26 +230,6 @@ def _serve_http(
         asyncio.create_task(server.serve(sockets=[sock])),
         asyncio.create_task(_stop_server_on(stop, server)),
     ]
-
-
-async def _stop_child(child: asyncio.subprocess.Process) -> None:
-    if child.returncode is None:
-        child.send_signal(signal.SIGTERM)
-    await child.wait()
-
-
-async def _watch_child(child: asyncio.subprocess.Process, stop: asyncio.Event) -> None:
-    """Stop everything if the worker process dies on its own: better a visible stop than an
-    API that accepts mail nobody delivers."""
-    waiter = asyncio.create_task(child.wait())
-    stopper = asyncio.create_task(stop.wait())
-    await asyncio.wait([waiter, stopper], return_when=asyncio.FIRST_COMPLETED)
-    stopper.cancel()
-    if waiter.done() and not stop.is_set():
-        log.error("the worker process exited", extra={"code": child.returncode})
-        stop.set()
-    elif not waiter.done():
-        waiter.cancel()
 
 
 async def _until(stop: asyncio.Event) -> None:
@@ -227,10 +264,17 @@ def _worker_line(settings: Settings, capture_port: int | None) -> str:
     return f"  Delivery:  {mode.value}"
 
 
+SupervisorPid = typer.Option(None, SUPERVISOR_OPTION, hidden=True)
+"""Set by ``postyard up`` on its children: stop when that process dies, print no banner."""
+
+
 def up() -> None:
     """Run the platform: migrate, then serve every role (embedded PostgreSQL if no URL)."""
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format.value)
+    processes = Processes(
+        http=auto_workers(settings.http.workers), smtp=auto_workers(settings.smtp.workers)
+    )
     uvloop.run(
         _run_roles(
             settings,
@@ -238,26 +282,46 @@ def up() -> None:
             worker=False,
             smtp=True,
             run_migrations_first=True,
-            worker_process=True,
+            supervise=processes,
         )
     )
 
 
-def api() -> None:
-    """Run the HTTP API role only (the schema must be current)."""
+def api(supervisor_pid: int | None = SupervisorPid) -> None:
+    """Run the HTTP API role only (the schema must be current). Several processes may run it
+    on the same port (SO_REUSEPORT) to use every core."""
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format.value)
-    uvloop.run(_run_roles(settings, api=True, worker=False, smtp=False, run_migrations_first=False))
+    uvloop.run(
+        _run_roles(
+            settings,
+            api=True,
+            worker=False,
+            smtp=False,
+            run_migrations_first=False,
+            reuse_port=True,
+            supervisor_pid=supervisor_pid,
+        )
+    )
 
 
-def worker() -> None:
+def worker(supervisor_pid: int | None = SupervisorPid) -> None:
     """Run the delivery worker role only (the schema must be current)."""
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format.value)
-    uvloop.run(_run_roles(settings, api=False, worker=True, smtp=False, run_migrations_first=False))
+    uvloop.run(
+        _run_roles(
+            settings,
+            api=False,
+            worker=True,
+            smtp=False,
+            run_migrations_first=False,
+            supervisor_pid=supervisor_pid,
+        )
+    )
 
 
-def smtp() -> None:
+def smtp(supervisor_pid: int | None = SupervisorPid) -> None:
     """Run the SMTP submission role only (the schema must be current). Several processes may
     run it on the same port (SO_REUSEPORT) to use every core."""
     settings = load_settings()
@@ -270,6 +334,7 @@ def smtp() -> None:
             smtp=True,
             run_migrations_first=False,
             reuse_port=True,
+            supervisor_pid=supervisor_pid,
         )
     )
 
