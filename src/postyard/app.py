@@ -19,6 +19,7 @@ from postyard.delivery.routes import router as content_router
 from postyard.domains.routes import DomainDeps
 from postyard.domains.routes import router as domains_router
 from postyard.sending.routes import router as emails_router
+from postyard.suppression.routes import router as suppressions_router
 from postyard.tenancy.routes import router as api_keys_router
 
 API_DESCRIPTION = """Postyard's REST API. Resend-compatible: point a Resend SDK's base URL at
@@ -74,5 +75,6 @@ def create_app(services: AppServices, *, max_body_bytes: int, domain_deps: Domai
     v1.include_router(emails_router)
     v1.include_router(content_router)
     v1.include_router(domains_router)
+    v1.include_router(suppressions_router)
     app.include_router(v1)
     return app

@@ -119,6 +119,15 @@ async def _dkim_key_row(conn: asyncpg.Connection, tenant: uuid.UUID) -> None:
     )
 
 
+async def _suppression_row(conn: asyncpg.Connection, tenant: uuid.UUID) -> None:
+    await conn.execute(
+        "INSERT INTO suppressions (id, tenant_id, email, reason, created_at, updated_at)"
+        " VALUES ($1, $2, 'b@y.test', 'manual', now(), now())",
+        uuid.uuid4(),
+        tenant,
+    )
+
+
 # One row factory per tenant table. A new tenant table without an entry fails the meta-test,
 # so it cannot ship without being attacked here.
 TENANT_ROW_FACTORIES: dict[str, RowFactory] = {
@@ -131,6 +140,7 @@ TENANT_ROW_FACTORIES: dict[str, RowFactory] = {
     "idempotency_keys": _idempotency_row,
     "message_contents": _message_content_row,
     "messages": _message_row,
+    "suppressions": _suppression_row,
 }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -33,6 +34,7 @@ from postyard.sending.compose import ComposedMessage
 from postyard.sending.errors import DomainNotVerified
 from postyard.sending.models import Delivery, Message
 from postyard.sending.scheduling import parse_scheduled_at
+from postyard.suppression import suppression_reasons
 from postyard.tenancy.types import Principal
 
 WAKE_CHANNEL = "postyard_deliveries"
@@ -46,6 +48,7 @@ class RecipientView:
     attempts: int
     next_attempt_at: datetime | None
     last_reply: str | None
+    bounce_type: str | None = None
 
 
 # The whole accepted batch in one statement (one round trip whatever its size): the
@@ -85,14 +88,15 @@ _ACCEPT = text(
           FROM unnest(CAST(:ids AS uuid[]), CAST(:raws AS bytea[])) AS c(message_id, raw)
     ), d AS (
         INSERT INTO deliveries (id, tenant_id, message_id, recipient, domain, kind, status,
-                                next_attempt_at)
+                                next_attempt_at, last_reply)
         SELECT d.id, CAST(:tenant_id AS uuid), d.message_id, d.recipient, d.domain, d.kind,
-               d.status, coalesce(d.next_attempt_at, CAST(:now AS timestamptz), now())
+               d.status, d.next_attempt_at, d.last_reply
           FROM unnest(CAST(:delivery_ids AS uuid[]), CAST(:delivery_messages AS uuid[]),
                       CAST(:recipients AS text[]), CAST(:domains AS text[]),
                       CAST(:kinds AS text[]), CAST(:statuses AS text[]),
-                      CAST(:next_attempt_ats AS timestamptz[]))
-               AS d(id, message_id, recipient, domain, kind, status, next_attempt_at)
+                      CAST(:next_attempt_ats AS timestamptz[]), CAST(:last_replies AS text[]))
+               AS d(id, message_id, recipient, domain, kind, status, next_attempt_at,
+                    last_reply)
     ){INSERT_EVENTS_SQL}"""  # noqa: S608 - a constant of the events module, no input
 )
 
@@ -106,18 +110,47 @@ async def submit_messages(
     now: datetime | None = None,
 ) -> None:
     """Write composed messages to the ledger: the messages, their contents, one delivery per
-    recipient (due at ``now``, the database's time when None, or when scheduled) and the
-    first event of each, in one statement. The caller wakes the workers after its commit
+    recipient (due at ``now``, the database's time when None, or when scheduled; a suppressed
+    recipient gets a ``suppressed`` row no worker claims) and the events, in one statement
+    after the suppression look-up. The caller wakes the workers after its commit
     (``core.notify.Waker``)."""
     if not messages:
         return
     tenant = principal.tenant_id
+    # Values, not SQL expressions: queued rows are due at the caller's clock (saves a round
+    # trip; a skew between hosts only shifts the first attempt by it).
+    if now is None:
+        now = await session.scalar(select(func.now()))
+        assert now is not None  # SELECT now() always returns a row
+    # One query for every recipient of the batch; a suppressed recipient gets a row that no
+    # worker claims, and the message still goes to the others.
+    suppressed = await suppression_reasons(
+        session, tenant, [r.address for m in messages for r in m.recipients], now
+    )
     deliveries = [(m, r) for m in messages for r in m.recipients]
+    events = [
+        NewEvent(
+            tenant_id=tenant,
+            type=EventType.EMAIL_SCHEDULED if m.scheduled_at else EventType.EMAIL_SENT,
+            message_id=m.id,
+            data={"scheduled_at": m.scheduled_at.isoformat()} if m.scheduled_at else {},
+        )
+        for m in messages
+    ] + [
+        NewEvent(
+            tenant_id=tenant,
+            type=EventType.EMAIL_SUPPRESSED,
+            message_id=m.id,
+            recipient=r.address,
+            data={"reason": suppressed[r.address].value},
+        )
+        for m, r in deliveries
+        if r.address in suppressed
+    ]
     params: dict[str, Any] = {
         "tenant_id": tenant,
         "api_key_id": principal.api_key_id,
         "source": source,
-        "now": now,
         "ids": [m.id for m in messages],
         "senders": [m.sender for m in messages],
         "from_domains": [m.sender_domain for m in messages],
@@ -136,32 +169,31 @@ async def submit_messages(
         "sizes": [len(m.raw) for m in messages],
         "smtputf8s": [m.smtputf8 for m in messages],
         "scheduled_ats": [m.scheduled_at for m in messages],
-        "last_events": [_first_event(m).short for m in messages],
+        "last_events": [_first_event(m, suppressed).short for m in messages],
         "raws": [m.raw for m in messages],
         "delivery_ids": [uuid7() for _ in deliveries],
         "delivery_messages": [m.id for m, _ in deliveries],
         "recipients": [r.address for _, r in deliveries],
         "domains": [r.domain for _, r in deliveries],
         "kinds": [r.kind for _, r in deliveries],
-        "statuses": ["scheduled" if m.scheduled_at else "queued" for m, _ in deliveries],
-        "next_attempt_ats": [m.scheduled_at for m, _ in deliveries],
-        **event_columns(
-            [
-                NewEvent(
-                    tenant_id=tenant,
-                    type=_first_event(m),
-                    message_id=m.id,
-                    data={"scheduled_at": m.scheduled_at.isoformat()} if m.scheduled_at else {},
-                )
-                for m in messages
-            ]
-        ),
+        "statuses": [
+            "suppressed" if r.address in suppressed else "scheduled" if m.scheduled_at else "queued"
+            for m, r in deliveries
+        ],
+        "next_attempt_ats": [m.scheduled_at or now for m, _ in deliveries],
+        "last_replies": [
+            f"suppressed ({suppressed[r.address]})" if r.address in suppressed else None
+            for _, r in deliveries
+        ],
+        **event_columns(events),
     }
     conn = await session.connection()
     await conn.execute(_ACCEPT, params)
 
 
-def _first_event(message: ComposedMessage) -> EventType:
+def _first_event(message: ComposedMessage, suppressed: Mapping[str, object]) -> EventType:
+    if all(r.address in suppressed for r in message.recipients):
+        return EventType.EMAIL_SUPPRESSED
     return EventType.EMAIL_SCHEDULED if message.scheduled_at else EventType.EMAIL_SENT
 
 
@@ -220,6 +252,7 @@ async def email_timeline(
             attempts=d.attempts,
             next_attempt_at=d.next_attempt_at if d.status in _PENDING else None,
             last_reply=d.last_reply,
+            bounce_type=d.bounce_type,
         )
         for d in rows
     ]
