@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import logging
 import socket
-import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -21,7 +20,8 @@ from postyard.settings import Settings, SmtpSettings
 from postyard.smtp.auth import ApiKeyAuthenticator, FailureThrottle
 from postyard.smtp.handler import SubmissionHandler
 from postyard.smtp.server import ListenerConfig, SubmissionLimits, SubmissionServer
-from postyard.smtp.tls import ensure_self_signed, server_context
+from postyard.smtp.tls import role_context
+from postyard.tracking.types import TrackingConfig
 
 # On exit, connections get this long to finish a message being committed and leave.
 SHUTDOWN_GRACE_SECONDS = 10.0
@@ -33,13 +33,6 @@ class SmtpRole:
     port: int
     """The submission port (STARTTLS); the bound one when the setting is 0."""
     implicit_tls_port: int | None
-
-
-def _tls_context(smtp: SmtpSettings, data_dir: Path, hostname: str, clock: Clock) -> ssl.SSLContext:
-    if smtp.tls_cert_file is not None and smtp.tls_key_file is not None:
-        return server_context(smtp.tls_cert_file, smtp.tls_key_file)
-    cert, key = ensure_self_signed(data_dir, hostname, now=clock.now())
-    return server_context(cert, key)
 
 
 def _limits(smtp: SmtpSettings) -> SubmissionLimits:
@@ -63,6 +56,7 @@ async def smtp_role(
     reuse_port: bool = False,
     first: bool = False,
     waker: Waker | None = None,
+    tracking: TrackingConfig | None = None,
 ) -> AsyncIterator[SmtpRole]:
     """Serve SMTP submission in the running loop on ``smtp.host:smtp.port``, and implicit
     TLS on ``smtp.implicit_tls_port`` when set; ``reuse_port`` lets several processes
@@ -93,12 +87,13 @@ async def smtp_role(
             clock,
             require_verified_domain=settings.requires_verified_domain,
             waker=waker,
+            tracking=tracking,
         ),
         ApiKeyAuthenticator(db, clock, throttle),
         ListenerConfig(
             hostname=hostname,
             limits=_limits(smtp),
-            tls_context=_tls_context(smtp, data_dir, hostname, clock),
+            tls_context=role_context(smtp, data_dir, hostname, now=clock.now()),
             allow_auth_without_tls_on_loopback=smtp.allow_auth_without_tls_on_loopback,
         ),
     )

@@ -119,6 +119,16 @@ async def _dkim_key_row(conn: asyncpg.Connection, tenant: uuid.UUID) -> None:
     )
 
 
+async def _tracked_message_row(conn: asyncpg.Connection, tenant: uuid.UUID) -> None:
+    message_id = await _message_row(conn, tenant)
+    await conn.execute(
+        "INSERT INTO tracked_messages (message_id, tenant_id, open_tracking, click_tracking,"
+        " unsubscribe, links) VALUES ($1, $2, true, true, false, '{https://x.test/}')",
+        message_id,
+        tenant,
+    )
+
+
 async def _suppression_row(conn: asyncpg.Connection, tenant: uuid.UUID) -> None:
     await conn.execute(
         "INSERT INTO suppressions (id, tenant_id, email, reason, created_at, updated_at)"
@@ -141,6 +151,7 @@ TENANT_ROW_FACTORIES: dict[str, RowFactory] = {
     "message_contents": _message_content_row,
     "messages": _message_row,
     "suppressions": _suppression_row,
+    "tracked_messages": _tracked_message_row,
 }
 
 

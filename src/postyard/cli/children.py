@@ -16,8 +16,12 @@ import ctypes
 import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import Mapping
+from dataclasses import dataclass
+
+from postyard.smtpd import SmtpRole
 
 log = logging.getLogger(__name__)
 
@@ -75,3 +79,30 @@ class Children:
             if proc.returncode is None:
                 proc.send_signal(signal.SIGTERM)
         await asyncio.gather(*(proc.wait() for _, proc in self._procs))
+
+
+@dataclass(frozen=True, slots=True)
+class Processes:
+    """What ``postyard up`` starts besides itself: the worker, and how many API and SMTP
+    processes in all (this one included) share the ports."""
+
+    http: int
+    smtp: int
+
+
+async def start_servers(
+    children: Children, processes: Processes, sock: socket.socket, smtp_role: SmtpRole
+) -> list[str]:
+    """Start the API and SMTP processes beyond this one, on this one's ports."""
+    for _ in range(processes.http - 1):
+        await children.start("api", {"POSTYARD_HTTP__PORT": str(sock.getsockname()[1])})
+    smtp_env = {"POSTYARD_SMTP__PORT": str(smtp_role.port)}
+    if smtp_role.implicit_tls_port is not None:
+        smtp_env["POSTYARD_SMTP__IMPLICIT_TLS_PORT"] = str(smtp_role.implicit_tls_port)
+    for _ in range(processes.smtp - 1):
+        await children.start("smtp", smtp_env)
+    return [
+        "  Delivery:  in a worker process (it prints its own line)",
+        f"  Processes: {processes.http} API and {processes.smtp} SMTP sharing the ports, "
+        "1 delivery worker",
+    ]

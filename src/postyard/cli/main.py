@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from postyard.cli import domains, keys, orgs, serve, suppressions
+from postyard.cli import domains, inbound, keys, orgs, serve, suppressions
 from postyard.cli.context import wants_json
 from postyard.core.errors import AppError, ConfigurationError
 
@@ -21,11 +21,13 @@ app.command("up")(serve.up)
 app.command("api")(serve.api)
 app.command("worker")(serve.worker)
 app.command("smtp")(serve.smtp)
+app.command("mx")(serve.mx)
 app.command("migrate")(serve.migrate)
 app.add_typer(orgs.app, name="orgs")
 app.add_typer(keys.app, name="keys")
 app.add_typer(domains.app, name="domains")
 app.add_typer(suppressions.app, name="suppressions")
+app.add_typer(inbound.app, name="inbound")
 
 
 def _fail(code: str, message: str) -> None:

@@ -1,4 +1,4 @@
-"""postyard up | api | migrate: the long-running roles and migrations."""
+"""postyard up | api | worker | smtp | mx | migrate: the long-running roles and migrations."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import logging
 import signal
 import socket
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import typer
@@ -17,10 +16,17 @@ import uvloop
 
 from postyard import __version__
 from postyard.app import create_app
-from postyard.cli.children import SUPERVISOR_OPTION, Children, stop_with_supervisor
+from postyard.cli.children import (
+    SUPERVISOR_OPTION,
+    Children,
+    Processes,
+    start_servers,
+    stop_with_supervisor,
+)
 from postyard.cli.context import JsonOption, emit, load_settings
 from postyard.core.clock import SystemClock
 from postyard.core.crypto import derive_kek
+from postyard.core.db import Database
 from postyard.core.http import AppServices
 from postyard.core.logging import configure_logging
 from postyard.core.notify import Waker
@@ -29,7 +35,8 @@ from postyard.delivery.mx import make_resolver
 from postyard.domains.policy import dns_policy
 from postyard.domains.routes import DomainDeps
 from postyard.migrations.runner import migrate as run_migrations
-from postyard.runtime import Runtime, connect, prepare, require_current_schema
+from postyard.mxd import mx_role
+from postyard.runtime import Runtime, connect, prepare, require_current_schema, tracking_config
 from postyard.sending.service import WAKE_CHANNEL
 from postyard.settings import Settings, auto_workers
 from postyard.smtpd import SmtpRole, smtp_role
@@ -70,15 +77,6 @@ def _banner(runtime: Runtime, host: str, port: int, extra: list[str]) -> str:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class Processes:
-    """What ``postyard up`` starts besides itself: the worker, and how many API and SMTP
-    processes in all (this one included) share the ports."""
-
-    http: int
-    smtp: int
-
-
 async def _run_roles(
     settings: Settings,
     *,
@@ -86,6 +84,7 @@ async def _run_roles(
     worker: bool,
     smtp: bool,
     run_migrations_first: bool,
+    mx: bool = False,
     reuse_port: bool = False,
     supervise: Processes | None = None,
     supervisor_pid: int | None = None,
@@ -101,7 +100,8 @@ async def _run_roles(
             first=supervise is not None,
         )
     runtime, head = await _runtime(settings, migrate=run_migrations_first)
-    roles = [name for name, on in (("api", api), ("worker", worker), ("smtp", smtp)) if on]
+    flags = (("api", api), ("worker", worker), ("smtp", smtp), ("mx", mx))
+    roles = [name for name, on in flags if on]
     db = connect(runtime, name="+".join(roles))
     clock = SystemClock()
     stop = _stop_on_signals(supervisor_pid)
@@ -141,11 +141,14 @@ async def _run_roles(
                     reuse_port=share_smtp,
                     first=supervise is not None,
                     waker=waker,
+                    tracking=tracking_config(settings, runtime.secret),
                 )
             )
             lines.append(_smtp_line(smtp_running))
+        if mx:
+            lines.append(await _mx_line(stack, settings, db, clock, runtime, reuse_port=reuse_port))
         if supervise is not None and sock is not None and smtp:
-            lines += await _start_servers(children, supervise, sock, smtp_running)
+            lines += await start_servers(children, supervise, sock, smtp_running)
         tasks += children.watchers
         if sock is not None:
             services = AppServices(
@@ -166,6 +169,32 @@ async def _run_roles(
             tasks.append(asyncio.create_task(_until(stop)))
         await _until_all_done(tasks, stop)
     log.info("stopped")
+
+
+async def _mx_line(
+    stack: contextlib.AsyncExitStack,
+    settings: Settings,
+    db: Database,
+    clock: SystemClock,
+    runtime: Runtime,
+    *,
+    reuse_port: bool,
+) -> str:
+    """Start the inbound MX listener in this process; its banner line."""
+    mx_running = await stack.enter_async_context(
+        mx_role(
+            settings,
+            db,
+            clock,
+            data_dir=runtime.data_dir,
+            secret=runtime.secret,
+            reuse_port=reuse_port,
+        )
+    )
+    return (
+        f"  MX:        {mx_running.host}:{mx_running.port} "
+        "(bounces, complaints, mailto unsubscribes)"
+    )
 
 
 async def _runtime(settings: Settings, *, migrate: bool) -> tuple[Runtime, str]:
@@ -196,24 +225,6 @@ async def _until_all_done(tasks: list[asyncio.Task[None]], stop: asyncio.Event) 
             raise task.exception()  # type: ignore[misc]
 
 
-async def _start_servers(
-    children: Children, processes: Processes, sock: socket.socket, smtp_role: SmtpRole
-) -> list[str]:
-    """Start the API and SMTP processes beyond this one, on this one's ports."""
-    for _ in range(processes.http - 1):
-        await children.start("api", {"POSTYARD_HTTP__PORT": str(sock.getsockname()[1])})
-    smtp_env = {"POSTYARD_SMTP__PORT": str(smtp_role.port)}
-    if smtp_role.implicit_tls_port is not None:
-        smtp_env["POSTYARD_SMTP__IMPLICIT_TLS_PORT"] = str(smtp_role.implicit_tls_port)
-    for _ in range(processes.smtp - 1):
-        await children.start("smtp", smtp_env)
-    return [
-        "  Delivery:  in a worker process (it prints its own line)",
-        f"  Processes: {processes.http} API and {processes.smtp} SMTP sharing the ports, "
-        "1 delivery worker",
-    ]
-
-
 def _serve_http(
     services: AppServices, runtime: Runtime, sock: socket.socket, stop: asyncio.Event
 ) -> list[asyncio.Task[None]]:
@@ -221,6 +232,7 @@ def _serve_http(
         services,
         max_body_bytes=runtime.settings.http.max_body_bytes,
         domain_deps=domain_deps(runtime.settings, runtime.secret),
+        tracking=tracking_config(runtime.settings, runtime.secret),
     )
     config = uvicorn.Config(
         app, log_config=None, access_log=False, lifespan="off", server_header=False
@@ -281,6 +293,7 @@ def up() -> None:
             api=True,
             worker=False,
             smtp=True,
+            mx=True,
             run_migrations_first=True,
             supervise=processes,
         )
@@ -335,6 +348,24 @@ def smtp(supervisor_pid: int | None = SupervisorPid) -> None:
             run_migrations_first=False,
             reuse_port=True,
             supervisor_pid=supervisor_pid,
+        )
+    )
+
+
+def mx() -> None:
+    """Run the inbound MX role only (the schema must be current): bounces, complaints and
+    mailto unsubscribes at the return-path domains. Several processes may share the port."""
+    settings = load_settings()
+    configure_logging(settings.log_level, settings.log_format.value)
+    uvloop.run(
+        _run_roles(
+            settings,
+            api=False,
+            worker=False,
+            smtp=False,
+            mx=True,
+            run_migrations_first=False,
+            reuse_port=True,
         )
     )
 

@@ -45,6 +45,7 @@ class Message(Base):
     __tablename__ = "messages"
     __table_args__ = (
         CheckConstraint("source IN ('api', 'smtp')", name="source"),
+        CheckConstraint("stream IN ('transactional', 'bulk')", name="stream"),
         Index("ix_messages_tenant_id_id", "tenant_id", "id"),
         Index("ix_messages_message_id_header", "message_id_header"),
     )
@@ -53,6 +54,7 @@ class Message(Base):
     tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
     api_key_id: Mapped[uuid.UUID | None] = mapped_column()
     source: Mapped[str] = mapped_column(String(8))
+    stream: Mapped[str] = mapped_column(String(16), server_default="transactional")
     sender: Mapped[str] = mapped_column(Text)
     from_domain: Mapped[str] = mapped_column(Text, server_default="")
     envelope_from: Mapped[str] = mapped_column(Text)

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from postyard.core.db import DriverStatement, TenantId, driver_connection
 from postyard.core.errors import NotFound, ValidationFailed
-from postyard.core.ids import parse_uuid, uuid7
+from postyard.core.ids import parse_uuid
 from postyard.core.pagination import Page, PageRequest, fetch_page
 from postyard.domains import senders as domains
 from postyard.events.service import (
@@ -34,8 +34,11 @@ from postyard.sending.compose import ComposedMessage
 from postyard.sending.errors import DomainNotVerified
 from postyard.sending.models import Delivery, Message
 from postyard.sending.scheduling import parse_scheduled_at
+from postyard.sending.tracked import apply_tracking
 from postyard.suppression import suppression_reasons
 from postyard.tenancy.types import Principal
+from postyard.tracking.service import NewTrackedMessage, record_tracked_messages
+from postyard.tracking.types import TrackingConfig
 
 WAKE_CHANNEL = "postyard_deliveries"
 _PENDING = ("queued", "scheduled", "deferred")
@@ -58,20 +61,21 @@ class RecipientView:
 _ACCEPT = DriverStatement.of(
     f"""
     WITH m AS (
-        INSERT INTO messages (id, tenant_id, api_key_id, source, sender, from_domain,
+        INSERT INTO messages (id, tenant_id, api_key_id, source, stream, sender, from_domain,
                               envelope_from, subject, to_addrs, cc_addrs, bcc_addrs,
                               reply_to_addrs, html, text, tags, message_id_header, size,
                               smtputf8, scheduled_at, last_event)
-        SELECT v.id, CAST(:tenant_id AS uuid), CAST(:api_key_id AS uuid), CAST(:source AS text), v.sender,
-               v.from_domain, v.envelope_from, v.subject,
+        SELECT v.id, CAST(:tenant_id AS uuid), CAST(:api_key_id AS uuid), CAST(:source AS text),
+               v.stream, v.sender, v.from_domain, v.envelope_from, v.subject,
                ARRAY(SELECT jsonb_array_elements_text(CAST(v.to_addrs AS jsonb))),
                ARRAY(SELECT jsonb_array_elements_text(CAST(v.cc_addrs AS jsonb))),
                ARRAY(SELECT jsonb_array_elements_text(CAST(v.bcc_addrs AS jsonb))),
                ARRAY(SELECT jsonb_array_elements_text(CAST(v.reply_to_addrs AS jsonb))),
                v.html, v.text, CAST(v.tags AS jsonb), v.message_id_header, v.size,
                v.smtputf8, v.scheduled_at, v.last_event
-          FROM unnest(CAST(:ids AS uuid[]), CAST(:senders AS text[]),
-                      CAST(:from_domains AS text[]), CAST(:envelope_froms AS text[]),
+          FROM unnest(CAST(:ids AS uuid[]), CAST(:streams AS text[]),
+                      CAST(:senders AS text[]), CAST(:from_domains AS text[]),
+                      CAST(:envelope_froms AS text[]),
                       CAST(:subjects AS text[]), CAST(:to_addrs AS text[]),
                       CAST(:cc_addrs AS text[]), CAST(:bcc_addrs AS text[]),
                       CAST(:reply_to_addrs AS text[]), CAST(:htmls AS text[]),
@@ -79,9 +83,9 @@ _ACCEPT = DriverStatement.of(
                       CAST(:message_id_headers AS text[]), CAST(:sizes AS integer[]),
                       CAST(:smtputf8s AS boolean[]), CAST(:scheduled_ats AS timestamptz[]),
                       CAST(:last_events AS text[]))
-               AS v(id, sender, from_domain, envelope_from, subject, to_addrs, cc_addrs,
-                    bcc_addrs, reply_to_addrs, html, text, tags, message_id_header, size,
-                    smtputf8, scheduled_at, last_event)
+               AS v(id, stream, sender, from_domain, envelope_from, subject, to_addrs,
+                    cc_addrs, bcc_addrs, reply_to_addrs, html, text, tags, message_id_header,
+                    size, smtputf8, scheduled_at, last_event)
     ), c AS (
         INSERT INTO message_contents (message_id, tenant_id, raw)
         SELECT c.message_id, CAST(:tenant_id AS uuid), c.raw
@@ -108,12 +112,14 @@ async def submit_messages(
     *,
     source: str = "api",
     now: datetime | None = None,
+    tracking: TrackingConfig | None = None,
 ) -> None:
     """Write composed messages to the ledger: the messages, their contents, one delivery per
     recipient (due at ``now``, the database's time when None, or when scheduled; a suppressed
     recipient gets a ``suppressed`` row no worker claims) and the events, in one statement
-    after the suppression look-up. The caller wakes the workers after its commit
-    (``core.notify.Waker``)."""
+    after the suppression look-up. With ``tracking``, each message is first tracked as its
+    domain and options ask (``sending.tracked``). The caller wakes the workers after its
+    commit (``core.notify.Waker``)."""
     if not messages:
         return
     tenant = principal.tenant_id
@@ -122,6 +128,9 @@ async def submit_messages(
     if now is None:
         now = await session.scalar(select(func.now()))
         assert now is not None  # SELECT now() always returns a row
+    tracked: list[NewTrackedMessage] = []
+    if tracking is not None:
+        messages, tracked = await apply_tracking(session, tenant, messages, tracking, now=now)
     # One query for every recipient of the batch; a suppressed recipient gets a row that no
     # worker claims, and the message still goes to the others.
     suppressed = await suppression_reasons(
@@ -152,6 +161,7 @@ async def submit_messages(
         "api_key_id": principal.api_key_id,
         "source": source,
         "ids": [m.id for m in messages],
+        "streams": [m.stream.value for m in messages],
         "senders": [m.sender for m in messages],
         "from_domains": [m.sender_domain for m in messages],
         "envelope_froms": [m.envelope_from for m in messages],
@@ -171,7 +181,7 @@ async def submit_messages(
         "scheduled_ats": [m.scheduled_at for m in messages],
         "last_events": [_first_event(m, suppressed).short for m in messages],
         "raws": [m.raw for m in messages],
-        "delivery_ids": [uuid7() for _ in deliveries],
+        "delivery_ids": [r.id for _, r in deliveries],
         "delivery_messages": [m.id for m, _ in deliveries],
         "recipients": [r.address for _, r in deliveries],
         "domains": [r.domain for _, r in deliveries],
@@ -191,6 +201,7 @@ async def submit_messages(
     # work: the largest statement of the API's hottest path (core.db.driver_connection).
     driver = await driver_connection(session)
     await driver.execute(_ACCEPT.sql, *_ACCEPT.arguments(params))
+    await record_tracked_messages(session, tenant, tracked)
 
 
 def _first_event(message: ComposedMessage, suppressed: Mapping[str, object]) -> EventType:
