@@ -3,6 +3,7 @@ stops every one, and a parent killed with SIGKILL leaves no child behind."""
 
 from __future__ import annotations
 
+import re
 import signal
 import smtplib
 import time
@@ -64,7 +65,10 @@ def test_api_and_smtp_processes_share_the_ports_and_stop_together(tmp_path: Path
         children = _children(up.proc.pid)
         assert set(children) == {"api", "smtp", "worker"}
         parent = psutil.Process(up.proc.pid)
-        smtp_port = next(p for p in _listening_ports(parent) if p != http_port)
+        match = re.search(r"SMTP:\s+127\.0\.0\.1:(\d+)", up.output())
+        assert match is not None, up.output()
+        smtp_port = int(match.group(1))
+        assert {http_port, smtp_port} <= _listening_ports(parent)
         _wait_listening(children["api"], http_port)
         _wait_listening(children["smtp"], smtp_port)
         assert http_port not in _listening_ports(children["smtp"])
