@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import sys
 import tempfile
@@ -108,8 +109,13 @@ async def send_and_deliver(
     return Run(load, messages, done, backlog)
 
 
+# Process counts may be set for a run (e.g. to compare one API process with several).
+PASSED_SETTINGS = ("POSTYARD_HTTP__WORKERS", "POSTYARD_SMTP__WORKERS")
+
+
 def _settings(sink_port: int, nameserver: str) -> dict[str, str]:
     return {
+        **{name: os.environ[name] for name in PASSED_SETTINGS if name in os.environ},
         "POSTYARD_SMTP__PORT": str(h.free_port()),  # `up` serves SMTP too: not on port 587
         "POSTYARD_LOG_LEVEL": "WARNING",
         "POSTYARD_HTTP__RATE_LIMIT_PER_SECOND": "0",

@@ -7,6 +7,7 @@ import time.
 from __future__ import annotations
 
 import ipaddress
+import os
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -45,6 +46,16 @@ def _split_csv(value: Any) -> Any:
     return value
 
 
+MAX_AUTO_WORKERS = 4
+
+
+def auto_workers(configured: int) -> int:
+    """The number of processes a ``workers`` setting asks for (0: one per core, at most 4)."""
+    if configured > 0:
+        return configured
+    return max(1, min(os.cpu_count() or 1, MAX_AUTO_WORKERS))
+
+
 class HttpSettings(_Group):
     host: str = "127.0.0.1"
     """Address the REST API listens on."""
@@ -56,6 +67,9 @@ class HttpSettings(_Group):
     """Requests per second per API key, counted across all API processes (0: no limit)."""
     public_url: str | None = None
     """Base URL printed in the banner and used in links (default: http://HOST:PORT)."""
+    workers: int = Field(default=0, ge=0, le=64)
+    """API processes `postyard up` runs on the one port (SO_REUSEPORT); 0: one per CPU core,
+    at most 4."""
 
 
 class SmtpSettings(_Group):
@@ -89,6 +103,9 @@ class SmtpSettings(_Group):
     """Failed AUTH attempts from one address within auth_lockout_seconds before a lockout."""
     auth_lockout_seconds: float = Field(default=300, gt=0)
     """How long a locked-out address gets 454 4.7.0 to every AUTH (counted per process)."""
+    workers: int = Field(default=0, ge=0, le=64)
+    """SMTP processes `postyard up` runs on the same ports (SO_REUSEPORT); 0: one per CPU
+    core, at most 4."""
 
     @model_validator(mode="after")
     def _certificate_with_key(self) -> SmtpSettings:

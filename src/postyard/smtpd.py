@@ -54,12 +54,14 @@ async def smtp_role(
     *,
     data_dir: Path,
     reuse_port: bool = False,
+    first: bool = False,
     waker: Waker | None = None,
     tracking: TrackingConfig | None = None,
 ) -> AsyncIterator[SmtpRole]:
     """Serve SMTP submission in the running loop on ``smtp.host:smtp.port``, and implicit
     TLS on ``smtp.implicit_tls_port`` when set; ``reuse_port`` lets several processes
-    share the ports (SO_REUSEPORT), each with its own per-address counters.
+    share the ports (SO_REUSEPORT), each with its own per-address counters; ``first``: the
+    ports must be free (see ``bind_tcp``), for the process that others will join.
 
     Without configured certificates, a self-signed pair is generated in ``data_dir`` on
     first start. On exit the listeners stop, messages being committed get their reply,
@@ -97,12 +99,13 @@ async def smtp_role(
     )
     try:
         port = await server.listen(
-            bind_tcp(smtp.host, smtp.port, reuse_port=reuse_port), implicit_tls=False
+            bind_tcp(smtp.host, smtp.port, reuse_port=reuse_port, first=first),
+            implicit_tls=False,
         )
         implicit_port = None
         if smtp.implicit_tls_port is not None:
             implicit_port = await server.listen(
-                bind_tcp(smtp.host, smtp.implicit_tls_port, reuse_port=reuse_port),
+                bind_tcp(smtp.host, smtp.implicit_tls_port, reuse_port=reuse_port, first=first),
                 implicit_tls=True,
             )
         yield SmtpRole(host=smtp.host, port=port, implicit_tls_port=implicit_port)

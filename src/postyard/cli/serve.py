@@ -17,9 +17,17 @@ import uvloop
 
 from postyard import __version__
 from postyard.app import create_app
+from postyard.cli.children import (
+    SUPERVISOR_OPTION,
+    Children,
+    Processes,
+    start_servers,
+    stop_with_supervisor,
+)
 from postyard.cli.context import JsonOption, emit, load_settings
 from postyard.core.clock import SystemClock
 from postyard.core.crypto import derive_kek
+from postyard.core.db import Database
 from postyard.core.http import AppServices
 from postyard.core.logging import configure_logging
 from postyard.core.notify import Waker
@@ -31,7 +39,7 @@ from postyard.migrations.runner import migrate as run_migrations
 from postyard.mxd import mx_role
 from postyard.runtime import Runtime, connect, prepare, require_current_schema, tracking_config
 from postyard.sending.service import WAKE_CHANNEL
-from postyard.settings import Settings
+from postyard.settings import Settings, auto_workers
 from postyard.smtpd import SmtpRole, smtp_role
 from postyard.webhooks.routes import WebhookDeps
 from postyard.webhooks.ssrf import AddressPolicy
@@ -81,39 +89,37 @@ async def _run_roles(
     run_migrations_first: bool,
     mx: bool = False,
     reuse_port: bool = False,
-    worker_process: bool = False,
+    supervise: Processes | None = None,
+    supervisor_pid: int | None = None,
 ) -> None:
-    """Run the chosen roles in this process until SIGINT/SIGTERM, then stop them cleanly."""
-    sock = bind_tcp(settings.http.host, settings.http.port) if api else None
-    runtime = await prepare(settings)
-    if run_migrations_first:
-        head = await run_migrations(runtime.urls.owner, runtime.roles)
-    else:
-        head = await require_current_schema(runtime)
+    """Run the chosen roles in this process until SIGINT/SIGTERM, then stop them cleanly;
+    with ``supervise``, also start and stop the child processes (``cli/children.py``)."""
+    sock = None
+    if api:
+        sock = bind_tcp(
+            settings.http.host,
+            settings.http.port,
+            reuse_port=reuse_port or (supervise is not None and supervise.http > 1),
+            first=supervise is not None,
+        )
+    runtime, head = await _runtime(settings, migrate=run_migrations_first)
     flags = (("api", api), ("worker", worker), ("smtp", smtp), ("mx", mx))
     roles = [name for name, on in flags if on]
     db = connect(runtime, name="+".join(roles))
     clock = SystemClock()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    stop = _stop_on_signals(supervisor_pid)
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(db.dispose)
         waker = Waker(db, WAKE_CHANNEL)
         stack.push_async_callback(waker.aclose)
+        children = Children(stop)
+        stack.push_async_callback(children.aclose)
         tasks: list[asyncio.Task[None]] = []
         lines: list[str] = []
-        if worker_process:
-            lines.append("  Delivery:  in a worker process (it prints its own line)")
-        if worker_process:
+        if supervise is not None:
             # The delivery worker gets a process (and a core) of its own: in one event loop
             # with the API it is starved while requests keep coming.
-            child = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "postyard", "worker", start_new_session=True
-            )
-            stack.push_async_callback(_stop_child, child)
-            tasks.append(asyncio.create_task(_watch_child(child, stop)))
+            await children.start("worker")
         if worker:
             role = await stack.enter_async_context(
                 worker_role(
@@ -128,34 +134,25 @@ async def _run_roles(
             tasks.append(asyncio.create_task(role.run(stop)))
             lines.append(_worker_line(settings, role.capture_port))
         if smtp:
+            share_smtp = reuse_port or (supervise is not None and supervise.smtp > 1)
             smtp_running = await stack.enter_async_context(
                 smtp_role(
                     settings,
                     db,
                     clock,
                     data_dir=runtime.data_dir,
-                    reuse_port=reuse_port,
+                    reuse_port=share_smtp,
+                    first=supervise is not None,
                     waker=waker,
                     tracking=tracking_config(settings, runtime.secret),
                 )
             )
             lines.append(_smtp_line(smtp_running))
         if mx:
-            mx_running = await stack.enter_async_context(
-                mx_role(
-                    settings,
-                    db,
-                    clock,
-                    data_dir=runtime.data_dir,
-                    secret=runtime.secret,
-                    tracking=tracking_config(settings, runtime.secret),
-                    reuse_port=reuse_port,
-                )
-            )
-            lines.append(
-                f"  MX:        {mx_running.host}:{mx_running.port} "
-                "(bounces, complaints, mailto unsubscribes)"
-            )
+            lines.append(await _mx_line(stack, settings, db, clock, runtime, reuse_port=reuse_port))
+        if supervise is not None and sock is not None and smtp:
+            lines += await start_servers(children, supervise, sock, smtp_running)
+        tasks += children.watchers
         if sock is not None:
             services = AppServices(
                 db=db,
@@ -166,18 +163,70 @@ async def _run_roles(
                 waker=waker,
             )
             tasks += _serve_http(services, runtime, sock, stop)
-            typer.echo(_banner(runtime, settings.http.host, sock.getsockname()[1], lines))
+            if supervisor_pid is None:
+                typer.echo(_banner(runtime, settings.http.host, sock.getsockname()[1], lines))
         else:
-            header = f"Postyard {__version__} ({', '.join(roles)}) is up."
-            typer.echo("\n".join([header, *lines]))
+            if supervisor_pid is None or worker:  # the worker's line completes the banner
+                header = f"Postyard {__version__} ({', '.join(roles)}) is up."
+                typer.echo("\n".join([header, *lines]))
             tasks.append(asyncio.create_task(_until(stop)))
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-        stop.set()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        for task in done:
-            if not task.cancelled() and task.exception() is not None:
-                raise task.exception()  # type: ignore[misc]
+        await _until_all_done(tasks, stop)
     log.info("stopped")
+
+
+async def _mx_line(
+    stack: contextlib.AsyncExitStack,
+    settings: Settings,
+    db: Database,
+    clock: SystemClock,
+    runtime: Runtime,
+    *,
+    reuse_port: bool,
+) -> str:
+    """Start the inbound MX listener in this process; its banner line."""
+    mx_running = await stack.enter_async_context(
+        mx_role(
+            settings,
+            db,
+            clock,
+            data_dir=runtime.data_dir,
+            secret=runtime.secret,
+            tracking=tracking_config(settings, runtime.secret),
+            reuse_port=reuse_port,
+        )
+    )
+    return (
+        f"  MX:        {mx_running.host}:{mx_running.port} "
+        "(bounces, complaints, mailto unsubscribes)"
+    )
+
+
+async def _runtime(settings: Settings, *, migrate: bool) -> tuple[Runtime, str]:
+    """The runtime and the schema head (migrated first, or checked to be current)."""
+    runtime = await prepare(settings)
+    if migrate:
+        return runtime, await run_migrations(runtime.urls.owner, runtime.roles)
+    return runtime, await require_current_schema(runtime)
+
+
+def _stop_on_signals(supervisor_pid: int | None) -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    if supervisor_pid is not None:
+        stop_with_supervisor(supervisor_pid, stop)
+    return stop
+
+
+async def _until_all_done(tasks: list[asyncio.Task[None]], stop: asyncio.Event) -> None:
+    """Wait for the tasks; the first failure stops the others and is raised."""
+    done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    stop.set()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    for task in done:
+        if not task.cancelled() and task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]
 
 
 def _serve_http(
@@ -198,26 +247,6 @@ def _serve_http(
         asyncio.create_task(server.serve(sockets=[sock])),
         asyncio.create_task(_stop_server_on(stop, server)),
     ]
-
-
-async def _stop_child(child: asyncio.subprocess.Process) -> None:
-    if child.returncode is None:
-        child.send_signal(signal.SIGTERM)
-    await child.wait()
-
-
-async def _watch_child(child: asyncio.subprocess.Process, stop: asyncio.Event) -> None:
-    """Stop everything if the worker process dies on its own: better a visible stop than an
-    API that accepts mail nobody delivers."""
-    waiter = asyncio.create_task(child.wait())
-    stopper = asyncio.create_task(stop.wait())
-    await asyncio.wait([waiter, stopper], return_when=asyncio.FIRST_COMPLETED)
-    stopper.cancel()
-    if waiter.done() and not stop.is_set():
-        log.error("the worker process exited", extra={"code": child.returncode})
-        stop.set()
-    elif not waiter.done():
-        waiter.cancel()
 
 
 async def _until(stop: asyncio.Event) -> None:
@@ -260,10 +289,17 @@ def _worker_line(settings: Settings, capture_port: int | None) -> str:
     return f"  Delivery:  {mode.value}"
 
 
+SupervisorPid = typer.Option(None, SUPERVISOR_OPTION, hidden=True)
+"""Set by ``postyard up`` on its children: stop when that process dies, print no banner."""
+
+
 def up() -> None:
     """Run the platform: migrate, then serve every role (embedded PostgreSQL if no URL)."""
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format.value)
+    processes = Processes(
+        http=auto_workers(settings.http.workers), smtp=auto_workers(settings.smtp.workers)
+    )
     uvloop.run(
         _run_roles(
             settings,
@@ -272,26 +308,46 @@ def up() -> None:
             smtp=True,
             mx=True,
             run_migrations_first=True,
-            worker_process=True,
+            supervise=processes,
         )
     )
 
 
-def api() -> None:
-    """Run the HTTP API role only (the schema must be current)."""
+def api(supervisor_pid: int | None = SupervisorPid) -> None:
+    """Run the HTTP API role only (the schema must be current). Several processes may run it
+    on the same port (SO_REUSEPORT) to use every core."""
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format.value)
-    uvloop.run(_run_roles(settings, api=True, worker=False, smtp=False, run_migrations_first=False))
+    uvloop.run(
+        _run_roles(
+            settings,
+            api=True,
+            worker=False,
+            smtp=False,
+            run_migrations_first=False,
+            reuse_port=True,
+            supervisor_pid=supervisor_pid,
+        )
+    )
 
 
-def worker() -> None:
+def worker(supervisor_pid: int | None = SupervisorPid) -> None:
     """Run the delivery worker role only (the schema must be current)."""
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format.value)
-    uvloop.run(_run_roles(settings, api=False, worker=True, smtp=False, run_migrations_first=False))
+    uvloop.run(
+        _run_roles(
+            settings,
+            api=False,
+            worker=True,
+            smtp=False,
+            run_migrations_first=False,
+            supervisor_pid=supervisor_pid,
+        )
+    )
 
 
-def smtp() -> None:
+def smtp(supervisor_pid: int | None = SupervisorPid) -> None:
     """Run the SMTP submission role only (the schema must be current). Several processes may
     run it on the same port (SO_REUSEPORT) to use every core."""
     settings = load_settings()
@@ -304,6 +360,7 @@ def smtp() -> None:
             smtp=True,
             run_migrations_first=False,
             reuse_port=True,
+            supervisor_pid=supervisor_pid,
         )
     )
 

@@ -7,6 +7,7 @@ holding it (under an inter-process lock) and the last one to exit stops the serv
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
@@ -69,7 +70,11 @@ def _pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    try:  # a zombie has exited; only its parent has not reaped it yet
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rpartition(")")[2].split()[:1] != ["Z"]
 
 
 def start_embedded(data_dir: Path) -> EmbeddedServer:
@@ -90,6 +95,10 @@ def start_embedded(data_dir: Path) -> EmbeddedServer:
         except Exception as exc:
             msg = f"cannot start the embedded PostgreSQL in {pgdata}: {exc} (see {pgdata}/log)"
             raise ConfigurationError(msg) from exc
+        # Runs before pgserver's own exit hook (atexit is last in, first out): a holder
+        # killed meanwhile (a `postyard up` parent with SIGKILL) must not keep the server up
+        # once this, the last live holder, leaves.
+        atexit.register(_prune_dead_holders, pgdata, PostgresServer)
     info = server.get_postmaster_info()
     embedded = EmbeddedServer(pgdata=pgdata, socket_dir=Path(info.socket_dir), pid=int(info.pid))
     log.info("embedded postgresql ready", extra={"pgdata": str(pgdata), "pid": embedded.pid})

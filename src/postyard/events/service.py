@@ -3,8 +3,10 @@ state the event describes, so an event exists exactly when its change was commit
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import ARRAY, Uuid, bindparam, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -18,6 +20,29 @@ _BY_IDS = text(
     "SELECT id, tenant_id, type, message_id, recipient, data, created_at FROM events"
     " WHERE id = ANY(:ids)"
 ).bindparams(bindparam("ids", type_=ARRAY(Uuid())))
+
+# For callers that write events in the same statement as the change they describe (a
+# data-modifying CTE, one round trip): the INSERT, fed by ``event_columns``.
+INSERT_EVENTS_SQL = """
+    INSERT INTO events (id, tenant_id, type, message_id, recipient, data)
+    SELECT e.id, e.tenant_id, e.type, e.message_id, e.recipient, CAST(e.data AS jsonb)
+      FROM unnest(CAST(:event_ids AS uuid[]), CAST(:event_tenants AS uuid[]),
+                  CAST(:event_types AS text[]), CAST(:event_messages AS uuid[]),
+                  CAST(:event_recipients AS text[]), CAST(:event_data AS text[]))
+           AS e(id, tenant_id, type, message_id, recipient, data)
+"""
+
+
+def event_columns(events: Sequence[NewEvent]) -> dict[str, list[Any]]:
+    """The parameters of ``INSERT_EVENTS_SQL`` for these events."""
+    return {
+        "event_ids": [uuid7() for _ in events],
+        "event_tenants": [e.tenant_id for e in events],
+        "event_types": [e.type.value for e in events],
+        "event_messages": [e.message_id for e in events],
+        "event_recipients": [e.recipient for e in events],
+        "event_data": [json.dumps(e.data) for e in events],
+    }
 
 
 async def record_events(session: AsyncSession, events: Sequence[NewEvent]) -> None:

@@ -11,7 +11,6 @@ transfer encodings, RFC 2231 file names) is built with ``email.message.MIMEPart`
 from __future__ import annotations
 
 import email.policy
-import hashlib
 import mimetypes
 import re
 from dataclasses import dataclass
@@ -22,6 +21,14 @@ from functools import cache
 
 from postyard.sending.addresses import Address, encode_rfc2047_words, header_text_problem
 from postyard.sending.html_text import html_to_text
+from postyard.sending.mime_text import (
+    alternative,
+    boundary_for,
+    is_seven_bit,
+    single,
+    text_part,
+    well_formed,
+)
 
 MAX_MESSAGE_BYTES = 40 * 1024 * 1024  # enforced by the caller, not here
 
@@ -46,7 +53,6 @@ _RESTRICTED_NAME = r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}"  # RFC 6838 section
 _MIME_TYPE = re.compile(f"({_RESTRICTED_NAME})/({_RESTRICTED_NAME})")
 _CONTENT_ID = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.@-]{1,60}")
 _COMPRESSED = {"gzip": "application/gzip", "bzip2": "application/x-bzip2", "xz": "application/x-xz"}
-_SEVEN_BIT_TEXT = re.compile(r"[\t\n\r -~]*")
 _UNSTRUCTURED_TOKEN = re.compile(r"[ \t]*[^ \t]+|[ \t]+")
 _BAD_LINE_ENDING = re.compile(rb"\r(?!\n)|(?<!\r)\n")
 
@@ -228,21 +234,9 @@ def _header_block(spec: MessageSpec) -> str:
     return "".join(f"{line}\r\n" for line in lines)
 
 
-def _well_formed(text: str) -> str:
-    """``text`` with unpaired surrogates (not encodable as UTF-8) replaced by U+FFFD."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-    return text
-
-
 def _text_part(content: str, subtype: str) -> MIMEPart:
-    content = _well_formed(content)
-    # RFC 2045 section 2.7 allows 7bit for ASCII without NUL in lines of up to 998 octets;
-    # we keep it to lines of 78, which no relay re-wraps, and use quoted-printable otherwise.
-    short = all(len(line) <= _FOLD_AT for line in content.splitlines())
-    seven_bit = short and _SEVEN_BIT_TEXT.fullmatch(content) is not None
+    content = well_formed(content)
+    seven_bit = is_seven_bit(content)
     part = MIMEPart(policy=_PART_POLICY)
     part.set_content(
         content, subtype=subtype, charset="utf-8", cte="7bit" if seven_bit else "quoted-printable"
@@ -341,20 +335,34 @@ def _body(spec: MessageSpec) -> MIMEPart:
 
 
 def _set_boundaries(root: MIMEPart, message_id: str) -> None:
-    """Boundaries derived from the Message-ID, so the same spec gives the same bytes; a
-    candidate that occurs in any part's encoded body is skipped (RFC 2046 section 5.1.1)."""
-    bodies = [str(part.get_payload()) for part in root.walk() if not part.is_multipart()]
+    """Boundaries derived from the Message-ID (``mime_text.boundary_for``)."""
+    bodies = [
+        str(part.get_payload()).encode("utf-8", "surrogateescape")
+        for part in root.walk()
+        if not part.is_multipart()
+    ]
     containers = [part for part in root.walk() if part.is_multipart()]
     for position, container in enumerate(containers):
-        attempt = 0
-        while True:
-            seed = f"{message_id}\x00{position}\x00{attempt}".encode()
-            # "=_" cannot occur in quoted-printable or base64 text.
-            boundary = "=_" + hashlib.sha256(seed).hexdigest()[:40]
-            if not any(boundary in body for body in bodies):
-                break
-            attempt += 1
-        container.set_boundary(boundary)
+        container.set_boundary(boundary_for(message_id, position, bodies))
+
+
+def _text_only_body(spec: MessageSpec) -> bytes:
+    """What ``_body`` and the stdlib generator give for a message without attachments,
+    written directly (``mime_text``)."""
+    if spec.html is None:
+        return single(text_part(spec.text or "", "plain"))
+    if spec.text == "":
+        return single(text_part(spec.html, "html"))
+    text = html_to_text(spec.html) if spec.text is None else spec.text
+    return alternative([text_part(text, "plain"), text_part(spec.html, "html")], spec.message_id)
+
+
+def build_body_with_stdlib(spec: MessageSpec) -> bytes:
+    """The MIME body (entity headers and content) through ``email.message``: the path for
+    attachments and inline images, and the reference the direct writer is tested against."""
+    root = _body(spec)
+    _set_boundaries(root, spec.message_id)
+    return root.as_bytes(policy=_PART_POLICY)
 
 
 def build_message(spec: MessageSpec) -> bytes:
@@ -368,9 +376,8 @@ def build_message(spec: MessageSpec) -> bytes:
     date or a malformed Message-ID.
     """
     head = _header_block(spec)
-    root = _body(spec)
-    _set_boundaries(root, spec.message_id)
-    raw = head.encode("utf-8") + root.as_bytes(policy=_PART_POLICY)
+    body = _text_only_body(spec) if not spec.attachments else build_body_with_stdlib(spec)
+    raw = head.encode("utf-8") + body
     # A bare CR or LF would let a relay see a different message (SMTP smuggling).
     # Line lengths are measured by splitting: a regex for "999 non-newlines" restarts at every
     # byte and cost milliseconds per message (the hottest line of the API in the profile).

@@ -5,15 +5,18 @@ The client's bytes are kept as they are, except that the ``Bcc``,
 ``Resend-Idempotency-Key`` and ``X-Postyard-Stream`` fields are removed and ``Message-ID``
 and ``Date`` are added on top when absent. The header block is read here, line by line,
 because it must be kept byte for byte and checked more strictly than the stdlib parser does
-(it repairs what we refuse);
-the stdlib only decodes values (RFC 2047 words, address lists) and finds the text parts.
+(it repairs what we refuse); the stdlib only decodes values (RFC 2047 words, address lists)
+and finds the text parts (kept for the GET API) unless the message is a single plain text
+part, which is read directly.
 """
 
 from __future__ import annotations
 
+import binascii
 import email.errors
 import email.policy
 import hashlib
+import quopri
 import re
 import uuid
 from dataclasses import dataclass
@@ -42,6 +45,12 @@ _AT_MOST_ONCE = frozenset(
 )  # fmt: skip
 _REMOVED = frozenset({"bcc", IDEMPOTENCY_HEADER, STREAM_HEADER})
 _MESSAGE_ID = re.compile(r"<[^<>@\s]{1,200}@[^<>@\s]{1,253}>")
+# A Content-Type the stdlib would read as exactly this type and charset, and nothing more.
+_SIMPLE_TEXT_TYPE = re.compile(
+    r'text/(plain|html)(?:[ \t]*;[ \t]*charset=(?:([A-Za-z0-9_-]{1,40})|"([A-Za-z0-9_-]{1,40})"))?',
+    re.IGNORECASE,
+)
+_SIMPLE_CTE = frozenset({"", "7bit", "8bit", "binary", "quoted-printable", "base64"})
 # What the stdlib header parser raises on malformed input, bugs included (fuzzing found
 # AttributeError and TypeError in address lists): all of it means "not a valid header".
 _PARSE_ERRORS = (
@@ -172,7 +181,39 @@ def _decoded_subject(value: str) -> str:
         return value
 
 
-def _text_parts(
+def _single_text_part(fields: list[_Field], rest: bytes) -> tuple[str | None, str | None] | None:
+    """``text_parts_with_stdlib``'s answer for the common message that is one text/plain or
+    text/html part with a plain Content-Type and encoding, read from the fields already split;
+    None when the message needs the stdlib parser (multipart, parameters beyond charset, a
+    Content-Disposition, anything unusual). The answers agree: tests/smtp/test_text_parts.py."""
+    content = [f for f in fields if f.lower.startswith("content-")]
+    names = {f.lower for f in content}
+    if len(names) != len(content) or not names <= {"content-type", "content-transfer-encoding"}:
+        return None
+    if not rest.startswith(b"\r\n"):
+        return None
+    by_name = {f.lower: f.value for f in content}
+    match = _SIMPLE_TEXT_TYPE.fullmatch(by_name.get("content-type", "text/plain"))
+    cte = by_name.get("content-transfer-encoding", "").lower()
+    if match is None or cte not in _SIMPLE_CTE:
+        return None
+    body = rest[2:]
+    if cte == "quoted-printable":
+        body = quopri.decodestring(body)
+    elif cte == "base64":
+        try:
+            body = binascii.a2b_base64(b"".join(body.splitlines()), strict_mode=True)
+        except binascii.Error:
+            return None  # the stdlib's lenient decoder decides what it means
+    try:
+        charset = match.group(2) or match.group(3) or "ascii"
+        text = body.decode(charset, "replace").replace("\r\n", "\n")
+    except LookupError:
+        return None, None  # an unknown charset: the stdlib skips the part too
+    return (text, None) if match.group(1).lower() == "html" else (None, text)
+
+
+def text_parts_with_stdlib(
     raw: bytes, policy: email.policy.EmailPolicy[EmailMessage]
 ) -> tuple[str | None, str | None]:
     """The first text/html and text/plain parts that are not attachments, with LF line
@@ -288,7 +329,8 @@ def parse_submission(
     subject = _decoded_subject(single["subject"].value) if "subject" in single else ""
     smtputf8 = envelope.smtputf8 or not head.isascii()
     policy = email.policy.SMTPUTF8 if smtputf8 else email.policy.SMTP
-    html, text = _text_parts(raw, policy)
+    parts = _single_text_part(fields, rest)
+    html, text = parts if parts is not None else text_parts_with_stdlib(raw, policy)
     recipients = _recipients(envelope, lists["to"], lists["cc"])
     composed = ComposedMessage(
         id=message_id,

@@ -1,0 +1,32 @@
+"""Hot-path statements on the session's own asyncpg connection: same transaction, same tenant,
+never autocommit."""
+
+from __future__ import annotations
+
+import pytest
+
+from postyard.core.db import Database, DriverStatement, TenantId, driver_connection
+from tests.conftest import Tenant
+
+
+def test_named_parameters_become_numbered_once_each() -> None:
+    statement = DriverStatement.of("SELECT :a, CAST(:b AS int), :a, '10:30'::text, x::int")
+    assert statement.sql == "SELECT $1, CAST($2 AS int), $1, '10:30'::text, x::int"
+    assert statement.names == ("a", "b")
+    assert statement.arguments({"b": 2, "a": 1, "unused": 3}) == [1, 2]
+
+
+async def test_it_runs_in_the_tenant_transaction(db: Database, tenant: Tenant) -> None:
+    tenant_id = TenantId(tenant.org.id)
+    async with db.tenant_tx(tenant_id) as session:
+        driver = await driver_connection(session)
+        assert await driver.fetchval("SELECT current_setting('app.tenant_id')") == str(tenant_id)
+        assert driver.is_in_transaction()
+        # The api_keys row is visible through RLS only because the tenant is set.
+        assert await driver.fetchval("SELECT count(*) FROM api_keys") == 1
+
+
+async def test_it_refuses_a_connection_without_a_transaction(db: Database) -> None:
+    async with db.system_tx(reason="test", single_statement=True) as session:
+        with pytest.raises(RuntimeError, match="transaction"):
+            await driver_connection(session)
