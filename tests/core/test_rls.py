@@ -119,6 +119,15 @@ async def _dkim_key_row(conn: asyncpg.Connection, tenant: uuid.UUID) -> None:
     )
 
 
+async def _hold_row(conn: asyncpg.Connection, tenant: uuid.UUID) -> None:
+    await conn.execute(
+        "INSERT INTO holds (id, tenant_id, kind, value, reason, origin)"
+        " VALUES ($1, $2, 'domain', 'x.test', 'r', 'tenant')",
+        uuid.uuid4(),
+        tenant,
+    )
+
+
 # One row factory per tenant table. A new tenant table without an entry fails the meta-test,
 # so it cannot ship without being attacked here.
 TENANT_ROW_FACTORIES: dict[str, RowFactory] = {
@@ -128,6 +137,7 @@ TENANT_ROW_FACTORIES: dict[str, RowFactory] = {
     "dkim_keys": _dkim_key_row,
     "domains": _domain_row,
     "events": _event_row,
+    "holds": _hold_row,
     "idempotency_keys": _idempotency_row,
     "message_contents": _message_content_row,
     "messages": _message_row,

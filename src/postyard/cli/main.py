@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from postyard.cli import domains, keys, orgs, serve
+from postyard.cli import domains, holds, keys, orgs, serve
 from postyard.cli.context import wants_json
 from postyard.core.errors import AppError, ConfigurationError
 
@@ -25,6 +25,7 @@ app.command("migrate")(serve.migrate)
 app.add_typer(orgs.app, name="orgs")
 app.add_typer(keys.app, name="keys")
 app.add_typer(domains.app, name="domains")
+app.add_typer(holds.app, name="holds")
 
 
 def _fail(code: str, message: str) -> None:

@@ -1,11 +1,21 @@
-"""Tables of the delivery domain: what the built-in capture server received."""
+"""Tables of the delivery domain: what the built-in capture server received, and holds."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime
 
-from sqlalchemy import DateTime, ForeignKey, Index, LargeBinary, Text, func
+from sqlalchemy import (
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    LargeBinary,
+    String,
+    Text,
+    func,
+    text,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -29,3 +39,28 @@ class CapturedMessage(Base):
     received_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now()
     )
+
+
+class Hold(Base):
+    """Traffic an operator or a tenant has stopped: a tenant's, one sending domain's or one
+    destination's (recipient domain or site). Rows it catches wait with status ``held``."""
+
+    __tablename__ = "holds"
+    __table_args__ = (
+        CheckConstraint("kind IN ('tenant', 'domain', 'destination')", name="kind"),
+        CheckConstraint("origin IN ('tenant', 'operator')", name="origin"),
+        CheckConstraint("(kind = 'tenant') = (value = '')", name="value_matches_kind"),
+        CheckConstraint("tenant_id IS NOT NULL OR origin = 'operator'", name="global_by_operator"),
+        Index("ix_holds_active", "tenant_id", postgresql_where=text("released_at IS NULL")),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    tenant_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE")
+    )
+    kind: Mapped[str] = mapped_column(String(16))
+    value: Mapped[str] = mapped_column(String(253))
+    reason: Mapped[str] = mapped_column(Text)
+    origin: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    released_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

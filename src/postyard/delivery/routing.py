@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from postyard.delivery.outcome import RecipientOutcome
+from postyard.delivery.sites import site_of_domain
 from postyard.delivery.transport import Envelope, Relay, SmtpTransport
 
 
@@ -20,6 +21,9 @@ class RelayDeliverer:
     async def deliver(self, domain: str, envelope: Envelope) -> list[RecipientOutcome]:
         return await self.transport.deliver_via_relay(self.relay, envelope)
 
+    async def site(self, domain: str) -> str:
+        return site_of_domain(domain)
+
 
 @dataclass(frozen=True, slots=True)
 class DirectDeliverer:
@@ -30,3 +34,6 @@ class DirectDeliverer:
 
     async def deliver(self, domain: str, envelope: Envelope) -> list[RecipientOutcome]:
         return await self.transport.deliver_direct(domain, envelope)
+
+    async def site(self, domain: str) -> str:
+        return await self.transport.site_of(domain)

@@ -19,6 +19,7 @@ from postyard.delivery.mx import ResolutionFailure, resolve_destination, resolve
 from postyard.delivery.outcome import OutcomeKind, RecipientOutcome, SmtpReply, classify_reply
 from postyard.delivery.pool import ConnectionPool, PooledSession
 from postyard.delivery.session import HostFailure, Route, TlsPolicy, open_session
+from postyard.delivery.sites import site_of_domain, site_of_mx
 
 __all__ = ["Envelope", "Relay", "SmtpTransport", "TlsPolicy", "opportunistic_tls_context"]
 
@@ -226,6 +227,14 @@ class SmtpTransport:
         replies = [failure.reply for failure in failures if failure.reply is not None]
         detail = "; ".join(failure.detail for failure in failures)
         return _all(envelope, OutcomeKind.DEFERRED, detail, replies[-1] if replies else None)
+
+    async def site_of(self, domain: str) -> str:
+        """The destination site of ``domain`` from its MX hosts (``delivery.sites``); a domain
+        whose MX cannot be resolved now is named by what its name alone says."""
+        destination = await resolve_destination(domain.lower(), self._resolver)
+        if isinstance(destination, ResolutionFailure):
+            return site_of_domain(domain)
+        return site_of_mx(domain, destination.hosts)
 
     async def _attempt(
         self, route: Route, envelope: Envelope

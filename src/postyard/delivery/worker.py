@@ -22,13 +22,21 @@ from typing import Protocol
 from postyard.core.clock import Clock
 from postyard.core.db import Database, TenantId
 from postyard.delivery import verp
+from postyard.delivery.claim import claim_batch
+from postyard.delivery.holds import Hold, hold_for
 from postyard.delivery.identity import UNVERIFIED, SenderIdentity
 from postyard.delivery.outcome import OutcomeKind, RecipientOutcome
 from postyard.delivery.retry import RetryPolicy, next_attempt
 from postyard.delivery.transport import Envelope
 from postyard.domains.dkim import DkimSigningError
 from postyard.sending import idempotency, ledger
-from postyard.sending.ledger import ClaimedDelivery, DeliveryResult, OutboundMessage, Result
+from postyard.sending.ledger import (
+    ClaimedDelivery,
+    DeliveryResult,
+    Held,
+    OutboundMessage,
+    Result,
+)
 from postyard.tenancy import ratelimit
 
 log = logging.getLogger(__name__)
@@ -42,11 +50,23 @@ class Deliverer(Protocol):
 
     async def deliver(self, domain: str, envelope: Envelope) -> list[RecipientOutcome]: ...
 
+    async def site(self, domain: str) -> str:
+        """The destination site of ``domain`` (``delivery.sites``)."""
+        ...
+
 
 class Identities(Protocol):
     """Who a message is sent as (``delivery.identity.IdentityCache`` in production)."""
 
     async def get(self, tenant_id: TenantId, domain: str) -> SenderIdentity: ...
+
+
+@dataclass(slots=True)
+class Sent:
+    """What one batch's sending produced: ledger results, and rows a hold caught late."""
+
+    results: list[DeliveryResult] = field(default_factory=list)
+    held: list[Held] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,13 +182,15 @@ class DeliveryWorker:
     async def _batch(self) -> int:
         cfg = self._config
         async with self._db.system_tx(reason="delivery worker: claim") as session:
-            claimed, messages = await ledger.claim_due(
-                session, owner=cfg.owner, limit=cfg.batch_size, lease=cfg.lease
-            )
+            claim = await claim_batch(
+                session, owner=cfg.owner, limit=cfg.batch_size, lease=cfg.lease,
+                now=self._clock.now(),
+            )  # fmt: skip
+        claimed, messages = claim.claimed, claim.messages
         if not claimed:
-            return 0
+            return claim.held
         try:
-            results = await self._deliver(claimed, messages)
+            sent = await self._deliver(claimed, messages, claim.holds)
         except asyncio.CancelledError:
             # Stopped mid-batch: hand the rows back now rather than at lease expiry. Some may
             # have reached the remote server already; they will be sent again (at-least-once).
@@ -176,8 +198,9 @@ class DeliveryWorker:
                 await ledger.release(session, [c.id for c in claimed], owner=cfg.owner)
             raise
         async with self._db.system_tx(reason="delivery worker: record") as session:
-            await ledger.record_results(session, results, owner=cfg.owner)
-        return len(claimed)
+            await ledger.record_results(session, sent.results, owner=cfg.owner)
+            await ledger.hold(session, sent.held, now=self._clock.now())
+        return len(claimed) + claim.held
 
     async def _prepare(
         self, messages: dict[uuid.UUID, OutboundMessage]
@@ -203,22 +226,48 @@ class DeliveryWorker:
         return prepared
 
     async def _deliver(
-        self, claimed: list[ClaimedDelivery], messages: dict[uuid.UUID, OutboundMessage]
-    ) -> list[DeliveryResult]:
+        self,
+        claimed: list[ClaimedDelivery],
+        messages: dict[uuid.UUID, OutboundMessage],
+        holds: list[Hold],
+    ) -> Sent:
         prepared = await self._prepare(messages)
         verp = {mid for mid, (_, return_path) in prepared.items() if return_path}
         groups = group_for_sending(
             claimed, per_domain=self._deliverer.per_domain, per_recipient=verp
         )
-        batches = await asyncio.gather(
+        sent = Sent()
+        await asyncio.gather(
             *(
-                self._send_group(messages[key[0]], prepared[key[0]], rows)
+                self._send_group(messages[key[0]], prepared[key[0]], rows, holds, sent)
                 for key, rows in groups.items()
             )
         )
-        return [result for batch in batches for result in batch]
+        return sent
 
     async def _send_group(
+        self,
+        message: OutboundMessage,
+        prepared: tuple[bytes, str | None],
+        rows: list[ClaimedDelivery],
+        holds: list[Hold],
+        sent: Sent,
+    ) -> None:
+        if holds:
+            site = await self._deliverer.site(rows[0].domain)
+            hold = hold_for(
+                holds,
+                tenant_id=message.tenant_id,
+                from_domain=message.from_domain,
+                recipient_domain=rows[0].domain,
+                site=site,
+            )
+            if hold is not None:
+                sent.held.extend(Held(r.id, hold.id, hold.describe()) for r in rows)
+                return
+        sent.results.extend(await self._send(message, prepared, rows))
+
+    async def _send(
         self,
         message: OutboundMessage,
         prepared: tuple[bytes, str | None],

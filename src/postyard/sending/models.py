@@ -30,6 +30,7 @@ DELIVERY_STATUSES = (
     "scheduled",
     "sending",
     "deferred",
+    "held",
     "delivered",
     "bounced",
     "failed",
@@ -92,10 +93,12 @@ class Delivery(Base):
         CheckConstraint("kind IN ('to', 'cc', 'bcc')", name="kind"),
         Index("ix_deliveries_message_id", "message_id"),
         Index(
-            "ix_deliveries_due",
+            "ix_deliveries_tenant_due",
+            "tenant_id",
             "next_attempt_at",
             postgresql_where=text("status IN ('queued', 'scheduled', 'deferred')"),
         ),
+        Index("ix_deliveries_held", "held_by", postgresql_where=text("status = 'held'")),
         Index(
             "ix_deliveries_leased",
             "lease_expires_at",
@@ -117,6 +120,8 @@ class Delivery(Base):
     lease_owner: Mapped[str | None] = mapped_column(Text)
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_reply: Mapped[str | None] = mapped_column(Text)
+    held_by: Mapped[uuid.UUID | None] = mapped_column()
+    """The hold that keeps this row waiting (status ``held``); see delivery/holds.py."""
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
