@@ -149,3 +149,56 @@ async def test_domains_commands(cli_env: dict[str, str], dns_server: DnsServer) 
     missing = await arun_cli(["domains", "verify", body["id"], "--org", org], env)
     assert missing.code == 1
     assert "not found" in missing.stderr
+
+
+async def test_holds_commands(cli_env: dict[str, str]) -> None:
+    org = (await arun_cli(["orgs", "create", "Hold CLI", "--json"], cli_env)).json()["slug"]
+    added = await arun_cli(
+        ["holds", "add", "--org", org, "--domain", "News.Example", "--reason", "audit", "--json"],
+        cli_env,
+    )
+    assert added.code == 0, added.stderr
+    hold = added.json()
+    assert (hold["kind"], hold["value"], hold["origin"], hold["held"]) == (
+        "domain", "news.example", "operator", 0,
+    )  # fmt: skip
+    site = await arun_cli(["holds", "add", "--destination", "yahoo", "--json"], cli_env)
+    assert site.code == 0, site.stderr
+    assert site.json()["tenant_id"] is None
+    listed = (await arun_cli(["holds", "list", "--org", org, "--json"], cli_env)).json()
+    assert [h["id"] for h in listed] == [hold["id"]]
+    everything = (await arun_cli(["holds", "list", "--json"], cli_env)).json()
+    assert {hold["id"], site.json()["id"]} <= {h["id"] for h in everything}
+    for hold_id in (hold["id"], site.json()["id"]):
+        released = await arun_cli(["holds", "release", hold_id, "--json"], cli_env)
+        assert released.code == 0, released.stderr
+        assert released.json()["released_at"] is not None
+    bad = await arun_cli(["holds", "add", "--domain", "x.example"], cli_env)
+    assert bad.code == 1
+    assert "every tenant" in bad.stderr
+    unknown = await arun_cli(["holds", "release", str(uuid.uuid4())], cli_env)
+    assert unknown.code == 1
+    assert "not found" in unknown.stderr.lower()
+
+
+async def test_warmup_commands(cli_env: dict[str, str]) -> None:
+    org = (await arun_cli(["orgs", "create", "Warm CLI", "--json"], cli_env)).json()["slug"]
+    started = await arun_cli(
+        ["warmup", "set", "mail.example", "--org", org, "--schedule", "10,20",
+         "--start", "2020-01-01", "--json"],
+        cli_env,
+    )  # fmt: skip
+    assert started.code == 0, started.stderr
+    assert started.json()["schedule"] == [10, 20]
+    assert started.json()["allowance_today"] is None, "the ramp ended long ago"
+    today = await arun_cli(["warmup", "set", "mail.example", "--org", org, "--json"], cli_env)
+    assert today.json()["allowance_today"] == 50, "the settings' ramp, day 1"
+    listed = (await arun_cli(["warmup", "list", "--org", org, "--json"], cli_env)).json()
+    assert [w["domain"] for w in listed] == ["mail.example"]
+    bad = await arun_cli(
+        ["warmup", "set", "mail.example", "--org", org, "--schedule", "0"], cli_env
+    )
+    assert bad.code == 1
+    assert "positive" in bad.stderr
+    stopped = await arun_cli(["warmup", "stop", "mail.example", "--org", org, "--json"], cli_env)
+    assert stopped.json() == {"domain": "mail.example", "stopped": True}

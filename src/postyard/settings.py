@@ -164,6 +164,28 @@ class DeliverySettings(_Group):
         return self
 
 
+# Doubling at first, then about half again per day: day 1 = 50, day 14 = 75,000.
+_RAMP = (50, 100, 200, 400, 800, 1500, 3000, 5000, 8000, 12000, 20000, 30000, 50000, 75000)
+
+
+class WarmupSettings(_Group):
+    schedule: Annotated[list[int], NoDecode] = Field(default_factory=lambda: list(_RAMP))
+    """Daily allowance per sending domain on day 1, 2, … of its warm-up; no limit afterwards."""
+    automatic: bool = False
+    """Every sending domain warms up from its first send (otherwise only domains given a
+    warm-up with `postyard warmup set`)."""
+
+    _split = field_validator("schedule", mode="before")(_split_csv)
+
+    @field_validator("schedule")
+    @classmethod
+    def _positive(cls, value: list[int]) -> list[int]:
+        if any(n < 1 for n in value):
+            msg = "daily allowances must be positive"
+            raise ValueError(msg)
+        return value
+
+
 class SendingSettings(_Group):
     require_verified_domain: bool | None = None
     """Whether the From domain must be verified; unset means false in capture mode, else true."""
@@ -229,6 +251,7 @@ class Settings(BaseSettings):
     mx: MxSettings = MxSettings()
     delivery: DeliverySettings = DeliverySettings()
     sending: SendingSettings = SendingSettings()
+    warmup: WarmupSettings = WarmupSettings()
     dns: DnsSettings = DnsSettings()
     webhooks: WebhookSettings = WebhookSettings()
     db: DbSettings = DbSettings()

@@ -23,6 +23,7 @@ from postyard.delivery.retry import RetryPolicy
 from postyard.delivery.routing import DirectDeliverer, RelayDeliverer
 from postyard.delivery.session import TlsPolicy
 from postyard.delivery.transport import Relay, SmtpTransport
+from postyard.delivery.warmup import WarmupPolicy
 from postyard.delivery.worker import Deliverer, DeliveryWorker, WorkerConfig
 from postyard.domains.policy import dns_policy
 from postyard.domains.verification import verify_due_domains
@@ -98,6 +99,9 @@ async def worker_role(
             # Look for expired leases often enough that a dead worker's rows wait at most
             # about a lease and a quarter.
             maintenance_interval=min(15.0, delivery.lease_seconds / 4),
+            warmups=WarmupPolicy(
+                schedule=tuple(settings.warmup.schedule), automatic=settings.warmup.automatic
+            ),
             policy=RetryPolicy(
                 delays=tuple(timedelta(seconds=s) for s in delivery.retry_delays),
                 max_age=timedelta(hours=delivery.max_age_hours),

@@ -128,6 +128,14 @@ async def _hold_row(conn: asyncpg.Connection, tenant: uuid.UUID) -> None:
     )
 
 
+async def _warmup_row(conn: asyncpg.Connection, tenant: uuid.UUID) -> None:
+    await conn.execute(
+        "INSERT INTO warmups (tenant_id, domain, started_on, counted_on)"
+        " VALUES ($1, 'w.test', current_date, current_date)",
+        tenant,
+    )
+
+
 # One row factory per tenant table. A new tenant table without an entry fails the meta-test,
 # so it cannot ship without being attacked here.
 TENANT_ROW_FACTORIES: dict[str, RowFactory] = {
@@ -141,6 +149,7 @@ TENANT_ROW_FACTORIES: dict[str, RowFactory] = {
     "idempotency_keys": _idempotency_row,
     "message_contents": _message_content_row,
     "messages": _message_row,
+    "warmups": _warmup_row,
 }
 
 

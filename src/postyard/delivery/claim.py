@@ -14,8 +14,10 @@ from datetime import datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from postyard.delivery import holds as holds_service
+from postyard.delivery import warmup
 from postyard.delivery.holds import Hold, hold_for
 from postyard.delivery.sites import site_of_domain
+from postyard.delivery.warmup import WarmupPolicy
 from postyard.sending import ledger
 from postyard.sending.ledger import Candidate, ClaimedDelivery, Held, OutboundMessage
 
@@ -27,6 +29,7 @@ class Claim:
     holds: list[Hold] = field(default_factory=list)
     """The active holds at claim time, for the send-time check by destination site."""
     held: int = 0
+    postponed: int = 0
 
 
 def split_held(
@@ -52,10 +55,17 @@ def split_held(
 
 
 async def claim_batch(
-    session: AsyncSession, *, owner: str, limit: int, lease: timedelta, now: datetime
+    session: AsyncSession,
+    *,
+    owner: str,
+    limit: int,
+    lease: timedelta,
+    now: datetime,
+    warmups: WarmupPolicy | None = None,
 ) -> Claim:
     """Lock an equal share of ``limit`` from every tenant with due recipients, hold those an
-    active hold catches, lease the rest to ``owner`` and load their messages."""
+    active hold catches, postpone those over their domain's warm-up allowance to tomorrow,
+    lease the rest to ``owner`` and load their messages."""
     tenants = await ledger.tenants_waiting(session)
     if not tenants:
         return Claim([], {})
@@ -67,7 +77,14 @@ async def claim_batch(
     active = await holds_service.active_holds_unscoped(session)
     go, held = split_held(candidates, active)
     await ledger.hold(session, held, now=now)
+    policy = warmups or WarmupPolicy(schedule=())
+    states = await warmup.lock_states(
+        session, {(c.tenant_id, c.from_domain) for c in go}, policy, now=now
+    )
+    go, waiting, used = warmup.ration(go, states, policy, now=now)
+    await ledger.postpone(session, waiting, now=now)
+    await warmup.record_sent(session, used, now=now)
     claimed, messages = await ledger.start_sending(
         session, [c.id for c in go], owner=owner, lease=lease, now=now
     )
-    return Claim(claimed, messages, active, len(held))
+    return Claim(claimed, messages, active, len(held), len(waiting))

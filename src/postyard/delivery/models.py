@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 
 from sqlalchemy import (
     CheckConstraint,
+    Date,
     DateTime,
+    Float,
     ForeignKey,
     Index,
+    Integer,
     LargeBinary,
     String,
     Text,
@@ -64,3 +67,35 @@ class Hold(Base):
     origin: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     released_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Warmup(Base):
+    """A sending domain's warm-up: the day it started, its ramp (NULL: the settings' ramp)
+    and how many recipients went out on ``counted_on``."""
+
+    __tablename__ = "warmups"
+    __table_args__ = (CheckConstraint("sent >= 0", name="sent"),)
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), primary_key=True
+    )
+    domain: Mapped[str] = mapped_column(String(253), primary_key=True)
+    started_on: Mapped[date] = mapped_column(Date)
+    schedule: Mapped[list[int] | None] = mapped_column(ARRAY(Integer))
+    counted_on: Mapped[date] = mapped_column(Date)
+    sent: Mapped[int] = mapped_column(Integer, server_default="0")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class DestinationState(Base):
+    """A destination site's adaptive shaping state, shared by every worker (no tenant)."""
+
+    __tablename__ = "destination_states"
+
+    site: Mapped[str] = mapped_column(String(253), primary_key=True)
+    rate: Mapped[float] = mapped_column(Float)
+    suspended_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    throttles_in_a_row: Mapped[int] = mapped_column(Integer)
+    last_throttle: Mapped[str | None] = mapped_column(Text)
+    last_change: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

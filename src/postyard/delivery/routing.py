@@ -18,7 +18,9 @@ class RelayDeliverer:
     relay: Relay
     per_domain: bool = False
 
-    async def deliver(self, domain: str, envelope: Envelope) -> list[RecipientOutcome]:
+    async def deliver(
+        self, domain: str, envelope: Envelope, *, messages_per_connection: int | None = None
+    ) -> list[RecipientOutcome]:
         return await self.transport.deliver_via_relay(self.relay, envelope)
 
     async def site(self, domain: str) -> str:
@@ -32,8 +34,12 @@ class DirectDeliverer:
     transport: SmtpTransport
     per_domain: bool = True
 
-    async def deliver(self, domain: str, envelope: Envelope) -> list[RecipientOutcome]:
-        return await self.transport.deliver_direct(domain, envelope)
+    async def deliver(
+        self, domain: str, envelope: Envelope, *, messages_per_connection: int | None = None
+    ) -> list[RecipientOutcome]:
+        return await self.transport.deliver_direct(
+            domain, envelope, messages_per_connection=messages_per_connection
+        )
 
     async def site(self, domain: str) -> str:
         return await self.transport.site_of(domain)

@@ -191,7 +191,12 @@ class SmtpTransport:
         return result
 
     async def deliver_direct(
-        self, domain: str, envelope: Envelope, *, tls: TlsPolicy = TlsPolicy.OPPORTUNISTIC
+        self,
+        domain: str,
+        envelope: Envelope,
+        *,
+        tls: TlsPolicy = TlsPolicy.OPPORTUNISTIC,
+        messages_per_connection: int | None = None,
     ) -> list[RecipientOutcome]:
         """Deliver ``envelope`` to the MX hosts of ``domain``; one outcome per recipient, in order.
 
@@ -220,7 +225,7 @@ class SmtpTransport:
                 tls_context=context,
                 resolve_with_dns=True,
             )
-            result = await self._attempt(route, envelope)
+            result = await self._attempt(route, envelope, messages_per_connection)
             if not isinstance(result, HostFailure):
                 return result
             failures.append(result)
@@ -237,9 +242,9 @@ class SmtpTransport:
         return site_of_mx(domain, destination.hosts)
 
     async def _attempt(
-        self, route: Route, envelope: Envelope
+        self, route: Route, envelope: Envelope, max_messages: int | None = None
     ) -> list[RecipientOutcome] | HostFailure:
-        async with self._pool.lease(route.key) as lease:
+        async with self._pool.lease(route.key, max_messages=max_messages) as lease:
             if lease.session is None:
                 opened = await self._open(route)
                 if isinstance(opened, HostFailure):

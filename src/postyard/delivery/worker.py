@@ -21,13 +21,15 @@ from typing import Protocol
 
 from postyard.core.clock import Clock
 from postyard.core.db import Database, TenantId
-from postyard.delivery import verp
+from postyard.delivery import shaping_state, verp
 from postyard.delivery.claim import claim_batch
 from postyard.delivery.holds import Hold, hold_for
 from postyard.delivery.identity import UNVERIFIED, SenderIdentity
 from postyard.delivery.outcome import OutcomeKind, RecipientOutcome
 from postyard.delivery.retry import RetryPolicy, next_attempt
+from postyard.delivery.shaping import SiteShaper
 from postyard.delivery.transport import Envelope
+from postyard.delivery.warmup import WarmupPolicy
 from postyard.domains.dkim import DkimSigningError
 from postyard.sending import idempotency, ledger
 from postyard.sending.ledger import (
@@ -35,6 +37,7 @@ from postyard.sending.ledger import (
     DeliveryResult,
     Held,
     OutboundMessage,
+    Postponed,
     Result,
 )
 from postyard.tenancy import ratelimit
@@ -48,7 +51,9 @@ class Deliverer(Protocol):
     @property
     def per_domain(self) -> bool: ...
 
-    async def deliver(self, domain: str, envelope: Envelope) -> list[RecipientOutcome]: ...
+    async def deliver(
+        self, domain: str, envelope: Envelope, *, messages_per_connection: int | None = None
+    ) -> list[RecipientOutcome]: ...
 
     async def site(self, domain: str) -> str:
         """The destination site of ``domain`` (``delivery.sites``)."""
@@ -67,6 +72,7 @@ class Sent:
 
     results: list[DeliveryResult] = field(default_factory=list)
     held: list[Held] = field(default_factory=list)
+    postponed: list[Postponed] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +85,7 @@ class WorkerConfig:
     poll_interval: float = 1.0
     maintenance_interval: float = 15.0
     policy: RetryPolicy = field(default_factory=RetryPolicy)
+    warmups: WarmupPolicy = field(default_factory=lambda: WarmupPolicy(schedule=()))
 
 
 def to_result(
@@ -135,7 +142,9 @@ class DeliveryWorker:
         verp_key: bytes = b"",
         jobs: Sequence[Callable[[], Awaitable[object]]] = (),
         rand: Callable[[], float] = random.random,
+        shaper: SiteShaper | None = None,
     ) -> None:
+        self._shaper = shaper
         self._identities = identities
         self._jobs = jobs
         self._verp_key = verp_key
@@ -184,11 +193,11 @@ class DeliveryWorker:
         async with self._db.system_tx(reason="delivery worker: claim") as session:
             claim = await claim_batch(
                 session, owner=cfg.owner, limit=cfg.batch_size, lease=cfg.lease,
-                now=self._clock.now(),
+                now=self._clock.now(), warmups=cfg.warmups,
             )  # fmt: skip
         claimed, messages = claim.claimed, claim.messages
         if not claimed:
-            return claim.held
+            return claim.held + claim.postponed
         try:
             sent = await self._deliver(claimed, messages, claim.holds)
         except asyncio.CancelledError:
@@ -200,7 +209,11 @@ class DeliveryWorker:
         async with self._db.system_tx(reason="delivery worker: record") as session:
             await ledger.record_results(session, sent.results, owner=cfg.owner)
             await ledger.hold(session, sent.held, now=self._clock.now())
-        return len(claimed) + claim.held
+            await ledger.postpone(session, sent.postponed, now=self._clock.now())
+            if self._shaper is not None:
+                changed = self._shaper.changed()
+                await shaping_state.publish(session, changed, now=self._clock.now())
+        return len(claimed) + claim.held + claim.postponed
 
     async def _prepare(
         self, messages: dict[uuid.UUID, OutboundMessage]
@@ -253,8 +266,9 @@ class DeliveryWorker:
         holds: list[Hold],
         sent: Sent,
     ) -> None:
+        shaper = self._shaper if self._deliverer.per_domain else None
+        site = await self._deliverer.site(rows[0].domain) if holds or shaper else ""
         if holds:
-            site = await self._deliverer.site(rows[0].domain)
             hold = hold_for(
                 holds,
                 tenant_id=message.tenant_id,
@@ -265,14 +279,30 @@ class DeliveryWorker:
             if hold is not None:
                 sent.held.extend(Held(r.id, hold.id, hold.describe()) for r in rows)
                 return
-        sent.results.extend(await self._send(message, prepared, rows))
+        if shaper is None:
+            sent.results.extend((await self._send(message, prepared, rows))[1])
+            return
+        admission = shaper.admit(site, len(rows), self._clock.now())
+        if admission.until is not None:
+            sent.postponed.extend(Postponed(r.id, admission.until, admission.reason) for r in rows)
+            return
+        if admission.pause > 0:
+            await asyncio.sleep(admission.pause)
+        async with shaper.connection(site):
+            outcomes, results = await self._send(
+                message, prepared, rows, shaper.messages_per_connection(site)
+            )
+        shaper.observe(site, outcomes, self._clock.now())
+        sent.results.extend(results)
 
     async def _send(
         self,
         message: OutboundMessage,
         prepared: tuple[bytes, str | None],
         rows: list[ClaimedDelivery],
-    ) -> list[DeliveryResult]:
+        messages_per_connection: int | None = None,
+    ) -> tuple[list[RecipientOutcome], list[DeliveryResult]]:
+        """Send one group; returns the SMTP outcomes and the ledger results they make."""
         data, return_path_domain = prepared
         mail_from = (
             verp.return_path(rows[0].id, return_path_domain, self._verp_key)
@@ -288,10 +318,12 @@ class DeliveryWorker:
                 smtputf8=message.smtputf8,
             )
         except ValueError as exc:
-            return [DeliveryResult(r, Result.BOUNCED, f"not deliverable: {exc}") for r in rows]
+            return [], [DeliveryResult(r, Result.BOUNCED, f"not deliverable: {exc}") for r in rows]
         async with self._sending:
             try:
-                outcomes = await self._deliverer.deliver(rows[0].domain, envelope)
+                outcomes = await self._deliverer.deliver(
+                    rows[0].domain, envelope, messages_per_connection=messages_per_connection
+                )
             except Exception as exc:  # a bug here must not strand the batch until lease expiry
                 log.exception("delivery failed unexpectedly", extra={"message_id": str(message.id)})
                 outcomes = [
@@ -305,7 +337,7 @@ class DeliveryWorker:
             now_results.append(
                 to_result(row, outcome, policy=self._config.policy, now=now, rand=self._rand)
             )
-        return now_results
+        return outcomes, now_results
 
     async def _maintenance(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -314,6 +346,9 @@ class DeliveryWorker:
                     recovered = await ledger.recover_expired_leases(session)
                     await idempotency.forget_expired(session)
                     await ratelimit.forget_old_windows(session, now=self._clock.now())
+                    if self._shaper is not None:
+                        shared = await shaping_state.load(session)
+                        self._shaper.merge(shared, self._clock.now())
                 if recovered:
                     log.warning("recovered expired leases", extra={"rows": recovered})
                     self.wake.set()

@@ -131,7 +131,7 @@ _HOLD = text(
 _POSTPONE = text(
     """
     UPDATE deliveries d
-       SET status = CASE WHEN d.status = 'sending' THEN 'deferred' ELSE d.status END,
+       SET status = 'deferred',
            attempts = CASE WHEN d.status = 'sending' THEN greatest(d.attempts - 1, 0)
                            ELSE d.attempts END,
            next_attempt_at = v.next_attempt_at, last_reply = v.reply,
@@ -329,8 +329,8 @@ async def hold(session: AsyncSession, held: Sequence[Held], *, now: datetime) ->
 
 
 async def postpone(session: AsyncSession, rows: Sequence[Postponed], *, now: datetime) -> None:
-    """Make recipients due later without counting an attempt (a leased one goes back to
-    ``deferred``); the reason shows in ``last_reply``."""
+    """Make recipients ``deferred`` until later without counting an attempt (a leased one
+    loses its lease); the reason shows in ``last_reply``."""
     if rows:
         await session.execute(
             _POSTPONE,
