@@ -202,3 +202,18 @@ async def test_warmup_commands(cli_env: dict[str, str]) -> None:
     assert "positive" in bad.stderr
     stopped = await arun_cli(["warmup", "stop", "mail.example", "--org", org, "--json"], cli_env)
     assert stopped.json() == {"domain": "mail.example", "stopped": True}
+
+
+async def test_destinations_list_shows_policies_with_settings_applied(
+    cli_env: dict[str, str],
+) -> None:
+    env = {
+        **cli_env,
+        "POSTYARD_SHAPING__POLICIES": '{"yahoo": {"max_connections": 2,'
+        ' "messages_per_connection": 10, "messages_per_minute": 60}}',
+    }
+    listed = await arun_cli(["destinations", "list", "--json"], env)
+    assert listed.code == 0, listed.stderr
+    sites = {d["site"]: d for d in listed.json()}
+    assert {"google", "microsoft", "yahoo", "apple", "default"} <= set(sites)
+    assert (sites["yahoo"]["max_connections"], sites["yahoo"]["current_rate"]) == (2, 60.0)

@@ -15,6 +15,7 @@ from postyard.core.http import (
     error_response,
     install_error_handlers,
 )
+from postyard.delivery.destination_routes import router as destinations_router
 from postyard.delivery.hold_routes import router as holds_router
 from postyard.delivery.routes import router as content_router
 from postyard.domains.routes import DomainDeps
@@ -76,5 +77,6 @@ def create_app(services: AppServices, *, max_body_bytes: int, domain_deps: Domai
     v1.include_router(content_router)
     v1.include_router(domains_router)
     v1.include_router(holds_router)
+    v1.include_router(destinations_router)
     app.include_router(v1)
     return app

@@ -186,6 +186,27 @@ class WarmupSettings(_Group):
         return value
 
 
+class SitePolicySettings(_Group):
+    max_connections: int = Field(ge=1, le=1000)
+    messages_per_connection: int = Field(ge=1)
+    messages_per_minute: int = Field(ge=1)
+
+
+class ShapingSettings(_Group):
+    enabled: bool = True
+    """Per-destination shaping in mx mode (relay and capture modes send to one host)."""
+    policies: dict[str, SitePolicySettings] = Field(default_factory=dict)
+    """Overrides of the site policies as JSON, e.g. {"yahoo": {"max_connections": 2,
+    "messages_per_connection": 20, "messages_per_minute": 60}}; keys are google, microsoft,
+    yahoo, apple, default, or a recipient domain."""
+    backoff_seconds: float = Field(default=60, gt=0)
+    """How long a throttled site is suspended; doubles with each throttle in a row."""
+    max_backoff_seconds: float = Field(default=1800, gt=0)
+    """Longest suspension after throttles in a row."""
+    recovery_seconds: float = Field(default=300, gt=0)
+    """After this long without a throttle a slowed site gets a tenth of its rate back."""
+
+
 class SendingSettings(_Group):
     require_verified_domain: bool | None = None
     """Whether the From domain must be verified; unset means false in capture mode, else true."""
@@ -252,6 +273,7 @@ class Settings(BaseSettings):
     delivery: DeliverySettings = DeliverySettings()
     sending: SendingSettings = SendingSettings()
     warmup: WarmupSettings = WarmupSettings()
+    shaping: ShapingSettings = ShapingSettings()
     dns: DnsSettings = DnsSettings()
     webhooks: WebhookSettings = WebhookSettings()
     db: DbSettings = DbSettings()

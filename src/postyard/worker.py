@@ -22,6 +22,7 @@ from postyard.delivery.mx import make_resolver
 from postyard.delivery.retry import RetryPolicy
 from postyard.delivery.routing import DirectDeliverer, RelayDeliverer
 from postyard.delivery.session import TlsPolicy
+from postyard.delivery.shaping import Adaptive, SitePolicy, SiteShaper
 from postyard.delivery.transport import Relay, SmtpTransport
 from postyard.delivery.warmup import WarmupPolicy
 from postyard.delivery.worker import Deliverer, DeliveryWorker, WorkerConfig
@@ -47,6 +48,20 @@ def _transport(settings: Settings) -> SmtpTransport:
         max_connections_per_destination=delivery.max_connections_per_destination,
         max_messages_per_connection=delivery.max_messages_per_connection,
         mx_port=delivery.mx_port,
+    )
+
+
+def _shaper(settings: Settings) -> SiteShaper | None:
+    shaping = settings.shaping
+    if not shaping.enabled:
+        return None
+    return SiteShaper(
+        {name: SitePolicy(**p.model_dump()) for name, p in shaping.policies.items()},
+        Adaptive(
+            backoff=timedelta(seconds=shaping.backoff_seconds),
+            max_backoff=timedelta(seconds=shaping.max_backoff_seconds),
+            recovery_interval=timedelta(seconds=shaping.recovery_seconds),
+        ),
     )
 
 
@@ -113,6 +128,7 @@ async def worker_role(
         async def check_domains() -> int:
             return await verify_due_domains(db, resolver, policy=policy, now=clock.now())
 
+        shaper = _shaper(settings) if delivery.mode is DeliveryMode.MX else None
         worker = DeliveryWorker(
             db,
             deliverer,
@@ -121,6 +137,7 @@ async def worker_role(
             identities=IdentityCache(db, derive_kek(secret), clock),
             verp_key=verp_key,
             jobs=[check_domains],
+            shaper=shaper,
         )
         async with listening(system_url, WAKE_CHANNEL, worker.wake):
             yield WorkerRole(

@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from postyard.cli import domains, holds, keys, orgs, serve, warmup
+from postyard.cli import destinations, domains, holds, keys, orgs, serve, warmup
 from postyard.cli.context import wants_json
 from postyard.core.errors import AppError, ConfigurationError
 
@@ -26,6 +26,7 @@ app.add_typer(orgs.app, name="orgs")
 app.add_typer(keys.app, name="keys")
 app.add_typer(domains.app, name="domains")
 app.add_typer(holds.app, name="holds")
+app.add_typer(destinations.app, name="destinations")
 app.add_typer(warmup.app, name="warmup")
 
 
