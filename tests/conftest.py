@@ -47,6 +47,7 @@ TEST_SECRET = "test-secret-not-for-production"
 APP_ROLE = "postyard_test_app"
 SYSTEM_ROLE = "postyard_test_system"
 _TEMPLATE_LOCK = 0x74706C  # serialises template builds and clones across workers
+_RUN_ID = uuid.uuid4().hex  # without xdist; under xdist every worker gets the run's id
 
 
 def _migrations_fingerprint() -> str:
@@ -111,8 +112,19 @@ async def clone_database(admin_url: str, target: str, data_dir: Path) -> str:
 
 @pytest.fixture(scope="session")
 def worker_id_safe(request: pytest.FixtureRequest) -> str:
-    worker = getattr(request.config, "workerinput", {}).get("workerid", "main")
-    return str(worker)
+    """This worker's part of database names: the test run's id and the xdist worker, so two
+    runs from one checkout at once never drop each other's databases."""
+    workerinput = getattr(request.config, "workerinput", {})
+    run = str(workerinput.get("testrunuid", _RUN_ID))[:8]
+    return f"{run}_{workerinput.get('workerid', 'main')}"
+
+
+async def drop_database(admin_url: str, name: str) -> None:
+    conn = await pg_connect(admin_url)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
 
 
 @pytest_asyncio.fixture(scope="session")
@@ -121,8 +133,10 @@ async def runtime(
 ) -> AsyncIterator[Runtime]:
     data_dir = tmp_path_factory.mktemp("data")
     admin_url = await asyncio.to_thread(_admin_url)
-    url = await clone_database(admin_url, f"postyard_test_{worker_id_safe}", data_dir)
+    name = f"postyard_test_{worker_id_safe}"
+    url = await clone_database(admin_url, name, data_dir)
     yield await prepare(_test_settings(url, data_dir))
+    await drop_database(admin_url, name)
 
 
 @dataclass(frozen=True)
@@ -146,7 +160,8 @@ async def isolated(
     data_dir = tmp_path_factory.mktemp("isolated")
     admin_url = await asyncio.to_thread(_admin_url)
     module = request.module.__name__.rsplit(".", 1)[-1][:30]
-    url = await clone_database(admin_url, f"postyard_{worker_id_safe}_{module}", data_dir)
+    name = f"postyard_{worker_id_safe}_{module}"
+    url = await clone_database(admin_url, name, data_dir)
     runtime = await prepare(_test_settings(url, data_dir))
     db = connect(runtime, name="test-isolated")
     services = AppServices(db=db, clock=SystemClock(), schema_head=schema_head())
@@ -155,6 +170,7 @@ async def isolated(
     yield Isolated(runtime=runtime, db=db, services=services, base_url=base)
     await stop_server(server, task)
     await db.dispose()
+    await drop_database(admin_url, name)
 
 
 @pytest.fixture(scope="session")

@@ -217,3 +217,47 @@ async def test_destinations_list_shows_policies_with_settings_applied(
     sites = {d["site"]: d for d in listed.json()}
     assert {"google", "microsoft", "yahoo", "apple", "default"} <= set(sites)
     assert (sites["yahoo"]["max_connections"], sites["yahoo"]["current_rate"]) == (2, 60.0)
+
+
+async def test_suppressions_commands(cli_env: dict[str, str]) -> None:
+    org = (await arun_cli(["orgs", "create", "Suppress CLI", "--json"], cli_env)).json()["slug"]
+    added = await arun_cli(
+        ["suppressions", "add", "Bob@Example.test", "--org", org, "--json"], cli_env
+    )
+    assert added.code == 0, added.stderr
+    assert (added.json()["email"], added.json()["reason"]) == ("Bob@example.test", "manual")
+    timed = await arun_cli(
+        [
+            *("suppressions", "add", "carol@example.test", "--org", org),
+            *("--reason", "unsubscribe", "--expires-at", "2099-01-01T00:00:00Z", "--json"),
+        ],
+        cli_env,
+    )
+    assert timed.code == 0, timed.stderr
+    assert timed.json()["expires_at"] == "2099-01-01T00:00:00+00:00"
+    listed = (await arun_cli(["suppressions", "list", "--org", org, "--json"], cli_env)).json()
+    assert [e["email"] for e in listed] == ["carol@example.test", "Bob@example.test"]
+    only = await arun_cli(
+        ["suppressions", "list", "--org", org, "--reason", "unsubscribe", "--json"], cli_env
+    )
+    assert [e["email"] for e in only.json()] == ["carol@example.test"]
+
+    removed = await arun_cli(
+        ["suppressions", "remove", "bob@example.test", "--org", org, "--json"], cli_env
+    )
+    assert removed.json() == {
+        "object": "suppression",
+        "id": added.json()["id"],
+        "email": "Bob@example.test",
+        "deleted": True,
+    }
+    for args, fragment in [
+        (["suppressions", "add", "nope", "--org", org], "not a valid email"),
+        (["suppressions", "add", "d@example.test", "--org", org, "--reason", "x"], "reason"),
+        (["suppressions", "add", "d@example.test", "--org", org, "--expires-at", "soon"], "ISO"),
+        (["suppressions", "remove", "bob@example.test", "--org", org], "not found"),
+    ]:
+        failed = await arun_cli(args, cli_env)
+        assert failed.code == 1
+        assert failed.stderr.startswith("postyard: error: ")
+        assert fragment in failed.stderr

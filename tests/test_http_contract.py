@@ -65,6 +65,13 @@ async def _hold_of(owner: Tenant, makers: Makers) -> str:
     return str(response.json()["id"])
 
 
+async def _suppression_of(owner: Tenant, makers: Makers) -> str:
+    email = f"s{uuid.uuid4().hex[:10]}@rcpt.test"
+    response = await makers.http.post("/v1/suppressions", json={"email": email}, headers=owner.auth)
+    assert response.status_code == 200, response.text
+    return str(response.json()["id"])
+
+
 # Every route that takes an id, with a way to create such an object for a tenant and a valid
 # body where the route takes one. A new route with an id and no entry here fails
 # test_every_id_route_is_covered.
@@ -78,6 +85,7 @@ ID_ROUTES: dict[str, ObjectFactory] = {
     "/v1/domains/{domain_id}/verify": _domain_of,
     "/v1/domains/{domain_id}/rotate-dkim": _domain_of,
     "/v1/holds/{hold_id}": _hold_of,
+    "/v1/suppressions/{suppression_id}": _suppression_of,
 }
 VALID_BODIES: dict[tuple[str, str], dict[str, object]] = {
     ("PATCH", "/v1/emails/{email_id}"): {"scheduled_at": "in 2 hours"},

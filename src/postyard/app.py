@@ -21,6 +21,7 @@ from postyard.delivery.routes import router as content_router
 from postyard.domains.routes import DomainDeps
 from postyard.domains.routes import router as domains_router
 from postyard.sending.routes import router as emails_router
+from postyard.suppression.routes import router as suppressions_router
 from postyard.tenancy.routes import router as api_keys_router
 
 API_DESCRIPTION = """Postyard's REST API. Resend-compatible: point a Resend SDK's base URL at
@@ -78,5 +79,6 @@ def create_app(services: AppServices, *, max_body_bytes: int, domain_deps: Domai
     v1.include_router(domains_router)
     v1.include_router(holds_router)
     v1.include_router(destinations_router)
+    v1.include_router(suppressions_router)
     app.include_router(v1)
     return app

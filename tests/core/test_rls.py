@@ -128,6 +128,15 @@ async def _hold_row(conn: asyncpg.Connection, tenant: uuid.UUID) -> None:
     )
 
 
+async def _suppression_row(conn: asyncpg.Connection, tenant: uuid.UUID) -> None:
+    await conn.execute(
+        "INSERT INTO suppressions (id, tenant_id, email, reason, created_at, updated_at)"
+        " VALUES ($1, $2, 'b@y.test', 'manual', now(), now())",
+        uuid.uuid4(),
+        tenant,
+    )
+
+
 async def _warmup_row(conn: asyncpg.Connection, tenant: uuid.UUID) -> None:
     await conn.execute(
         "INSERT INTO warmups (tenant_id, domain, started_on, counted_on)"
@@ -150,6 +159,7 @@ TENANT_ROW_FACTORIES: dict[str, RowFactory] = {
     "message_contents": _message_content_row,
     "messages": _message_row,
     "warmups": _warmup_row,
+    "suppressions": _suppression_row,
 }
 
 

@@ -26,6 +26,15 @@ class OutcomeKind(StrEnum):
     """A permanent failure: do not retry."""
 
 
+class SmtpStage(StrEnum):
+    """The SMTP command a refusal answered: only RCPT (and DATA for a lone recipient) speaks
+    about the recipient's address."""
+
+    MAIL = "mail"
+    RCPT = "rcpt"
+    DATA = "data"
+
+
 @dataclass(frozen=True, slots=True)
 class SmtpReply:
     """One SMTP reply: basic code, RFC 3463 enhanced status (if sent) and the text after it."""
@@ -65,12 +74,14 @@ class RecipientOutcome:
     ``reply`` is the SMTP reply the outcome rests on (the RCPT reply for a refused recipient,
     the DATA reply for an accepted one), or None when no reply applies (DNS failure,
     connection failure). ``detail`` is a human-readable account naming the remote host.
+    ``stage`` is the command ``reply`` answered, when there was one.
     """
 
     recipient: str
     kind: OutcomeKind
     reply: SmtpReply | None
     detail: str
+    stage: SmtpStage | None = None
 
 
 def split_enhanced_status(text: str) -> tuple[str | None, str]:

@@ -16,7 +16,13 @@ import aiosmtplib
 import dns.asyncresolver
 
 from postyard.delivery.mx import ResolutionFailure, resolve_destination, resolve_host_addresses
-from postyard.delivery.outcome import OutcomeKind, RecipientOutcome, SmtpReply, classify_reply
+from postyard.delivery.outcome import (
+    OutcomeKind,
+    RecipientOutcome,
+    SmtpReply,
+    SmtpStage,
+    classify_reply,
+)
 from postyard.delivery.pool import ConnectionPool, PooledSession
 from postyard.delivery.session import HostFailure, Route, TlsPolicy, open_session
 from postyard.delivery.sites import site_of_domain, site_of_mx
@@ -300,7 +306,8 @@ async def _transaction(
         reply = SmtpReply.parse(exc.code, exc.message)
         detail = f"{label} refused MAIL FROM: {reply}"
         if classify_reply(reply) is OutcomeKind.BOUNCED:
-            return _all(envelope, OutcomeKind.BOUNCED, detail, reply), smtp.is_connected
+            outcomes = _all(envelope, OutcomeKind.BOUNCED, detail, reply, stage=SmtpStage.MAIL)
+            return outcomes, smtp.is_connected
         return HostFailure(detail, reply), smtp.is_connected
     except (aiosmtplib.SMTPException, OSError) as exc:
         return HostFailure(f"connection to {label} lost at MAIL FROM: {exc}"), False
@@ -319,7 +326,8 @@ async def _recipients_and_data(
         except aiosmtplib.SMTPResponseException as exc:
             reply = SmtpReply.parse(exc.code, exc.message)
             detail = f"{label} refused RCPT TO: {reply}"
-            outcomes[rcpt] = RecipientOutcome(rcpt, _refusal_kind(reply), reply, detail)
+            kind = _refusal_kind(reply)
+            outcomes[rcpt] = RecipientOutcome(rcpt, kind, reply, detail, SmtpStage.RCPT)
         except (aiosmtplib.SMTPException, OSError) as exc:
             detail = f"connection to {label} lost at RCPT TO: {exc}"
             return _complete(envelope, outcomes, OutcomeKind.DEFERRED, detail, None), False
@@ -334,7 +342,8 @@ async def _recipients_and_data(
         reply = SmtpReply.parse(exc.code, exc.message)
         detail = f"{label} refused DATA: {reply}"
         kind = _refusal_kind(reply)
-        return _complete(envelope, outcomes, kind, detail, reply), smtp.is_connected
+        refused = _complete(envelope, outcomes, kind, detail, reply, stage=SmtpStage.DATA)
+        return refused, smtp.is_connected
     except (aiosmtplib.SMTPException, OSError) as exc:
         # RFC 1047: if the link broke after the final dot the server may have the message;
         # deferring risks a duplicate, which is better than losing it.
@@ -342,7 +351,10 @@ async def _recipients_and_data(
         return _complete(envelope, outcomes, OutcomeKind.DEFERRED, detail, None), False
     reply = SmtpReply.parse(response.code, response.message)
     detail = f"accepted by {label}: {reply}"
-    return _complete(envelope, outcomes, OutcomeKind.DELIVERED, detail, reply), True
+    accepted_all = _complete(
+        envelope, outcomes, OutcomeKind.DELIVERED, detail, reply, stage=SmtpStage.DATA
+    )
+    return accepted_all, True
 
 
 def _digest(secret: str | None) -> str | None:
@@ -362,15 +374,22 @@ def _complete(
     kind: OutcomeKind,
     detail: str,
     reply: SmtpReply | None,
+    *,
+    stage: SmtpStage | None = None,
 ) -> list[RecipientOutcome]:
     """Outcomes in envelope order: those already decided, and ``kind`` for the rest."""
     return [
-        decided.get(rcpt) or RecipientOutcome(rcpt, kind, reply, detail)
+        decided.get(rcpt) or RecipientOutcome(rcpt, kind, reply, detail, stage)
         for rcpt in envelope.recipients
     ]
 
 
 def _all(
-    envelope: Envelope, kind: OutcomeKind, detail: str, reply: SmtpReply | None
+    envelope: Envelope,
+    kind: OutcomeKind,
+    detail: str,
+    reply: SmtpReply | None,
+    *,
+    stage: SmtpStage | None = None,
 ) -> list[RecipientOutcome]:
-    return _complete(envelope, {}, kind, detail, reply)
+    return _complete(envelope, {}, kind, detail, reply, stage=stage)

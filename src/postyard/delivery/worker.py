@@ -23,6 +23,7 @@ from postyard.core.clock import Clock
 from postyard.core.db import Database, TenantId
 from postyard.delivery import shaping_state, verp
 from postyard.delivery.claim import claim_batch
+from postyard.delivery.classify import classify_outcome
 from postyard.delivery.holds import Hold, hold_for
 from postyard.delivery.identity import UNVERIFIED, SenderIdentity
 from postyard.delivery.outcome import OutcomeKind, RecipientOutcome
@@ -33,6 +34,7 @@ from postyard.delivery.warmup import WarmupPolicy
 from postyard.domains.dkim import DkimSigningError
 from postyard.sending import idempotency, ledger
 from postyard.sending.ledger import (
+    Bounce,
     ClaimedDelivery,
     DeliveryResult,
     Held,
@@ -95,14 +97,22 @@ def to_result(
     policy: RetryPolicy,
     now: datetime,
     rand: Callable[[], float],
+    recipients_in_transaction: int = 1,
 ) -> DeliveryResult:
     """A recipient's SMTP outcome as a ledger result (pure): 4xx are retried on the policy's
-    schedule until its maximum age, then failed."""
+    schedule until its maximum age, then failed; a bounce carries its classification."""
     reply = str(outcome.reply) if outcome.reply is not None else outcome.detail
     if outcome.kind is OutcomeKind.DELIVERED:
         return DeliveryResult(delivery, Result.DELIVERED, reply)
-    if outcome.kind is OutcomeKind.BOUNCED:
-        return DeliveryResult(delivery, Result.BOUNCED, reply)
+    classified = classify_outcome(outcome, recipients_in_transaction=recipients_in_transaction)
+    if classified is not None:
+        bounce = Bounce(
+            type=classified.type.value,
+            category=classified.category.value,
+            resend_type=classified.resend_type,
+            sub_type=classified.sub_type,
+        )
+        return DeliveryResult(delivery, Result.BOUNCED, reply, bounce=bounce)
     when = next_attempt(
         policy,
         attempts=delivery.attempts,
@@ -207,7 +217,9 @@ class DeliveryWorker:
                 await ledger.release(session, [c.id for c in claimed], owner=cfg.owner)
             raise
         async with self._db.system_tx(reason="delivery worker: record") as session:
-            await ledger.record_results(session, sent.results, owner=cfg.owner)
+            await ledger.record_results(
+                session, sent.results, owner=cfg.owner, now=self._clock.now()
+            )
             await ledger.hold(session, sent.held, now=self._clock.now())
             await ledger.postpone(session, sent.postponed, now=self._clock.now())
             if self._shaper is not None:
@@ -318,7 +330,11 @@ class DeliveryWorker:
                 smtputf8=message.smtputf8,
             )
         except ValueError as exc:
-            return [], [DeliveryResult(r, Result.BOUNCED, f"not deliverable: {exc}") for r in rows]
+            undeliverable = Bounce("undetermined", "undetermined", "Undetermined", "Undetermined")
+            return [], [
+                DeliveryResult(r, Result.BOUNCED, f"not deliverable: {exc}", bounce=undeliverable)
+                for r in rows
+            ]
         async with self._sending:
             try:
                 outcomes = await self._deliverer.deliver(
@@ -335,7 +351,14 @@ class DeliveryWorker:
         now = self._clock.now()
         for row, outcome in zip(rows, outcomes, strict=True):
             now_results.append(
-                to_result(row, outcome, policy=self._config.policy, now=now, rand=self._rand)
+                to_result(
+                    row,
+                    outcome,
+                    policy=self._config.policy,
+                    now=now,
+                    rand=self._rand,
+                    recipients_in_transaction=len(rows),
+                )
             )
         return outcomes, now_results
 

@@ -19,6 +19,7 @@ class EventType(StrEnum):
     EMAIL_BOUNCED = "email.bounced"
     EMAIL_FAILED = "email.failed"
     EMAIL_CANCELED = "email.canceled"
+    EMAIL_SUPPRESSED = "email.suppressed"
     DOMAIN_CREATED = "domain.created"
     DOMAIN_UPDATED = "domain.updated"
     DOMAIN_DELETED = "domain.deleted"

@@ -21,6 +21,7 @@ from sqlalchemy.types import Uuid
 from postyard.core.db import TenantId
 from postyard.events.service import record_events
 from postyard.events.types import EventType, NewEvent
+from postyard.suppression import SuppressionReason, suppress
 
 
 class Result(StrEnum):
@@ -60,11 +61,28 @@ class OutboundMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class Bounce:
+    """How a bounce was classified (``delivery.classify``): ``type`` is ours (``permanent``
+    suppresses the address; ``block`` is kept for shaping), ``resend_type`` and ``sub_type``
+    are Resend's ``bounce.type`` and ``bounce.subType``."""
+
+    type: str
+    category: str
+    resend_type: str
+    sub_type: str
+
+    @property
+    def suppresses(self) -> bool:
+        return self.type == "permanent"
+
+
+@dataclass(frozen=True, slots=True)
 class DeliveryResult:
     delivery: ClaimedDelivery
     result: Result
     reply: str
     next_attempt_at: datetime | None = None
+    bounce: Bounce | None = None
 
 
 # A skip scan over ix_deliveries_tenant_due: one index probe per tenant with waiting rows,
@@ -151,12 +169,12 @@ _MESSAGES = text(
 _RECORD = text(
     """
     UPDATE deliveries d
-       SET status = v.status, last_reply = v.reply,
+       SET status = v.status, last_reply = v.reply, bounce_type = v.bounce_type,
            next_attempt_at = coalesce(v.next_attempt_at, d.next_attempt_at),
            lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
       FROM unnest(CAST(:ids AS uuid[]), CAST(:statuses AS text[]), CAST(:replies AS text[]),
-                  CAST(:nexts AS timestamptz[]))
-           AS v(id, status, reply, next_attempt_at)
+                  CAST(:nexts AS timestamptz[]), CAST(:bounce_types AS text[]))
+           AS v(id, status, reply, next_attempt_at, bounce_type)
      WHERE d.id = v.id AND d.status = 'sending' AND d.lease_owner = :owner
     RETURNING d.id
     """
@@ -356,10 +374,12 @@ async def claim_due(
 
 
 async def record_results(
-    session: AsyncSession, results: Sequence[DeliveryResult], *, owner: str
+    session: AsyncSession, results: Sequence[DeliveryResult], *, owner: str, now: datetime
 ) -> int:
-    """Store each recipient's outcome and its event; rows whose lease this worker lost (it
-    expired and another worker took them) are left to that worker. Returns rows recorded."""
+    """Store each recipient's outcome and its event, and suppress the address of every
+    permanent bounce (reason ``hard_bounce``, this message as the source) in the same
+    transaction; rows whose lease this worker lost (it expired and another worker took them)
+    are left to that worker. Returns rows recorded."""
     if not results:
         return 0
     recorded = set(
@@ -372,6 +392,7 @@ async def record_results(
                     "statuses": [r.result.value for r in results],
                     "replies": [r.reply for r in results],
                     "nexts": [r.next_attempt_at for r in results],
+                    "bounce_types": [r.bounce.type if r.bounce else None for r in results],
                 },
             )
         ).scalars()
@@ -385,25 +406,46 @@ async def record_results(
                 type=_EVENT_OF[r.result],
                 message_id=r.delivery.message_id,
                 recipient=r.delivery.recipient,
-                data={
-                    "reply": r.reply,
-                    "attempt": r.delivery.attempts,
-                    **(
-                        {"next_attempt_at": r.next_attempt_at.isoformat()}
-                        if r.next_attempt_at
-                        else {}
-                    ),
-                },
+                data=_event_data(r),
             )
             for r in kept
         ],
     )
+    # Hard bounces are rare next to deliveries: one upsert each keeps suppress() the only
+    # writer of the list.
+    for r in kept:
+        if r.bounce is not None and r.bounce.suppresses:
+            await suppress(
+                session,
+                r.delivery.tenant_id,
+                r.delivery.recipient,
+                SuppressionReason.HARD_BOUNCE,
+                now=now,
+                source_email_id=r.delivery.message_id,
+                detail=r.reply,
+            )
     last: dict[uuid.UUID, str] = {}
     for r in kept:
         last[r.delivery.message_id] = _EVENT_OF[r.result].short
     if last:
         await session.execute(_LAST_EVENT, {"ids": list(last), "events": list(last.values())})
     return len(kept)
+
+
+def _event_data(r: DeliveryResult) -> dict[str, object]:
+    data: dict[str, object] = {"reply": r.reply, "attempt": r.delivery.attempts}
+    if r.next_attempt_at:
+        data["next_attempt_at"] = r.next_attempt_at.isoformat()
+    if r.bounce is not None:
+        # Resend's shape (``bounce.type``/``subType``/``message``) plus our own class.
+        data["bounce"] = {
+            "type": r.bounce.resend_type,
+            "subType": r.bounce.sub_type,
+            "message": r.reply,
+        }
+        data["bounce_type"] = r.bounce.type
+        data["bounce_category"] = r.bounce.category
+    return data
 
 
 async def release(session: AsyncSession, ids: Sequence[uuid.UUID], *, owner: str) -> None:

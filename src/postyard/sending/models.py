@@ -30,12 +30,16 @@ DELIVERY_STATUSES = (
     "scheduled",
     "sending",
     "deferred",
-    "held",
     "delivered",
     "bounced",
     "failed",
     "canceled",
+    "suppressed",
+    "held",
 )
+# The class of a bounce (delivery.classify): only 'permanent' suppresses the address;
+# 'block' is the receiver's policy or our reputation, kept for per-destination shaping.
+BOUNCE_TYPES = ("permanent", "transient", "block", "undetermined")
 
 
 class Message(Base):
@@ -91,6 +95,10 @@ class Delivery(Base):
             "status IN (" + ", ".join(f"'{s}'" for s in DELIVERY_STATUSES) + ")", name="status"
         ),
         CheckConstraint("kind IN ('to', 'cc', 'bcc')", name="kind"),
+        CheckConstraint(
+            "bounce_type IN (" + ", ".join(f"'{t}'" for t in BOUNCE_TYPES) + ")",
+            name="bounce_type",
+        ),
         Index("ix_deliveries_message_id", "message_id"),
         Index(
             "ix_deliveries_tenant_due",
@@ -124,6 +132,7 @@ class Delivery(Base):
     """The hold that keeps this row waiting (status ``held``); see delivery/holds.py."""
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    bounce_type: Mapped[str | None] = mapped_column(String(16))
 
 
 class IdempotencyRecord(Base):

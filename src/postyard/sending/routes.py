@@ -204,6 +204,7 @@ async def email_events(email_id: str, principal: FullAccess, services: Services)
                 attempts=r.attempts,
                 next_attempt_at=r.next_attempt_at,
                 last_reply=r.last_reply,
+                bounce_type=r.bounce_type,
             )
             for r in recipients
         ],

@@ -113,6 +113,7 @@ class RecipientState(BaseModel):
     attempts: int
     next_attempt_at: datetime | None
     last_reply: str | None
+    bounce_type: str | None = None
 
 
 class EventOut(BaseModel):

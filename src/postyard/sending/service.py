@@ -9,6 +9,7 @@ cannot be lost, and until then nothing of it exists.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -26,6 +27,7 @@ from postyard.sending.compose import ComposedMessage
 from postyard.sending.errors import DomainNotVerified
 from postyard.sending.models import Delivery, Message, MessageContent
 from postyard.sending.scheduling import parse_scheduled_at
+from postyard.suppression import suppression_reasons
 from postyard.tenancy.types import Principal
 
 WAKE_CHANNEL = "postyard_deliveries"
@@ -39,6 +41,7 @@ class RecipientView:
     attempts: int
     next_attempt_at: datetime | None
     last_reply: str | None
+    bounce_type: str | None = None
 
 
 async def submit_messages(
@@ -57,6 +60,16 @@ async def submit_messages(
         return
     tenant = principal.tenant_id
     conn = await session.connection()
+    # executemany takes values, not SQL expressions: queued rows are due at the caller's
+    # clock (saves a round trip; a skew between hosts only shifts the first attempt by it).
+    if now is None:
+        now = await session.scalar(select(func.now()))
+        assert now is not None  # SELECT now() always returns a row
+    # One query for every recipient of the batch; a suppressed recipient gets a row that no
+    # worker claims, and the message still goes to the others.
+    suppressed = await suppression_reasons(
+        session, tenant, [r.address for m in messages for r in m.recipients], now
+    )
     # Core inserts on the connection: the ORM's bulk machinery costs more than the SQL here.
     await conn.execute(
         insert(table_of(Message)),
@@ -81,9 +94,7 @@ async def submit_messages(
                 "size": len(m.raw),
                 "smtputf8": m.smtputf8,
                 "scheduled_at": m.scheduled_at,
-                "last_event": (
-                    EventType.EMAIL_SCHEDULED if m.scheduled_at else EventType.EMAIL_SENT
-                ).short,
+                "last_event": _first_event(m, suppressed).short,
             }
             for m in messages
         ],
@@ -92,10 +103,6 @@ async def submit_messages(
         insert(table_of(MessageContent)),
         [{"message_id": m.id, "tenant_id": tenant, "raw": m.raw} for m in messages],
     )
-    # executemany takes values, not SQL expressions: queued rows are due at the caller's
-    # clock (saves a round trip; a skew between hosts only shifts the first attempt by it).
-    if now is None:
-        now = await session.scalar(select(func.now()))
     await conn.execute(
         insert(table_of(Delivery)),
         [
@@ -106,8 +113,17 @@ async def submit_messages(
                 "recipient": r.address,
                 "domain": r.domain,
                 "kind": r.kind,
-                "status": "scheduled" if m.scheduled_at else "queued",
+                "status": (
+                    "suppressed"
+                    if r.address in suppressed
+                    else "scheduled"
+                    if m.scheduled_at
+                    else "queued"
+                ),
                 "next_attempt_at": m.scheduled_at or now,
+                "last_reply": (
+                    f"suppressed ({suppressed[r.address]})" if r.address in suppressed else None
+                ),
             }
             for m in messages
             for r in m.recipients
@@ -123,8 +139,26 @@ async def submit_messages(
                 data={"scheduled_at": m.scheduled_at.isoformat()} if m.scheduled_at else {},
             )
             for m in messages
+        ]
+        + [
+            NewEvent(
+                tenant_id=tenant,
+                type=EventType.EMAIL_SUPPRESSED,
+                message_id=m.id,
+                recipient=r.address,
+                data={"reason": suppressed[r.address].value},
+            )
+            for m in messages
+            for r in m.recipients
+            if r.address in suppressed
         ],
     )
+
+
+def _first_event(message: ComposedMessage, suppressed: Mapping[str, object]) -> EventType:
+    if all(r.address in suppressed for r in message.recipients):
+        return EventType.EMAIL_SUPPRESSED
+    return EventType.EMAIL_SCHEDULED if message.scheduled_at else EventType.EMAIL_SENT
 
 
 async def require_verified_senders(
@@ -182,6 +216,7 @@ async def email_timeline(
             attempts=d.attempts,
             next_attempt_at=d.next_attempt_at if d.status in _PENDING else None,
             last_reply=d.last_reply,
+            bounce_type=d.bounce_type,
         )
         for d in rows
     ]

@@ -1,8 +1,8 @@
 """Holds (operator and tenant), the `held` delivery status, and the per-tenant due index the
 fair claim walks.
 
-Revision ID: 0004
-Revises: 0003
+Revision ID: 0005
+Revises: 0004
 Create Date: 2026-12-01 11:30:00
 """
 
@@ -13,19 +13,19 @@ from alembic import op
 
 from postyard.migrations.rls import protect_tenant_table
 
-revision = "0004"
-down_revision = "0003"
+revision = "0005"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 
 _WAITING = sa.text("status IN ('queued', 'scheduled', 'deferred')")
 _OLD_STATUSES = (
     "status IN ('queued', 'scheduled', 'sending', 'deferred', 'delivered', 'bounced', "
-    "'failed', 'canceled')"
+    "'failed', 'canceled', 'suppressed')"
 )
 _NEW_STATUSES = (
-    "status IN ('queued', 'scheduled', 'sending', 'deferred', 'held', 'delivered', 'bounced', "
-    "'failed', 'canceled')"
+    "status IN ('queued', 'scheduled', 'sending', 'deferred', 'delivered', 'bounced', "
+    "'failed', 'canceled', 'suppressed', 'held')"
 )
 
 

@@ -1,7 +1,7 @@
 """Adaptive shaping state per destination site, shared by the workers (not tenant data).
 
-Revision ID: 0006
-Revises: 0005
+Revision ID: 0007
+Revises: 0006
 Create Date: 2026-12-01 12:10:00
 """
 
@@ -12,8 +12,8 @@ from alembic import op
 
 from postyard.migrations.rls import roles
 
-revision = "0006"
-down_revision = "0005"
+revision = "0007"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
