@@ -30,6 +30,7 @@ from postyard.core.crypto import derive_kek
 from postyard.core.db import Database, TenantId, asyncpg_connect
 from postyard.core.embedded import start_embedded
 from postyard.core.http import AppServices
+from postyard.core.secrets import derive
 from postyard.core.serving import ServerWithoutSignals, bind_tcp
 from postyard.delivery.mx import make_resolver
 from postyard.domains.routes import DomainDeps
@@ -39,6 +40,7 @@ from postyard.runtime import Runtime, connect, prepare
 from postyard.settings import DbSettings, HttpSettings, Settings
 from postyard.tenancy import service
 from postyard.tenancy.types import CreatedApiKey, OrganizationView, Scope
+from postyard.tracking.types import TrackingConfig
 from tests.support.dns_server import DnsServer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -220,6 +222,10 @@ TEST_POLICY = DnsPolicy(
     tracking_host="track.postyard.test",
 )
 TEST_KEK = derive_kek(TEST_SECRET.encode())
+TEST_TRACKING = TrackingConfig(
+    key=derive(TEST_SECRET.encode(), "tracking-tokens").encode(),
+    base_url="https://track.postyard.test",
+)
 AppFactory = Callable[[AppServices], FastAPI]
 
 
@@ -241,7 +247,12 @@ def app_factory(settings: Settings, dns_server: DnsServer) -> AppFactory:
             kek=TEST_KEK,
             default_return_path="send",
         )
-        return create_app(services, max_body_bytes=settings.http.max_body_bytes, domain_deps=deps)
+        return create_app(
+            services,
+            max_body_bytes=settings.http.max_body_bytes,
+            domain_deps=deps,
+            tracking=TEST_TRACKING,
+        )
 
     return build
 

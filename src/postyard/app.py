@@ -23,6 +23,8 @@ from postyard.domains.routes import router as domains_router
 from postyard.sending.routes import router as emails_router
 from postyard.suppression.routes import router as suppressions_router
 from postyard.tenancy.routes import router as api_keys_router
+from postyard.tracking.routes import router as tracking_router
+from postyard.tracking.types import TrackingConfig
 
 API_DESCRIPTION = """Postyard's REST API. Resend-compatible: point a Resend SDK's base URL at
 `http://HOST:PORT/v1`. Authenticate with `Authorization: Bearer <API key>`. Errors are
@@ -57,7 +59,13 @@ def _health_router() -> APIRouter:
     return router
 
 
-def create_app(services: AppServices, *, max_body_bytes: int, domain_deps: DomainDeps) -> FastAPI:
+def create_app(
+    services: AppServices,
+    *,
+    max_body_bytes: int,
+    domain_deps: DomainDeps,
+    tracking: TrackingConfig,
+) -> FastAPI:
     app = FastAPI(
         title="Postyard",
         version=__version__,
@@ -69,6 +77,7 @@ def create_app(services: AppServices, *, max_body_bytes: int, domain_deps: Domai
     )
     app.state.services = services
     app.state.domain_deps = domain_deps
+    app.state.tracking = tracking
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=max_body_bytes)
     app.include_router(_health_router())
@@ -81,4 +90,5 @@ def create_app(services: AppServices, *, max_body_bytes: int, domain_deps: Domai
     v1.include_router(destinations_router)
     v1.include_router(suppressions_router)
     app.include_router(v1)
+    app.include_router(tracking_router)  # the tracking host's paths, outside /v1
     return app

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import asyncpg
@@ -13,9 +14,11 @@ import asyncpg
 from postyard.core.db import Database, DatabaseUrls, role_password, role_urls
 from postyard.core.embedded import DATABASE_NAME, EmbeddedServer, ensure_data_dir, start_embedded
 from postyard.core.errors import ConfigurationError
-from postyard.core.secrets import load_or_create_secret
+from postyard.core.secrets import derive, load_or_create_secret
 from postyard.migrations.runner import RoleSpec, current_revision, schema_head
 from postyard.settings import Settings
+from postyard.tracking.machine import MachineRules
+from postyard.tracking.types import TrackingConfig
 
 log = logging.getLogger(__name__)
 
@@ -107,3 +110,34 @@ async def require_current_schema(runtime: Runtime) -> str:
 
 def connect(runtime: Runtime, *, name: str) -> Database:
     return Database.connect(runtime.urls, pool_size=runtime.settings.db.pool_size, name=name)
+
+
+def tracking_config(settings: Settings, secret: bytes) -> TrackingConfig:
+    """The tracking host's configuration: its own token key derived from the root secret."""
+    tracking = settings.tracking
+    defaults = MachineRules()
+    rules = MachineRules(
+        apple_proxy_networks=(
+            defaults.apple_proxy_networks
+            if tracking.apple_proxy_networks is None
+            else tuple(str(n) for n in tracking.apple_proxy_networks)
+        ),
+        scanner_networks=(
+            defaults.scanner_networks
+            if tracking.scanner_networks is None
+            else tuple(str(n) for n in tracking.scanner_networks)
+        ),
+        scanner_agents=(
+            defaults.scanner_agents
+            if tracking.scanner_agents is None
+            else tuple(tracking.scanner_agents)
+        ),
+        min_delay_after_delivery=timedelta(seconds=tracking.min_seconds_after_delivery),
+    )
+    return TrackingConfig(
+        key=derive(secret, "tracking-tokens").encode(),
+        base_url=settings.tracking_base_url,
+        rules=rules,
+        image_proxy_opens_are_machine=tracking.image_proxy_opens_are_machine,
+        unsubscribe_max_age=timedelta(days=tracking.unsubscribe_max_age_days),
+    )

@@ -233,6 +233,31 @@ class WebhookSettings(_Group):
     _split = field_validator("allowed_networks", mode="before")(_split_csv)
 
 
+class TrackingSettings(_Group):
+    base_url: str | None = Field(
+        default=None, pattern=r"^https?://[A-Za-z0-9.:\[\]-]+(?:/[A-Za-z0-9._~/-]*)?$"
+    )
+    """Public base URL of the tracking host (open pixel, click redirect, unsubscribe page);
+    default: POSTYARD_HTTP__PUBLIC_URL. Must be https:// for one-click unsubscribe."""
+    unsubscribe_max_age_days: int = Field(default=60, ge=30, le=3650)
+    """How long an unsubscribe link keeps working (CAN-SPAM asks for 30 days at least)."""
+    image_proxy_opens_are_machine: bool = False
+    """Count opens through Gmail's and Yahoo's image proxies as machine opens (default: human,
+    because those proxies fetch when the reader opens the message)."""
+    apple_proxy_networks: Annotated[list[Network] | None, NoDecode] = None
+    """CIDRs of Apple Mail Privacy Protection's proxies (default: Apple's 17.0.0.0/8)."""
+    scanner_networks: Annotated[list[Network] | None, NoDecode] = None
+    """CIDRs whose clicks are link scans (default: Microsoft's mail-protection ranges)."""
+    scanner_agents: Annotated[list[str] | None, NoDecode] = None
+    """User-agent markers of link scanners (default: the built-in list; see docs/security.md)."""
+    min_seconds_after_delivery: float = Field(default=2, ge=0)
+    """Opens and clicks sooner than this after delivery are machine."""
+
+    _split = field_validator(
+        "apple_proxy_networks", "scanner_networks", "scanner_agents", mode="before"
+    )(_split_csv)
+
+
 class DbSettings(_Group):
     app_role: str = Field(default="postyard_app", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
     """Login role the application uses; subject to row-level security."""
@@ -276,6 +301,7 @@ class Settings(BaseSettings):
     shaping: ShapingSettings = ShapingSettings()
     dns: DnsSettings = DnsSettings()
     webhooks: WebhookSettings = WebhookSettings()
+    tracking: TrackingSettings = TrackingSettings()
     db: DbSettings = DbSettings()
 
     @field_validator("database_url")
@@ -293,6 +319,14 @@ class Settings(BaseSettings):
             msg = "has an invalid port"
             raise ValueError(msg) from exc
         return value
+
+    @property
+    def tracking_base_url(self) -> str:
+        """Where tracking and unsubscribe links point (no trailing slash)."""
+        base = self.tracking.base_url or self.http.public_url
+        if base is None:
+            base = f"http://{self.http.host}:{self.http.port}"
+        return base.rstrip("/")
 
     @property
     def requires_verified_domain(self) -> bool:

@@ -22,6 +22,7 @@ from postyard.smtp.auth import ApiKeyAuthenticator, FailureThrottle
 from postyard.smtp.handler import SubmissionHandler
 from postyard.smtp.server import ListenerConfig, SubmissionLimits, SubmissionServer
 from postyard.smtp.tls import ensure_self_signed, server_context
+from postyard.tracking.types import TrackingConfig
 
 # On exit, connections get this long to finish a message being committed and leave.
 SHUTDOWN_GRACE_SECONDS = 10.0
@@ -62,6 +63,7 @@ async def smtp_role(
     data_dir: Path,
     reuse_port: bool = False,
     waker: Waker | None = None,
+    tracking: TrackingConfig | None = None,
 ) -> AsyncIterator[SmtpRole]:
     """Serve SMTP submission in the running loop on ``smtp.host:smtp.port``, and implicit
     TLS on ``smtp.implicit_tls_port`` when set; ``reuse_port`` lets several processes
@@ -91,6 +93,7 @@ async def smtp_role(
             clock,
             require_verified_domain=settings.requires_verified_domain,
             waker=waker,
+            tracking=tracking,
         ),
         ApiKeyAuthenticator(db, clock, throttle),
         ListenerConfig(

@@ -128,6 +128,16 @@ async def _hold_row(conn: asyncpg.Connection, tenant: uuid.UUID) -> None:
     )
 
 
+async def _tracked_message_row(conn: asyncpg.Connection, tenant: uuid.UUID) -> None:
+    message_id = await _message_row(conn, tenant)
+    await conn.execute(
+        "INSERT INTO tracked_messages (message_id, tenant_id, open_tracking, click_tracking,"
+        " unsubscribe, links) VALUES ($1, $2, true, true, false, '{https://x.test/}')",
+        message_id,
+        tenant,
+    )
+
+
 async def _suppression_row(conn: asyncpg.Connection, tenant: uuid.UUID) -> None:
     await conn.execute(
         "INSERT INTO suppressions (id, tenant_id, email, reason, created_at, updated_at)"
@@ -160,6 +170,7 @@ TENANT_ROW_FACTORIES: dict[str, RowFactory] = {
     "messages": _message_row,
     "warmups": _warmup_row,
     "suppressions": _suppression_row,
+    "tracked_messages": _tracked_message_row,
 }
 
 

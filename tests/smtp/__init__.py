@@ -26,6 +26,7 @@ from postyard.core.db import Database, DatabaseUrls, TenantId
 from postyard.sending.models import Message, MessageContent
 from postyard.settings import Settings, SmtpSettings
 from postyard.smtpd import SmtpRole, smtp_role
+from postyard.tracking.types import TrackingConfig
 
 GUARD_SECONDS = 20.0
 HOSTNAME = "smtp.postyard.example"
@@ -84,10 +85,15 @@ async def running_relay(
     data_dir: Path,
     tls: TlsFiles | None,
     clock: Clock | None = None,
+    tracking: TrackingConfig | None = None,
     **smtp: Any,
 ) -> AsyncIterator[SmtpRole]:
     async with smtp_role(
-        relay_settings(settings, tls, **smtp), db, clock or SystemClock(), data_dir=data_dir
+        relay_settings(settings, tls, **smtp),
+        db,
+        clock or SystemClock(),
+        data_dir=data_dir,
+        tracking=tracking,
     ) as role:
         yield role
 

@@ -27,7 +27,7 @@ from postyard.delivery.mx import make_resolver
 from postyard.domains.policy import dns_policy
 from postyard.domains.routes import DomainDeps
 from postyard.migrations.runner import migrate as run_migrations
-from postyard.runtime import Runtime, connect, prepare, require_current_schema
+from postyard.runtime import Runtime, connect, prepare, require_current_schema, tracking_config
 from postyard.sending.service import WAKE_CHANNEL
 from postyard.settings import Settings
 from postyard.smtpd import SmtpRole, smtp_role
@@ -130,6 +130,7 @@ async def _run_roles(
                     data_dir=runtime.data_dir,
                     reuse_port=reuse_port,
                     waker=waker,
+                    tracking=tracking_config(settings, runtime.secret),
                 )
             )
             lines.append(_smtp_line(smtp_running))
@@ -164,6 +165,7 @@ def _serve_http(
         services,
         max_body_bytes=runtime.settings.http.max_body_bytes,
         domain_deps=domain_deps(runtime.settings, runtime.secret),
+        tracking=tracking_config(runtime.settings, runtime.secret),
     )
     config = uvicorn.Config(
         app, log_config=None, access_log=False, lifespan="off", server_header=False

@@ -49,14 +49,16 @@ __all__ = [
 # RFC 6376 section 5.4.1's recommended set (From, Reply-To, Subject, Date, To, Cc,
 # Resent-*, In-Reply-To, References, List-*), the MIME and identity fields of RFC 4871
 # section 5.5 (Sender, Message-ID, MIME-Version, Content-*), List-Unsubscribe-Post (RFC
-# 8058 section 4 wants it covered) and Feedback-ID (read by Gmail's feedback loop).
+# 8058 section 4 wants it covered), Feedback-ID (read by Gmail's feedback loop) and the
+# CFBL fields (RFC 9477 section 3.1: CFBL-Address must be signed).
 SIGNED_HEADERS: tuple[str, ...] = (
     "from", "sender", "reply-to", "subject", "date", "message-id", "to", "cc",
     "mime-version", "content-type", "content-transfer-encoding",
     "resent-date", "resent-from", "resent-sender", "resent-to", "resent-cc",
     "resent-message-id", "in-reply-to", "references",
     "list-id", "list-help", "list-unsubscribe", "list-unsubscribe-post", "list-subscribe",
-    "list-post", "list-owner", "list-archive", "feedback-id",
+    "list-post", "list-owner", "list-archive", "feedback-id", "cfbl-address",
+    "cfbl-feedback-id",
 )  # fmt: skip
 # Fields a message has at most once (RFC 5322 section 3.6, RFC 2045, RFC 8058): when
 # present they are listed once more than they occur ("over-signed"), so a copy added in
@@ -66,7 +68,8 @@ _OVERSIGNED = frozenset(
     {
         "from", "sender", "reply-to", "subject", "date", "message-id", "to", "cc",
         "mime-version", "content-type", "content-transfer-encoding", "in-reply-to",
-        "references", "list-unsubscribe", "list-unsubscribe-post",
+        "references", "list-unsubscribe", "list-unsubscribe-post", "cfbl-address",
+        "cfbl-feedback-id",
     }
 )  # fmt: skip
 _FOLD_AT = 78  # RFC 5322 section 2.1.1: lines SHOULD be at most 78 characters

@@ -62,3 +62,36 @@ async def signing_material(
         return_path=f"{found.return_path}.{found.name}",
         keys=[(k.id, k.selector, k.algorithm, k.private_key) for k in keys],
     )
+
+
+@dataclass(frozen=True, slots=True)
+class TrackingDefaults:
+    open_tracking: bool
+    click_tracking: bool
+    return_path_domain: str | None
+    """``<return path>.<domain>`` when the domain is verified (its MX is ours), else None."""
+
+
+async def tracking_defaults(
+    session: AsyncSession, tenant_id: TenantId, names: set[str]
+) -> dict[str, TrackingDefaults]:
+    """The tracking settings of those of ``names`` (ASCII, lowercase) that are domains of
+    the tenant, in one query; a name that is not a domain of the tenant is missing."""
+    if not names:
+        return {}
+    rows = await session.execute(
+        select(
+            Domain.name, Domain.open_tracking, Domain.click_tracking, Domain.status,
+            Domain.return_path,
+        ).where(Domain.tenant_id == tenant_id, Domain.name.in_(sorted(names)))
+    )  # fmt: skip
+    return {
+        name: TrackingDefaults(
+            open_tracking=opens,
+            click_tracking=clicks,
+            return_path_domain=(
+                f"{return_path}.{name}" if status == DomainStatus.VERIFIED else None
+            ),
+        )
+        for name, opens, clicks, status, return_path in rows
+    }

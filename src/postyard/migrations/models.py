@@ -9,4 +9,5 @@ def load_all_models() -> None:
     import postyard.events.models  # noqa: PLC0415
     import postyard.sending.models  # noqa: PLC0415
     import postyard.suppression.models  # noqa: PLC0415
-    import postyard.tenancy.models  # noqa: F401, PLC0415
+    import postyard.tenancy.models  # noqa: PLC0415
+    import postyard.tracking.models  # noqa: F401, PLC0415

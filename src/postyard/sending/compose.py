@@ -6,10 +6,11 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from postyard.core.errors import ValidationFailed
+from postyard.core.ids import uuid7
 from postyard.sending.addresses import (
     Address,
     InvalidAddress,
@@ -27,8 +28,11 @@ from postyard.sending.mime import (
 from postyard.sending.scheduling import parse_scheduled_at
 from postyard.sending.schemas import AttachmentIn, SendEmailRequest
 from postyard.sending.tags import Tag, validate_tags
+from postyard.tracking.types import Stream
 
 MAX_RECIPIENTS = 50
+# A sender who writes either of these manages unsubscribing itself: Postyard adds neither.
+_LIST_UNSUBSCRIBE_FIELDS = frozenset({"list-unsubscribe", "list-unsubscribe-post"})
 MAX_CONTENT_BYTES = 40 * 1024 * 1024
 
 
@@ -37,6 +41,21 @@ class Recipient:
     address: str
     domain: str
     kind: str
+    id: uuid.UUID = field(default_factory=uuid7)
+    """The id of the recipient's delivery row (known before it is written: tracking tokens
+    name it)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TrackingOptions:
+    """The per-email choices (None: the domain's or the stream's default)."""
+
+    open_tracking: bool | None = None
+    click_tracking: bool | None = None
+    list_unsubscribe: bool | None = None
+
+
+NO_OPTIONS = TrackingOptions()
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +81,13 @@ class ComposedMessage:
     from_domain: str = ""
     """ASCII domain of the header From (DKIM's d=, the verified-domain rule); defaults to the
     envelope sender's domain."""
+    stream: Stream = Stream.TRANSACTIONAL
+    tracking: TrackingOptions = NO_OPTIONS
+    has_list_unsubscribe: bool = False
+    """The sender set List-Unsubscribe itself: Postyard adds none."""
+    spec: MessageSpec | None = None
+    """What ``raw`` was built from (API messages), so tracking can rebuild it; None for
+    SMTP submissions, whose bytes are kept as sent."""
 
     @property
     def sender_domain(self) -> str:
@@ -186,4 +212,14 @@ def compose_message(
         scheduled_at=scheduled_at,
         recipients=recipients,
         from_domain=sender.domain.lower(),
+        stream=Stream(request.stream or Stream.TRANSACTIONAL),
+        tracking=TrackingOptions(
+            open_tracking=request.open_tracking,
+            click_tracking=request.click_tracking,
+            list_unsubscribe=request.list_unsubscribe,
+        ),
+        has_list_unsubscribe=any(
+            name.strip().lower() in _LIST_UNSUBSCRIBE_FIELDS for name in (request.headers or {})
+        ),
+        spec=spec,
     )

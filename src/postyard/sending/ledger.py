@@ -106,20 +106,20 @@ _TENANTS_WAITING = text(
 _LOCK_DUE = text(
     """
     SELECT c.id, c.tenant_id, c.message_id, c.recipient, c.domain, c.attempts,
-           c.first_attempt_at, c.next_attempt_at, m.from_domain
+           c.first_attempt_at, c.next_attempt_at, c.bulk, m.from_domain
       FROM unnest(CAST(:tenants AS uuid[])) AS t(tenant_id)
       CROSS JOIN LATERAL (
             SELECT d.id, d.tenant_id, d.message_id, d.recipient, d.domain, d.attempts,
-                   d.first_attempt_at, d.next_attempt_at
+                   d.first_attempt_at, d.next_attempt_at, d.bulk
               FROM deliveries d
              WHERE d.tenant_id = t.tenant_id AND d.status IN ('queued', 'scheduled', 'deferred')
                AND d.next_attempt_at <= :now
-             ORDER BY d.next_attempt_at
+             ORDER BY d.bulk, d.next_attempt_at
              LIMIT :per_tenant
              FOR UPDATE OF d SKIP LOCKED
       ) c
       JOIN messages m ON m.id = c.message_id
-     ORDER BY c.next_attempt_at
+     ORDER BY c.bulk, c.next_attempt_at
     """
 )
 _START = text(
@@ -218,6 +218,7 @@ class Candidate:
     from_domain: str
     attempts: int
     next_attempt_at: datetime
+    bulk: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,22 +268,25 @@ async def lock_due(
             from_domain=r.from_domain,
             attempts=r.attempts,
             next_attempt_at=r.next_attempt_at,
+            bulk=r.bulk,
         )
         for r in rows
     ]
 
 
 def round_robin(candidates: Sequence[Candidate], limit: int) -> list[Candidate]:
-    """At most ``limit`` candidates taken in turns: every tenant's oldest first, then every
-    tenant's second, … (pure). With more tenants than ``limit``, the tenants whose oldest
-    row is oldest go first; the others lead the next claim."""
-    rank: dict[TenantId, int] = {}
-    ranked: list[tuple[int, datetime, Candidate]] = []
+    """At most ``limit`` candidates: transactional before bulk, and within each stream taken
+    in turns: every tenant's oldest first, then every tenant's second, … (pure). With more
+    tenants than ``limit``, the tenants whose oldest row is oldest go first; the others lead
+    the next claim."""
+    rank: dict[tuple[bool, TenantId], int] = {}
+    ranked: list[tuple[bool, int, datetime, Candidate]] = []
     for c in sorted(candidates, key=lambda c: c.next_attempt_at):
-        rank[c.tenant_id] = rank.get(c.tenant_id, 0) + 1
-        ranked.append((rank[c.tenant_id], c.next_attempt_at, c))
-    ranked.sort(key=lambda r: (r[0], r[1]))
-    return [c for _, _, c in ranked[:limit]]
+        key = (c.bulk, c.tenant_id)
+        rank[key] = rank.get(key, 0) + 1
+        ranked.append((c.bulk, rank[key], c.next_attempt_at, c))
+    ranked.sort(key=lambda r: (r[0], r[1], r[2]))
+    return [c for _, _, _, c in ranked[:limit]]
 
 
 async def start_sending(

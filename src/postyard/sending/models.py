@@ -46,6 +46,7 @@ class Message(Base):
     __tablename__ = "messages"
     __table_args__ = (
         CheckConstraint("source IN ('api', 'smtp')", name="source"),
+        CheckConstraint("stream IN ('transactional', 'bulk')", name="stream"),
         Index("ix_messages_tenant_id_id", "tenant_id", "id"),
         Index("ix_messages_message_id_header", "message_id_header"),
     )
@@ -54,6 +55,7 @@ class Message(Base):
     tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
     api_key_id: Mapped[uuid.UUID | None] = mapped_column()
     source: Mapped[str] = mapped_column(String(8))
+    stream: Mapped[str] = mapped_column(String(16), server_default="transactional")
     sender: Mapped[str] = mapped_column(Text)
     from_domain: Mapped[str] = mapped_column(Text, server_default="")
     envelope_from: Mapped[str] = mapped_column(Text)
@@ -103,6 +105,7 @@ class Delivery(Base):
         Index(
             "ix_deliveries_tenant_due",
             "tenant_id",
+            "bulk",
             "next_attempt_at",
             postgresql_where=text("status IN ('queued', 'scheduled', 'deferred')"),
         ),
@@ -128,6 +131,8 @@ class Delivery(Base):
     lease_owner: Mapped[str | None] = mapped_column(Text)
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_reply: Mapped[str | None] = mapped_column(Text)
+    bulk: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    """The message's stream is bulk (copied so the claim orders by it from the index)."""
     held_by: Mapped[uuid.UUID | None] = mapped_column()
     """The hold that keeps this row waiting (status ``held``); see delivery/holds.py."""
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -22,6 +22,7 @@ from postyard.sending.schemas import (
     EmailOut,
     EmailRef,
     EmailTimeline,
+    EngagementOut,
     EventOut,
     RecipientState,
     SendEmailRequest,
@@ -29,13 +30,16 @@ from postyard.sending.schemas import (
     UpdateEmailRequest,
 )
 from postyard.tenancy.auth import AnyKey, FullAccess
+from postyard.tracking.routes import Config as TrackingConfigDep
+from postyard.tracking.service import get_engagement
+from postyard.tracking.types import Engagement, TrackingConfig
 
 router = APIRouter(prefix="/emails", tags=["Emails"])
 MAX_BATCH = 100
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key")]
 
 
-def _email_out(m: Message) -> EmailOut:
+def _email_out(m: Message, engagement: Engagement | None = None) -> EmailOut:
     return EmailOut(
         id=str(m.id),
         message_id=m.message_id_header,
@@ -51,6 +55,18 @@ def _email_out(m: Message) -> EmailOut:
         last_event=m.last_event,
         scheduled_at=m.scheduled_at,
         tags=m.tags,
+        stream=m.stream,
+        engagement=(
+            None
+            if engagement is None
+            else EngagementOut(
+                opens=engagement.opens,
+                machine_opens=engagement.machine_opens,
+                clicks=engagement.clicks,
+                machine_clicks=engagement.machine_clicks,
+                unsubscribed=engagement.unsubscribed,
+            )
+        ),
     )
 
 
@@ -62,6 +78,7 @@ async def _accept(
     *,
     key: str | None,
     request_hash: bytes,
+    tracking: TrackingConfig,
 ) -> dict[str, Any]:
     """One transaction: replay check, the ledger rows, the idempotency record."""
     async with services.db.tenant_tx(principal.tenant_id) as session:
@@ -71,7 +88,9 @@ async def _accept(
                 return replay
         if services.require_verified_domain:
             await service.require_verified_senders(session, principal.tenant_id, messages)
-        await service.submit_messages(session, principal, messages, now=services.clock.now())
+        await service.submit_messages(
+            session, principal, messages, now=services.clock.now(), tracking=tracking
+        )
         if key is not None:
             await idempotency.complete(session, principal.tenant_id, key, request_hash, response)
     if services.waker is not None and any(m.scheduled_at is None for m in messages):
@@ -84,6 +103,7 @@ async def send_email(
     body: SendEmailRequest,
     principal: AnyKey,
     services: Services,
+    tracking: TrackingConfigDep,
     idempotency_key: IdempotencyKey = None,
 ) -> dict[str, Any]:
     """Send an email. The response comes after the email is durably queued."""
@@ -97,6 +117,7 @@ async def send_email(
         {"id": str(composed.id)},
         key=key,
         request_hash=idempotency.fingerprint("POST /emails", payload),
+        tracking=tracking,
     )
 
 
@@ -113,6 +134,8 @@ def _compose_item(raw: Any, services: Services) -> ComposedMessage:
 async def send_batch(
     principal: AnyKey,
     services: Services,
+    *,
+    tracking: TrackingConfigDep,
     body: Annotated[list[Any], Body(description="Up to 100 emails, each as in POST /emails.")],
     idempotency_key: IdempotencyKey = None,
     batch_validation: Annotated[str, Header(alias="x-batch-validation")] = "strict",
@@ -144,6 +167,7 @@ async def send_batch(
         response,
         key=key,
         request_hash=idempotency.fingerprint(f"POST /emails/batch {batch_validation}", body),
+        tracking=tracking,
     )
 
 
@@ -164,10 +188,12 @@ async def list_emails(
 
 @router.get("/{email_id}")
 async def get_email(email_id: str, principal: FullAccess, services: Services) -> EmailOut:
-    """Retrieve an email, with its `last_event`."""
+    """Retrieve an email, with its `last_event` (and, as Postyard extensions, its `stream`
+    and `engagement`: opens and clicks, human and machine apart)."""
     async with services.db.tenant_tx(principal.tenant_id) as session:
         message = await service.get_email(session, principal.tenant_id, email_id)
-    return _email_out(message)
+        engagement = await get_engagement(session, principal.tenant_id, message.id)
+    return _email_out(message, engagement)
 
 
 @router.patch("/{email_id}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 Recipients = str | list[str]
 
@@ -51,6 +51,22 @@ class SendEmailRequest(BaseModel):
     scheduled_at: str | None = Field(
         default=None, description="ISO 8601 or natural language ('in 1 hour'), ≤ 30 days ahead."
     )
+    stream: Literal["transactional", "bulk"] | None = Field(
+        default=None,
+        description="Postyard extension: `transactional` (default) or `bulk` (marketing, "
+        "newsletters: gets List-Unsubscribe with one-click and CFBL headers).",
+    )
+    open_tracking: StrictBool | None = Field(
+        default=None, description="Postyard extension: overrides the domain's `open_tracking`."
+    )
+    click_tracking: StrictBool | None = Field(
+        default=None, description="Postyard extension: overrides the domain's `click_tracking`."
+    )
+    list_unsubscribe: StrictBool | None = Field(
+        default=None,
+        description="Postyard extension: add List-Unsubscribe (one-click) headers; default: "
+        "true for `bulk`, false for `transactional`.",
+    )
 
 
 class SendEmailResponse(BaseModel):
@@ -83,6 +99,14 @@ class EmailRef(BaseModel):
     id: str
 
 
+class EngagementOut(BaseModel):
+    opens: int
+    machine_opens: int
+    clicks: int
+    machine_clicks: int
+    unsubscribed: bool
+
+
 class EmailOut(BaseModel):
     object: Literal["email"] = "email"
     id: str
@@ -99,6 +123,12 @@ class EmailOut(BaseModel):
     last_event: str
     scheduled_at: datetime | None
     tags: list[dict[str, Any]]
+    stream: str = Field(description="Postyard extension: `transactional` or `bulk`.")
+    engagement: EngagementOut | None = Field(
+        default=None,
+        description="Postyard extension: opens and clicks, human and machine apart (null when "
+        "the email tracks nothing; only in GET /emails/{id}).",
+    )
 
 
 class EmailList(BaseModel):

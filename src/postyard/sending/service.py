@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from postyard.core.db import TenantId, table_of
 from postyard.core.errors import NotFound, ValidationFailed
-from postyard.core.ids import parse_uuid, uuid7
+from postyard.core.ids import parse_uuid
 from postyard.core.pagination import Page, PageRequest, fetch_page
 from postyard.domains import senders as domains
 from postyard.events.service import list_message_events, record_events
@@ -27,8 +27,11 @@ from postyard.sending.compose import ComposedMessage
 from postyard.sending.errors import DomainNotVerified
 from postyard.sending.models import Delivery, Message, MessageContent
 from postyard.sending.scheduling import parse_scheduled_at
+from postyard.sending.tracked import apply_tracking
 from postyard.suppression import suppression_reasons
 from postyard.tenancy.types import Principal
+from postyard.tracking.service import NewTrackedMessage, record_tracked_messages
+from postyard.tracking.types import Stream, TrackingConfig
 
 WAKE_CHANNEL = "postyard_deliveries"
 _PENDING = ("queued", "scheduled", "deferred")
@@ -51,20 +54,25 @@ async def submit_messages(
     *,
     source: str = "api",
     now: datetime | None = None,
+    tracking: TrackingConfig | None = None,
 ) -> None:
     # One multi-row INSERT per table whatever the batch size: a batch of 100 costs about
     # what one email costs in round trips.
-    """Write composed messages to the ledger (multi-row inserts). The caller wakes the
-    workers after its commit (``core.notify.Waker``)."""
+    """Write composed messages to the ledger (multi-row inserts). With ``tracking``, each
+    message is first tracked as its domain and options ask (``sending.tracked``). The
+    caller wakes the workers after its commit (``core.notify.Waker``)."""
     if not messages:
         return
     tenant = principal.tenant_id
-    conn = await session.connection()
     # executemany takes values, not SQL expressions: queued rows are due at the caller's
     # clock (saves a round trip; a skew between hosts only shifts the first attempt by it).
     if now is None:
         now = await session.scalar(select(func.now()))
         assert now is not None  # SELECT now() always returns a row
+    tracked: list[NewTrackedMessage] = []
+    if tracking is not None:
+        messages, tracked = await apply_tracking(session, tenant, messages, tracking, now=now)
+    conn = await session.connection()
     # One query for every recipient of the batch; a suppressed recipient gets a row that no
     # worker claims, and the message still goes to the others.
     suppressed = await suppression_reasons(
@@ -79,6 +87,7 @@ async def submit_messages(
                 "tenant_id": tenant,
                 "api_key_id": principal.api_key_id,
                 "source": source,
+                "stream": m.stream.value,
                 "sender": m.sender,
                 "from_domain": m.sender_domain,
                 "envelope_from": m.envelope_from,
@@ -107,12 +116,13 @@ async def submit_messages(
         insert(table_of(Delivery)),
         [
             {
-                "id": uuid7(),
+                "id": r.id,
                 "tenant_id": tenant,
                 "message_id": m.id,
                 "recipient": r.address,
                 "domain": r.domain,
                 "kind": r.kind,
+                "bulk": m.stream is Stream.BULK,
                 "status": (
                     "suppressed"
                     if r.address in suppressed
@@ -153,6 +163,7 @@ async def submit_messages(
             if r.address in suppressed
         ],
     )
+    await record_tracked_messages(session, tenant, tracked)
 
 
 def _first_event(message: ComposedMessage, suppressed: Mapping[str, object]) -> EventType:

@@ -31,6 +31,7 @@ from postyard.smtp.message import (
     parse_submission,
 )
 from postyard.tenancy.types import Principal
+from postyard.tracking.types import TrackingConfig
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +58,10 @@ class SubmissionHandler:
         *,
         require_verified_domain: bool = False,
         waker: Waker | None = None,
+        tracking: TrackingConfig | None = None,
     ) -> None:
         self._waker = waker
+        self._tracking = tracking
         self._db = db
         self._clock = clock
         self._require_verified_domain = require_verified_domain
@@ -163,7 +166,12 @@ class SubmissionHandler:
             if self._require_verified_domain:
                 await require_verified_senders(session, tenant_id, [message])
             await submit_messages(
-                session, principal, [message], source="smtp", now=self._clock.now()
+                session,
+                principal,
+                [message],
+                source="smtp",
+                now=self._clock.now(),
+                tracking=self._tracking,
             )
             if key is not None:
                 await idempotency.complete(

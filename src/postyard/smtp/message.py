@@ -1,10 +1,11 @@
 """A submitted message (the bytes after DATA) checked and turned into the ledger's neutral
 shape, ``ComposedMessage``. Pure: the id and the time come in.
 
-The client's bytes are kept as they are, except that the ``Bcc`` and
-``Resend-Idempotency-Key`` fields are removed and ``Message-ID`` and ``Date`` are added on
-top when absent. The header block is read here, line by line, because it must be kept byte
-for byte and checked more strictly than the stdlib parser does (it repairs what we refuse);
+The client's bytes are kept as they are, except that the ``Bcc``,
+``Resend-Idempotency-Key`` and ``X-Postyard-Stream`` fields are removed and ``Message-ID``
+and ``Date`` are added on top when absent. The header block is read here, line by line,
+because it must be kept byte for byte and checked more strictly than the stdlib parser does
+(it repairs what we refuse);
 the stdlib only decodes values (RFC 2047 words, address lists) and finds the text parts.
 """
 
@@ -26,17 +27,20 @@ from postyard.sending import idempotency
 from postyard.sending.addresses import Address, InvalidAddress, header_text_problem, parse_address
 from postyard.sending.compose import ComposedMessage, Recipient
 from postyard.sending.errors import InvalidIdempotencyKey
+from postyard.tracking.types import Stream
 
 IDEMPOTENCY_HEADER = "resend-idempotency-key"
+STREAM_HEADER = "x-postyard-stream"
+"""``X-Postyard-Stream: transactional | bulk`` picks the message's stream; stripped."""
 _FIELD_NAME = re.compile(rb"[!-9;-~]+")  # RFC 5322 section 3.6.8 ftext
 # RFC 5322 section 3.6: fields that may appear at most once.
 _AT_MOST_ONCE = frozenset(
     {
         "from", "sender", "reply-to", "to", "cc", "subject", "date", "message-id",
-        "in-reply-to", "references", IDEMPOTENCY_HEADER,
+        "in-reply-to", "references", IDEMPOTENCY_HEADER, STREAM_HEADER,
     }
 )  # fmt: skip
-_REMOVED = frozenset({"bcc", IDEMPOTENCY_HEADER})
+_REMOVED = frozenset({"bcc", IDEMPOTENCY_HEADER, STREAM_HEADER})
 _MESSAGE_ID = re.compile(r"<[^<>@\s]{1,200}@[^<>@\s]{1,253}>")
 # What the stdlib header parser raises on malformed input, bugs included (fuzzing found
 # AttributeError and TypeError in address lists): all of it means "not a valid header".
@@ -215,6 +219,18 @@ def _idempotency_key(fields: dict[str, _Field]) -> str | None:
         raise InvalidSubmission(msg) from None
 
 
+def _stream(fields: dict[str, _Field]) -> Stream:
+    field = fields.get(STREAM_HEADER)
+    if field is None:
+        return Stream.TRANSACTIONAL
+    try:
+        return Stream(field.value.strip().lower())
+    except ValueError:
+        raise InvalidSubmission(
+            "The X-Postyard-Stream header must be transactional or bulk."
+        ) from None
+
+
 def _recipients(envelope: SmtpEnvelope, to: list[Address], cc: list[Address]) -> list[Recipient]:
     to_set = {a.addr_spec.lower() for a in to}
     cc_set = {a.addr_spec.lower() for a in cc}
@@ -257,6 +273,7 @@ def parse_submission(
     sender = _sender(single["from"].value)
     lists = {name: _address_list(single.get(name)) for name in ("to", "cc", "reply-to")}
     key = _idempotency_key(single)
+    stream = _stream(single)
     added = b""
     if "message-id" in single:
         message_id_header = single["message-id"].value
@@ -291,5 +308,9 @@ def parse_submission(
         scheduled_at=None,
         recipients=tuple(recipients),
         from_domain=sender.domain.lower(),
+        stream=stream,
+        has_list_unsubscribe=any(
+            f.lower in {"list-unsubscribe", "list-unsubscribe-post"} for f in fields
+        ),
     )
     return Submission(composed, key, _request_hash(envelope, data))

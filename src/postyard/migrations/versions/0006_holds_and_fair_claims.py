@@ -1,8 +1,8 @@
-"""Holds (operator and tenant), the `held` delivery status, and the per-tenant due index the
-fair claim walks.
+"""Holds (operator and tenant), the `held` delivery status, the stream on each delivery, and
+the per-tenant due index the fair claim walks.
 
-Revision ID: 0005
-Revises: 0004
+Revision ID: 0006
+Revises: 0005
 Create Date: 2026-12-01 11:30:00
 """
 
@@ -13,8 +13,8 @@ from alembic import op
 
 from postyard.migrations.rls import protect_tenant_table
 
-revision = "0005"
-down_revision = "0004"
+revision = "0006"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
@@ -75,12 +75,23 @@ def upgrade() -> None:
     op.create_index(
         "ix_deliveries_held", "deliveries", ["held_by"], postgresql_where=sa.text("status = 'held'")
     )
+    # The message's stream, on the row the claim orders: transactional before bulk.
+    op.add_column(
+        "deliveries",
+        sa.Column("bulk", sa.Boolean(), server_default=sa.text("false"), nullable=False),
+    )
+    op.execute(
+        "UPDATE deliveries d SET bulk = true FROM messages m"
+        " WHERE m.id = d.message_id AND m.stream = 'bulk'"
+        " AND d.status IN ('queued', 'scheduled', 'deferred')"
+    )
     # The fair claim walks tenants with waiting rows (a skip scan on the leading column) and
-    # takes each tenant's oldest due rows from the same index.
+    # takes each tenant's transactional rows, then its bulk rows, oldest first, from the
+    # same index.
     op.create_index(
         "ix_deliveries_tenant_due",
         "deliveries",
-        ["tenant_id", "next_attempt_at"],
+        ["tenant_id", "bulk", "next_attempt_at"],
         postgresql_where=_WAITING,
     )
     op.drop_index("ix_deliveries_due", table_name="deliveries", postgresql_where=_WAITING)
@@ -98,6 +109,7 @@ def downgrade() -> None:
         "UPDATE deliveries SET status = 'queued', next_attempt_at = now() WHERE status = 'held'"
     )
     op.drop_column("deliveries", "held_by")
+    op.drop_column("deliveries", "bulk")
     op.drop_constraint(op.f("ck_deliveries_status"), "deliveries", type_="check")
     op.create_check_constraint(op.f("ck_deliveries_status"), "deliveries", _OLD_STATUSES)
     op.drop_table("holds")
