@@ -261,3 +261,25 @@ async def test_suppressions_commands(cli_env: dict[str, str]) -> None:
         assert failed.code == 1
         assert failed.stderr.startswith("postyard: error: ")
         assert fragment in failed.stderr
+
+
+async def test_pools_commands(cli_env: dict[str, str]) -> None:
+    env = {
+        **cli_env,
+        "POSTYARD_IP_POOLS__ADDRESSES": '{"127.0.0.2": "tx.mta.test", "127.0.0.3": "b.mta.test"}',
+        "POSTYARD_IP_POOLS__POOLS": '{"tx": ["127.0.0.2"], "bulk": ["127.0.0.3"]}',
+        "POSTYARD_IP_POOLS__DEFAULT_POOL": "tx",
+    }
+    org = (await arun_cli(["orgs", "create", "Pool CLI", "--json"], env)).json()["slug"]
+    assigned = await arun_cli(
+        ["pools", "assign", "bulk", "--org", org, "--stream", "bulk", "--json"], env
+    )
+    assert assigned.code == 0, assigned.stderr
+    listed = (await arun_cli(["pools", "list", "--org", org, "--json"], env)).json()
+    assert listed["assignments"] == {"bulk": "bulk"}
+    assert listed["pools"]["tx"] == [{"address": "127.0.0.2", "ehlo_name": "tx.mta.test"}]
+    unknown = await arun_cli(["pools", "assign", "nope", "--org", org, "--stream", "bulk"], env)
+    assert unknown.code == 1
+    assert "unknown IP pool" in unknown.stderr
+    removed = await arun_cli(["pools", "unassign", "--org", org, "--stream", "bulk", "--json"], env)
+    assert removed.json() == {"stream": "bulk", "removed": True}

@@ -207,6 +207,36 @@ class ShapingSettings(_Group):
     """After this long without a throttle a slowed site gets a tenth of its rate back."""
 
 
+class IpPoolSettings(_Group):
+    addresses: dict[str, str] = Field(default_factory=dict)
+    """Outgoing IP addresses of this host and the EHLO name of each (its PTR name), as JSON:
+    {"203.0.113.5": "mta1.example.com"}."""
+    pools: dict[str, list[str]] = Field(default_factory=dict)
+    """Named pools of those addresses, as JSON: {"transactional": ["203.0.113.5"], ...}."""
+    stream_pools: dict[str, str] = Field(default_factory=dict)
+    """Pool of each stream for tenants without an assignment: {"bulk": "shared-bulk"}."""
+    default_pool: str | None = None
+    """Pool for everything else; unset: the operating system picks the address."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> IpPoolSettings:
+        for name, members in self.pools.items():
+            unknown = [a for a in members if a not in self.addresses]
+            if unknown or not members:
+                msg = f"pool {name!r} needs addresses listed in addresses (unknown: {unknown})"
+                raise ValueError(msg)
+        for address in self.addresses:
+            ipaddress.ip_address(address)
+        for pool in [*self.stream_pools.values(), self.default_pool]:
+            if pool is not None and pool not in self.pools:
+                msg = f"unknown pool {pool!r}"
+                raise ValueError(msg)
+        if set(self.stream_pools) - {"transactional", "bulk"}:
+            msg = "stream_pools keys are transactional and bulk"
+            raise ValueError(msg)
+        return self
+
+
 class SendingSettings(_Group):
     require_verified_domain: bool | None = None
     """Whether the From domain must be verified; unset means false in capture mode, else true."""
@@ -299,6 +329,7 @@ class Settings(BaseSettings):
     sending: SendingSettings = SendingSettings()
     warmup: WarmupSettings = WarmupSettings()
     shaping: ShapingSettings = ShapingSettings()
+    ip_pools: IpPoolSettings = IpPoolSettings()
     dns: DnsSettings = DnsSettings()
     webhooks: WebhookSettings = WebhookSettings()
     tracking: TrackingSettings = TrackingSettings()

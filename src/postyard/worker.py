@@ -18,10 +18,11 @@ from postyard.core.notify import listening
 from postyard.core.secrets import derive
 from postyard.delivery.capture import start_capture_server
 from postyard.delivery.identity import IdentityCache
+from postyard.delivery.ippools import PoolConfig
 from postyard.delivery.mx import make_resolver
 from postyard.delivery.retry import RetryPolicy
 from postyard.delivery.routing import DirectDeliverer, RelayDeliverer
-from postyard.delivery.session import TlsPolicy
+from postyard.delivery.session import SourceAddress, TlsPolicy
 from postyard.delivery.shaping import Adaptive, SitePolicy, SiteShaper
 from postyard.delivery.transport import Relay, SmtpTransport
 from postyard.delivery.warmup import WarmupPolicy
@@ -48,6 +49,20 @@ def _transport(settings: Settings) -> SmtpTransport:
         max_connections_per_destination=delivery.max_connections_per_destination,
         max_messages_per_connection=delivery.max_messages_per_connection,
         mx_port=delivery.mx_port,
+    )
+
+
+def _pools(settings: Settings) -> PoolConfig | None:
+    config = settings.ip_pools
+    if not config.pools:
+        return None
+    return PoolConfig(
+        pools={
+            name: tuple(SourceAddress(a, config.addresses[a]) for a in members)
+            for name, members in config.pools.items()
+        },
+        stream_pools=dict(config.stream_pools),
+        default_pool=config.default_pool,
     )
 
 
@@ -138,6 +153,7 @@ async def worker_role(
             verp_key=verp_key,
             jobs=[check_domains],
             shaper=shaper,
+            pools=_pools(settings),
         )
         async with listening(system_url, WAKE_CHANNEL, worker.wake):
             yield WorkerRole(

@@ -155,6 +155,13 @@ async def _warmup_row(conn: asyncpg.Connection, tenant: uuid.UUID) -> None:
     )
 
 
+async def _ip_pool_assignment_row(conn: asyncpg.Connection, tenant: uuid.UUID) -> None:
+    await conn.execute(
+        "INSERT INTO ip_pool_assignments (tenant_id, stream, pool) VALUES ($1, 'bulk', 'p')",
+        tenant,
+    )
+
+
 # One row factory per tenant table. A new tenant table without an entry fails the meta-test,
 # so it cannot ship without being attacked here.
 TENANT_ROW_FACTORIES: dict[str, RowFactory] = {
@@ -166,6 +173,7 @@ TENANT_ROW_FACTORIES: dict[str, RowFactory] = {
     "events": _event_row,
     "holds": _hold_row,
     "idempotency_keys": _idempotency_row,
+    "ip_pool_assignments": _ip_pool_assignment_row,
     "message_contents": _message_content_row,
     "messages": _message_row,
     "warmups": _warmup_row,

@@ -7,7 +7,17 @@ import sys
 
 import typer
 
-from postyard.cli import destinations, domains, holds, keys, orgs, serve, suppressions, warmup
+from postyard.cli import (
+    destinations,
+    domains,
+    holds,
+    keys,
+    orgs,
+    pools,
+    serve,
+    suppressions,
+    warmup,
+)
 from postyard.cli.context import wants_json
 from postyard.core.errors import AppError, ConfigurationError
 
@@ -28,6 +38,7 @@ app.add_typer(domains.app, name="domains")
 app.add_typer(holds.app, name="holds")
 app.add_typer(destinations.app, name="destinations")
 app.add_typer(warmup.app, name="warmup")
+app.add_typer(pools.app, name="pools")
 app.add_typer(suppressions.app, name="suppressions")
 
 

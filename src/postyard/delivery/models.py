@@ -99,3 +99,16 @@ class DestinationState(Base):
     last_throttle: Mapped[str | None] = mapped_column(Text)
     last_change: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class IpPoolAssignment(Base):
+    """Which IP pool (a name from the settings) a tenant's stream leaves from."""
+
+    __tablename__ = "ip_pool_assignments"
+    __table_args__ = (CheckConstraint("stream IN ('transactional', 'bulk')", name="stream"),)
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), primary_key=True
+    )
+    stream: Mapped[str] = mapped_column(String(16), primary_key=True)
+    pool: Mapped[str] = mapped_column(String(64))

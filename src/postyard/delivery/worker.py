@@ -21,13 +21,15 @@ from typing import Protocol
 
 from postyard.core.clock import Clock
 from postyard.core.db import Database, TenantId
-from postyard.delivery import shaping_state, verp
+from postyard.delivery import ippools, shaping_state, verp
 from postyard.delivery.claim import claim_batch
 from postyard.delivery.classify import classify_outcome
 from postyard.delivery.holds import Hold, hold_for
 from postyard.delivery.identity import UNVERIFIED, SenderIdentity
+from postyard.delivery.ippools import PoolConfig
 from postyard.delivery.outcome import OutcomeKind, RecipientOutcome
 from postyard.delivery.retry import RetryPolicy, next_attempt
+from postyard.delivery.session import SourceAddress
 from postyard.delivery.shaping import SiteShaper
 from postyard.delivery.transport import Envelope
 from postyard.delivery.warmup import WarmupPolicy
@@ -54,7 +56,12 @@ class Deliverer(Protocol):
     def per_domain(self) -> bool: ...
 
     async def deliver(
-        self, domain: str, envelope: Envelope, *, messages_per_connection: int | None = None
+        self,
+        domain: str,
+        envelope: Envelope,
+        *,
+        messages_per_connection: int | None = None,
+        source: SourceAddress | None = None,
     ) -> list[RecipientOutcome]: ...
 
     async def site(self, domain: str) -> str:
@@ -153,8 +160,12 @@ class DeliveryWorker:
         jobs: Sequence[Callable[[], Awaitable[object]]] = (),
         rand: Callable[[], float] = random.random,
         shaper: SiteShaper | None = None,
+        pools: PoolConfig | None = None,
     ) -> None:
         self._shaper = shaper
+        self._pools = pools
+        self._assignments: dict[tuple[TenantId, str], str] = {}
+        self._assignments_loaded = False
         self._identities = identities
         self._jobs = jobs
         self._verp_key = verp_key
@@ -206,6 +217,10 @@ class DeliveryWorker:
                 now=self._clock.now(), warmups=cfg.warmups,
             )  # fmt: skip
         claimed, messages = claim.claimed, claim.messages
+        if claimed and self._pools is not None and not self._assignments_loaded:
+            async with self._db.system_tx(reason="delivery worker: ip pools") as session:
+                self._assignments = await ippools.load_assignments(session)
+            self._assignments_loaded = True
         if not claimed:
             return claim.held + claim.postponed
         try:
@@ -335,10 +350,24 @@ class DeliveryWorker:
                 DeliveryResult(r, Result.BOUNCED, f"not deliverable: {exc}", bounce=undeliverable)
                 for r in rows
             ]
+        source = (
+            ippools.choose(
+                self._pools,
+                self._assignments,
+                tenant_id=message.tenant_id,
+                bulk=rows[0].bulk,
+                message_id=message.id,
+            )
+            if self._pools is not None
+            else None
+        )
         async with self._sending:
             try:
                 outcomes = await self._deliverer.deliver(
-                    rows[0].domain, envelope, messages_per_connection=messages_per_connection
+                    rows[0].domain,
+                    envelope,
+                    messages_per_connection=messages_per_connection,
+                    source=source,
                 )
             except Exception as exc:  # a bug here must not strand the batch until lease expiry
                 log.exception("delivery failed unexpectedly", extra={"message_id": str(message.id)})
@@ -369,6 +398,9 @@ class DeliveryWorker:
                     recovered = await ledger.recover_expired_leases(session)
                     await idempotency.forget_expired(session)
                     await ratelimit.forget_old_windows(session, now=self._clock.now())
+                    if self._pools is not None:
+                        self._assignments = await ippools.load_assignments(session)
+                        self._assignments_loaded = True
                     if self._shaper is not None:
                         shared = await shaping_state.load(session)
                         self._shaper.merge(shared, self._clock.now())

@@ -48,6 +48,7 @@ class ClaimedDelivery:
     domain: str
     attempts: int
     first_attempt_at: datetime
+    bulk: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +132,7 @@ _START = text(
            first_attempt_at = coalesce(d.first_attempt_at, :now), updated_at = :now
      WHERE d.id = ANY(:ids)
     RETURNING d.id, d.tenant_id, d.message_id, d.recipient, d.domain, d.attempts,
-              d.first_attempt_at
+              d.first_attempt_at, d.bulk
     """
 ).bindparams(bindparam("ids", type_=ARRAY(Uuid())))
 _HOLD = text(
@@ -310,6 +311,7 @@ async def start_sending(
             domain=r.domain,
             attempts=r.attempts,
             first_attempt_at=r.first_attempt_at,
+            bulk=r.bulk,
         )
         for r in rows
     ]
