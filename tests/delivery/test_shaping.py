@@ -153,6 +153,19 @@ async def test_site_policies_bound_connections_and_messages_per_connection(
     assert {(await org.row(i)).status for i in ids} == {"delivered"}
 
 
+def test_a_block_bounce_slows_the_site_down_too() -> None:
+    shaper = SiteShaper()
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    delivered = RecipientOutcome("a@x.test", OutcomeKind.DELIVERED, SmtpReply.parse(250, "ok"), "")
+    shaper.observe("yahoo", [delivered], now)
+    assert shaper.state("yahoo").rate == 200
+    shaper.observe("yahoo", [], now, blocked="554 5.7.9 Message not accepted for policy reasons")
+    assert shaper.state("yahoo").rate == 100
+    assert shaper.admit("yahoo", 1, now).until == now + timedelta(minutes=1)
+    assert [s.site for s in shaper.changed()] == ["yahoo"]
+    assert shaper.changed() == []
+
+
 def _deferred(code: int, text: str) -> RecipientOutcome:
     reply = SmtpReply.parse(code, text)
     return RecipientOutcome("a@x.test", OutcomeKind.DEFERRED, reply, str(reply))

@@ -190,12 +190,21 @@ class SiteShaper:
     def messages_per_connection(self, site: str) -> int:
         return self._site(site).policy.messages_per_connection
 
-    def observe(self, site: str, outcomes: Iterable[RecipientOutcome], now: datetime) -> None:
-        """Adapt to the replies of one transaction: a throttle slows the site down."""
+    def observe(
+        self,
+        site: str,
+        outcomes: Iterable[RecipientOutcome],
+        now: datetime,
+        *,
+        blocked: str | None = None,
+    ) -> None:
+        """Adapt to the replies of one transaction: a throttle, or a bounce classified as a
+        block (``blocked``: the receiver's policy or our reputation, 5.7.x), slows the site
+        down."""
         s = self._site(site)
-        throttle = next((o for o in outcomes if is_throttle(o)), None)
+        throttle = next((str(o.reply) for o in outcomes if is_throttle(o)), None) or blocked
         if throttle is not None:
-            s.state = s.state.throttled(s.policy, self._tuning, str(throttle.reply), now)
+            s.state = s.state.throttled(s.policy, self._tuning, throttle, now)
             s.next_free = None
             s.changed = True
 

@@ -319,7 +319,10 @@ class DeliveryWorker:
             outcomes, results = await self._send(
                 message, prepared, rows, shaper.messages_per_connection(site)
             )
-        shaper.observe(site, outcomes, self._clock.now())
+        blocked = next(
+            (r.reply for r in results if r.bounce is not None and r.bounce.type == "block"), None
+        )
+        shaper.observe(site, outcomes, self._clock.now(), blocked=blocked)
         sent.results.extend(results)
 
     async def _send(
