@@ -283,3 +283,28 @@ async def test_pools_commands(cli_env: dict[str, str]) -> None:
     assert "unknown IP pool" in unknown.stderr
     removed = await arun_cli(["pools", "unassign", "--org", org, "--stream", "bulk", "--json"], env)
     assert removed.json() == {"stream": "bulk", "removed": True}
+
+
+async def test_inbound_drops_lists_counts_by_reason(
+    cli_env: dict[str, str], runtime: Runtime
+) -> None:
+    from datetime import UTC, datetime
+
+    from postyard.core.db import Database
+    from postyard.inbound.drops import DropReason, count_drop
+
+    db = Database.connect(runtime.urls, pool_size=1, name="test-cli")
+    try:
+        before = await arun_cli(["inbound", "drops", "--json"], cli_env)
+        assert before.code == 0, before.stderr
+        start = {r["reason"]: r["count"] for r in before.json()["data"]}
+        for _ in range(2):
+            async with db.system_tx(reason="test") as session:
+                await count_drop(session, DropReason.UNPARSABLE, now=datetime.now(UTC))
+    finally:
+        await db.dispose()
+    after = await arun_cli(["inbound", "drops", "--json"], cli_env)
+    counts = {r["reason"]: r["count"] for r in after.json()["data"]}
+    assert counts["unparsable"] == start.get("unparsable", 0) + 2
+    human = await arun_cli(["inbound", "drops"], cli_env)
+    assert "unparsable" in human.stdout

@@ -106,6 +106,20 @@ class MxSettings(_Group):
     public_host: str | None = None
     """Host name remote servers reach the MX listener by: the MX record of every return-path
     subdomain points here (default: the delivery HELO name or this host's FQDN)."""
+    max_message_bytes: int = Field(default=25 * 1024 * 1024, ge=1024)
+    """Largest report accepted (a DSN may quote the whole message), advertised as SIZE."""
+    max_recipients: int = Field(default=100, ge=1, le=1000)
+    """RCPT TO accepted per report; the next one gets 452 4.5.3."""
+    max_connections_per_ip: int = Field(default=20, ge=1)
+    """Connections one client address may hold open at once, per process; more get 421 4.7.0."""
+    idle_timeout: float = Field(default=300, gt=0)
+    """Seconds to wait for the next command before closing with 421."""
+    command_timeout: float = Field(default=600, gt=0)
+    """Seconds one DATA exchange may take before closing with 421."""
+    max_messages_per_connection: int = Field(default=100, ge=1)
+    """Reports per connection (advertised as LIMITS MAILMAX); then 421 4.7.0."""
+    unsubscribe_max_age_days: int = Field(default=365, ge=30)
+    """How long a mailto unsubscribe address keeps working after the message was sent."""
 
 
 class DeliverySettings(_Group):

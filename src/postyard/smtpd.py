@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import logging
 import socket
-import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -21,7 +20,7 @@ from postyard.settings import Settings, SmtpSettings
 from postyard.smtp.auth import ApiKeyAuthenticator, FailureThrottle
 from postyard.smtp.handler import SubmissionHandler
 from postyard.smtp.server import ListenerConfig, SubmissionLimits, SubmissionServer
-from postyard.smtp.tls import ensure_self_signed, server_context
+from postyard.smtp.tls import role_context
 from postyard.tracking.types import TrackingConfig
 
 # On exit, connections get this long to finish a message being committed and leave.
@@ -34,13 +33,6 @@ class SmtpRole:
     port: int
     """The submission port (STARTTLS); the bound one when the setting is 0."""
     implicit_tls_port: int | None
-
-
-def _tls_context(smtp: SmtpSettings, data_dir: Path, hostname: str, clock: Clock) -> ssl.SSLContext:
-    if smtp.tls_cert_file is not None and smtp.tls_key_file is not None:
-        return server_context(smtp.tls_cert_file, smtp.tls_key_file)
-    cert, key = ensure_self_signed(data_dir, hostname, now=clock.now())
-    return server_context(cert, key)
 
 
 def _limits(smtp: SmtpSettings) -> SubmissionLimits:
@@ -99,7 +91,7 @@ async def smtp_role(
         ListenerConfig(
             hostname=hostname,
             limits=_limits(smtp),
-            tls_context=_tls_context(smtp, data_dir, hostname, clock),
+            tls_context=role_context(smtp, data_dir, hostname, now=clock.now()),
             allow_auth_without_tls_on_loopback=smtp.allow_auth_without_tls_on_loopback,
         ),
     )

@@ -6,6 +6,8 @@ e2e; they still run in ``make test``.
 
 from __future__ import annotations
 
+import re
+import smtplib
 import socket
 import time
 from pathlib import Path
@@ -23,6 +25,7 @@ def _env(data_dir: Path) -> dict[str, str]:
         "POSTYARD_DATA_DIR": str(data_dir),
         "POSTYARD_HTTP__PORT": "0",
         "POSTYARD_SMTP__PORT": "0",
+        "POSTYARD_MX__PORT": "0",
     }
 
 
@@ -37,6 +40,7 @@ def test_first_run_keys_ctrl_c_and_restart(tmp_path: Path) -> None:
         assert f"{base}/v1/docs" in up.output()
         pg_pid = postmaster_pid(data)
         assert pg_pid is not None
+        _mx_refuses_strangers(up.output())
 
         org = run_cli(["orgs", "create", "acme", "--json"], env)
         assert org.code == 0, org.stderr
@@ -97,6 +101,16 @@ def test_first_run_keys_ctrl_c_and_restart(tmp_path: Path) -> None:
     finally:
         again.kill()
     assert postmaster_pid(data) is None
+
+
+def _mx_refuses_strangers(banner: str) -> None:
+    """``up`` runs the inbound MX too: it answers, and only for return-path domains."""
+    match = re.search(r"MX: +127\.0\.0\.1:(\d+)", banner)
+    assert match is not None, banner
+    with smtplib.SMTP("127.0.0.1", int(match.group(1)), timeout=30) as client:
+        assert client.ehlo("remote.example")[0] == 250
+        assert client.mail("")[0] == 250
+        assert client.rcpt("someone@example.com") == (550, b"5.7.1 Relaying denied")
 
 
 def test_two_processes_share_one_embedded_server(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
-from sqlalchemy import select
+from sqlalchemy import func, select, update
 
 from postyard.core.clock import SystemClock
 from postyard.core.db import Database, TenantId
@@ -272,3 +272,28 @@ async def test_a_block_at_send_time_bounces_without_suppressing(
     assert await worker.run_once() == 1
     await sink.wait_for_messages(1)
     assert _delivered_to(sink) == {"someone@one.test"}
+
+
+async def test_an_address_suppressed_after_acceptance_is_held_back_by_the_worker(
+    env: Env, sink: SmtpSink, worker: DeliveryWorker
+) -> None:
+    body = {**env.body(["late@one.test", "fine@one.test"]), "scheduled_at": "in 1 hour"}
+    response = await env.http.post("/v1/emails", json=body, headers=env.auth)
+    assert response.status_code == 200, response.text
+    email_id = str(response.json()["id"])
+    await env.suppress("LATE@one.test")
+    async with env.db.system_tx(reason="test: the hour passes") as s:
+        await s.execute(
+            update(Delivery)
+            .where(Delivery.message_id == uuid.UUID(email_id))
+            .values(next_attempt_at=func.now())
+        )
+    assert await worker.run_once() == 2
+    await sink.wait_for_messages(1)
+    assert _delivered_to(sink) == {"fine@one.test"}
+    assert await env.statuses(email_id) == {
+        "late@one.test": ("suppressed", None),
+        "fine@one.test": ("delivered", None),
+    }
+    [held] = [e for e in await env.events(email_id) if e["type"] == "email.suppressed"]
+    assert (held["recipient"], held["data"]["reason"]) == ("late@one.test", "manual")

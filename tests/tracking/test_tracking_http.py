@@ -337,3 +337,20 @@ async def test_bad_extension_fields_are_422(
     response = await http.post("/v1/emails", json=body, headers=tenant.auth)
     assert response.status_code == 422, response.text
     assert response.json()["name"] == "validation_error"
+
+
+async def test_a_burst_of_clicks_is_machine(
+    http: httpx.AsyncClient, db: Database, tenant: Tenant, app_factory: AppFactory
+) -> None:
+    """Scanners follow every link at once: the third click within a second is a burst."""
+    email_id = await send(http, tenant, click_tracking=True)
+    sale, about = paths(html_of(await stored(db, tenant, email_id)), "c")
+    clock = ManualClock()
+    async with tracking_host(app_factory, db, clock, TEST_TRACKING) as host:
+        for path in (sale, about, sale):
+            clock.current += timedelta(milliseconds=300)
+            assert (await host.get(path, headers={"User-Agent": HUMAN_UA})).status_code == 302
+        clock.current += timedelta(minutes=5)
+        assert (await host.get(about, headers={"User-Agent": HUMAN_UA})).status_code == 302
+    clicks = await events_of(db, tenant, email_id, "email.clicked")
+    assert [e.data["machine_reason"] for e in clicks] == [None, None, "click-burst", None]

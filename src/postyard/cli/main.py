@@ -11,6 +11,7 @@ from postyard.cli import (
     destinations,
     domains,
     holds,
+    inbound,
     keys,
     orgs,
     pools,
@@ -31,6 +32,7 @@ app.command("up")(serve.up)
 app.command("api")(serve.api)
 app.command("worker")(serve.worker)
 app.command("smtp")(serve.smtp)
+app.command("mx")(serve.mx)
 app.command("migrate")(serve.migrate)
 app.add_typer(orgs.app, name="orgs")
 app.add_typer(keys.app, name="keys")
@@ -40,6 +42,7 @@ app.add_typer(destinations.app, name="destinations")
 app.add_typer(warmup.app, name="warmup")
 app.add_typer(pools.app, name="pools")
 app.add_typer(suppressions.app, name="suppressions")
+app.add_typer(inbound.app, name="inbound")
 
 
 def _fail(code: str, message: str) -> None:

@@ -1,4 +1,4 @@
-"""postyard up | api | migrate: the long-running roles and migrations."""
+"""postyard up | api | worker | smtp | mx | migrate: the long-running roles and migrations."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ from postyard.delivery.mx import make_resolver
 from postyard.domains.policy import dns_policy
 from postyard.domains.routes import DomainDeps
 from postyard.migrations.runner import migrate as run_migrations
+from postyard.mxd import mx_role
 from postyard.runtime import Runtime, connect, prepare, require_current_schema, tracking_config
 from postyard.sending.service import WAKE_CHANNEL
 from postyard.settings import Settings
@@ -75,6 +76,7 @@ async def _run_roles(
     worker: bool,
     smtp: bool,
     run_migrations_first: bool,
+    mx: bool = False,
     reuse_port: bool = False,
     worker_process: bool = False,
 ) -> None:
@@ -85,7 +87,8 @@ async def _run_roles(
         head = await run_migrations(runtime.urls.owner, runtime.roles)
     else:
         head = await require_current_schema(runtime)
-    roles = [name for name, on in (("api", api), ("worker", worker), ("smtp", smtp)) if on]
+    flags = (("api", api), ("worker", worker), ("smtp", smtp), ("mx", mx))
+    roles = [name for name, on in flags if on]
     db = connect(runtime, name="+".join(roles))
     clock = SystemClock()
     stop = asyncio.Event()
@@ -134,6 +137,21 @@ async def _run_roles(
                 )
             )
             lines.append(_smtp_line(smtp_running))
+        if mx:
+            mx_running = await stack.enter_async_context(
+                mx_role(
+                    settings,
+                    db,
+                    clock,
+                    data_dir=runtime.data_dir,
+                    secret=runtime.secret,
+                    reuse_port=reuse_port,
+                )
+            )
+            lines.append(
+                f"  MX:        {mx_running.host}:{mx_running.port} "
+                "(bounces, complaints, mailto unsubscribes)"
+            )
         if sock is not None:
             services = AppServices(
                 db=db,
@@ -239,6 +257,7 @@ def up() -> None:
             api=True,
             worker=False,
             smtp=True,
+            mx=True,
             run_migrations_first=True,
             worker_process=True,
         )
@@ -270,6 +289,24 @@ def smtp() -> None:
             api=False,
             worker=False,
             smtp=True,
+            run_migrations_first=False,
+            reuse_port=True,
+        )
+    )
+
+
+def mx() -> None:
+    """Run the inbound MX role only (the schema must be current): bounces, complaints and
+    mailto unsubscribes at the return-path domains. Several processes may share the port."""
+    settings = load_settings()
+    configure_logging(settings.log_level, settings.log_format.value)
+    uvloop.run(
+        _run_roles(
+            settings,
+            api=False,
+            worker=False,
+            smtp=False,
+            mx=True,
             run_migrations_first=False,
             reuse_port=True,
         )

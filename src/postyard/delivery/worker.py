@@ -23,7 +23,12 @@ from postyard.core.clock import Clock
 from postyard.core.db import Database, TenantId
 from postyard.delivery import ippools, shaping_state, verp
 from postyard.delivery.claim import claim_batch
-from postyard.delivery.classify import classify_outcome
+from postyard.delivery.classify import (
+    BounceCategory,
+    Classification,
+    classification_of,
+    classify_outcome,
+)
 from postyard.delivery.holds import Hold, hold_for
 from postyard.delivery.identity import UNVERIFIED, SenderIdentity
 from postyard.delivery.ippools import PoolConfig
@@ -113,13 +118,7 @@ def to_result(
         return DeliveryResult(delivery, Result.DELIVERED, reply)
     classified = classify_outcome(outcome, recipients_in_transaction=recipients_in_transaction)
     if classified is not None:
-        bounce = Bounce(
-            type=classified.type.value,
-            category=classified.category.value,
-            resend_type=classified.resend_type,
-            sub_type=classified.sub_type,
-        )
-        return DeliveryResult(delivery, Result.BOUNCED, reply, bounce=bounce)
+        return DeliveryResult(delivery, Result.BOUNCED, reply, bounce=_bounce(classified))
     when = next_attempt(
         policy,
         attempts=delivery.attempts,
@@ -130,6 +129,19 @@ def to_result(
     if when is None:
         return DeliveryResult(delivery, Result.FAILED, f"gave up after retries: {reply}")
     return DeliveryResult(delivery, Result.DEFERRED, reply, when)
+
+
+def _bounce(classified: Classification) -> Bounce:
+    return Bounce(
+        type=classified.type.value,
+        category=classified.category.value,
+        resend_type=classified.resend_type,
+        sub_type=classified.sub_type,
+    )
+
+
+# A message our side cannot put on the wire says nothing about the address.
+_UNDELIVERABLE = _bounce(classification_of(BounceCategory.UNDETERMINED, final=True))
 
 
 def group_for_sending(
@@ -216,7 +228,13 @@ class DeliveryWorker:
                 session, owner=cfg.owner, limit=cfg.batch_size, lease=cfg.lease,
                 now=self._clock.now(), warmups=cfg.warmups,
             )  # fmt: skip
-        claimed, messages = claim.claimed, claim.messages
+            claimed, messages = claim.claimed, claim.messages
+            # Addresses suppressed after their email was accepted (scheduled, retried).
+            to_send, suppressed = (
+                await ledger.hold_back_suppressed(session, claimed, now=self._clock.now())
+                if claimed
+                else ([], [])
+            )
         if claimed and self._pools is not None and not self._assignments_loaded:
             async with self._db.system_tx(reason="delivery worker: ip pools") as session:
                 self._assignments = await ippools.load_assignments(session)
@@ -224,7 +242,8 @@ class DeliveryWorker:
         if not claimed:
             return claim.held + claim.postponed
         try:
-            sent = await self._deliver(claimed, messages, claim.holds)
+            sent = await self._deliver(to_send, messages, claim.holds)
+            sent.results[:0] = suppressed
         except asyncio.CancelledError:
             # Stopped mid-batch: hand the rows back now rather than at lease expiry. Some may
             # have reached the remote server already; they will be sent again (at-least-once).
@@ -348,9 +367,8 @@ class DeliveryWorker:
                 smtputf8=message.smtputf8,
             )
         except ValueError as exc:
-            undeliverable = Bounce("undetermined", "undetermined", "Undetermined", "Undetermined")
             return [], [
-                DeliveryResult(r, Result.BOUNCED, f"not deliverable: {exc}", bounce=undeliverable)
+                DeliveryResult(r, Result.BOUNCED, f"not deliverable: {exc}", bounce=_UNDELIVERABLE)
                 for r in rows
             ]
         source = (

@@ -95,3 +95,16 @@ async def tracking_defaults(
         )
         for name, opens, clicks, status, return_path in rows
     }
+
+
+async def return_path_owners_unscoped(session: AsyncSession, fqdn: str) -> list[TenantId]:
+    """The tenants with a domain whose return-path domain (``<return_path>.<name>``) is
+    ``fqdn``, whatever its status (session: a system_tx): where bounces and complaints for
+    their mail arrive."""
+    label, _, name = fqdn.lower().rstrip(".").partition(".")
+    if not label or not name:
+        return []
+    rows = await session.scalars(
+        select(Domain.tenant_id).where(Domain.name == name, Domain.return_path == label)
+    )
+    return [TenantId(t) for t in rows]

@@ -22,6 +22,7 @@ class EventType(StrEnum):
     EMAIL_SUPPRESSED = "email.suppressed"
     EMAIL_OPENED = "email.opened"
     EMAIL_CLICKED = "email.clicked"
+    EMAIL_COMPLAINED = "email.complained"
     EMAIL_UNSUBSCRIBED = "email.unsubscribed"
     DOMAIN_CREATED = "domain.created"
     DOMAIN_UPDATED = "domain.updated"

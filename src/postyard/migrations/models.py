@@ -7,6 +7,7 @@ def load_all_models() -> None:
     import postyard.delivery.models  # noqa: PLC0415
     import postyard.domains.models  # noqa: PLC0415
     import postyard.events.models  # noqa: PLC0415
+    import postyard.inbound.models  # noqa: PLC0415
     import postyard.sending.models  # noqa: PLC0415
     import postyard.suppression.models  # noqa: PLC0415
     import postyard.tenancy.models  # noqa: PLC0415

@@ -21,7 +21,7 @@ from sqlalchemy.types import Uuid
 from postyard.core.db import TenantId
 from postyard.events.service import record_events
 from postyard.events.types import EventType, NewEvent
-from postyard.suppression import SuppressionReason, suppress
+from postyard.suppression import SuppressionReason, suppress, suppression_reasons_unscoped
 
 
 class Result(StrEnum):
@@ -29,6 +29,7 @@ class Result(StrEnum):
     DEFERRED = "deferred"
     BOUNCED = "bounced"
     FAILED = "failed"
+    SUPPRESSED = "suppressed"
 
 
 _EVENT_OF = {
@@ -36,6 +37,7 @@ _EVENT_OF = {
     Result.DEFERRED: EventType.EMAIL_DELIVERY_DELAYED,
     Result.BOUNCED: EventType.EMAIL_BOUNCED,
     Result.FAILED: EventType.EMAIL_FAILED,
+    Result.SUPPRESSED: EventType.EMAIL_SUPPRESSED,
 }
 
 
@@ -84,6 +86,7 @@ class DeliveryResult:
     reply: str
     next_attempt_at: datetime | None = None
     bounce: Bounce | None = None
+    suppression_reason: str | None = None
 
 
 # A skip scan over ix_deliveries_tenant_due: one index probe per tenant with waiting rows,
@@ -440,6 +443,8 @@ async def record_results(
 
 def _event_data(r: DeliveryResult) -> dict[str, object]:
     data: dict[str, object] = {"reply": r.reply, "attempt": r.delivery.attempts}
+    if r.suppression_reason is not None:
+        data["reason"] = r.suppression_reason
     if r.next_attempt_at:
         data["next_attempt_at"] = r.next_attempt_at.isoformat()
     if r.bounce is not None:
@@ -452,6 +457,30 @@ def _event_data(r: DeliveryResult) -> dict[str, object]:
         data["bounce_type"] = r.bounce.type
         data["bounce_category"] = r.bounce.category
     return data
+
+
+async def hold_back_suppressed(
+    session: AsyncSession, claimed: Sequence[ClaimedDelivery], *, now: datetime
+) -> tuple[list[ClaimedDelivery], list[DeliveryResult]]:
+    """Split claimed rows into those to send and results for recipients suppressed since
+    their email was accepted (scheduled or retried mail); one query for the batch."""
+    listed = await suppression_reasons_unscoped(
+        session, [(c.tenant_id, c.recipient) for c in claimed], now
+    )
+    if not listed:
+        return list(claimed), []
+    to_send = [c for c in claimed if (c.tenant_id, c.recipient) not in listed]
+    held = [
+        DeliveryResult(
+            c,
+            Result.SUPPRESSED,
+            f"suppressed ({listed[(c.tenant_id, c.recipient)]})",
+            suppression_reason=listed[(c.tenant_id, c.recipient)].value,
+        )
+        for c in claimed
+        if (c.tenant_id, c.recipient) in listed
+    ]
+    return to_send, held
 
 
 async def release(session: AsyncSession, ids: Sequence[uuid.UUID], *, owner: str) -> None:

@@ -63,7 +63,7 @@ class SubmissionSMTP(SMTP):
             ident=replies.GREETING_TEXT,
             tls_context=None if implicit_tls else config.tls_context,
             timeout=config.limits.idle_timeout,
-            auth_required=True,
+            auth_required=owner.authenticator is not None,
             auth_require_tls=True,
             loop=loop,
         )
@@ -158,7 +158,10 @@ class SubmissionSMTP(SMTP):
 
     @property
     def auth_offered(self) -> bool:
-        """AUTH only over TLS (RFC 4954 section 4, RFC 8314), or on loopback when allowed."""
+        """AUTH only over TLS (RFC 4954 section 4, RFC 8314), or on loopback when allowed;
+        never on a listener without an authenticator (the MX)."""
+        if self._owner.authenticator is None:
+            return False
         return self.tls_active or (
             self._owner.config.allow_auth_without_tls_on_loopback
             and _is_loopback(self._client_address)
@@ -219,6 +222,7 @@ class SubmissionSMTP(SMTP):
             return
         mechanism, _, initial = (arg or "").strip().partition(" ")
         authenticator = self._owner.authenticator
+        assert authenticator is not None  # _auth_refusal refused AUTH otherwise
         address = self._client_address or "unknown"
         if authenticator.is_locked_out(address):
             await self.push(replies.AUTH_LOCKED_OUT)
@@ -246,6 +250,8 @@ class SubmissionSMTP(SMTP):
         session, envelope = self.session, self.envelope
         assert session is not None
         assert envelope is not None
+        if self._owner.authenticator is None:
+            return replies.NOT_IMPLEMENTED
         if not session.host_name:
             return replies.SEND_EHLO_FIRST
         if not session.extended_smtp:

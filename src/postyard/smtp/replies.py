@@ -67,6 +67,12 @@ BARE_LINE_ENDING = (
     "554 5.5.2 Bare CR or LF in message data; lines must end with CRLF (RFC 5321 section 2.3.8)"
 )
 NOT_STORED = "451 4.3.0 Message not stored; try again later"
+
+# The inbound MX (bounces, complaints, mailto unsubscribes)
+REPORT_ACCEPTED = "250 2.0.0 Report accepted"
+MX_UNKNOWN_RECIPIENT = "550 5.1.1 No such recipient here"
+MX_RELAY_DENIED = "550 5.7.1 Relaying denied"
+MX_LOOKUP_FAILED = "451 4.3.0 Recipient lookup failed; try again later"
 IDEMPOTENCY_MISMATCH = "550 5.7.0 Resend-Idempotency-Key already used for a different message"
 SENDER_DOMAIN_NOT_VERIFIED = "553 5.7.1 Sender domain is not a verified domain of this organization"
 IDEMPOTENCY_IN_USE = "451 4.7.0 Resend-Idempotency-Key in use by a message in progress; retry"

@@ -1,5 +1,6 @@
-"""What the connections of one SMTP role share: limits, TLS, the handler, the authenticator,
-the per-address connection counts and the listening servers."""
+"""What the connections of one SMTP listener share: limits, TLS, the handler, the
+authenticator (none for the inbound MX), the per-address connection counts and the
+listening servers. The submission role and the MX role both serve through it."""
 
 from __future__ import annotations
 
@@ -40,8 +41,10 @@ class SubmissionServer:
     connections per client address, and the listening servers."""
 
     def __init__(
-        self, handler: Any, authenticator: ApiKeyAuthenticator, config: ListenerConfig
+        self, handler: Any, authenticator: ApiKeyAuthenticator | None, config: ListenerConfig
     ) -> None:
+        """``authenticator`` None: a listener without AUTH (the inbound MX), where any
+        client may send MAIL and the handler decides which recipients exist."""
         self.handler = handler
         self.authenticator = authenticator
         self.config = config

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from postyard.core.errors import ConfigurationError
+from postyard.settings import SmtpSettings
 
 SELF_SIGNED_DIR = "smtp-tls"
 CERT_FILE = "selfsigned.crt"
@@ -38,6 +39,17 @@ def server_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
         msg = f"cannot load the SMTP TLS certificate {cert_file} with key {key_file}: {exc}"
         raise ConfigurationError(msg) from exc
     return context
+
+
+def role_context(
+    smtp: SmtpSettings, data_dir: Path, hostname: str, *, now: datetime
+) -> ssl.SSLContext:
+    """The server context of the SMTP listeners (submission and MX): the configured pair,
+    else the self-signed one in ``data_dir``."""
+    if smtp.tls_cert_file is not None and smtp.tls_key_file is not None:
+        return server_context(smtp.tls_cert_file, smtp.tls_key_file)
+    cert, key = ensure_self_signed(data_dir, hostname, now=now)
+    return server_context(cert, key)
 
 
 def ensure_self_signed(data_dir: Path, hostname: str, *, now: datetime) -> tuple[Path, Path]:

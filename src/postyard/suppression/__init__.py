@@ -6,7 +6,12 @@ Other domains use only what this module exports.
 
 from __future__ import annotations
 
-from postyard.suppression.service import suppress, suppressed_among, suppression_reasons
+from postyard.suppression.service import (
+    suppress,
+    suppressed_among,
+    suppression_reasons,
+    suppression_reasons_unscoped,
+)
 from postyard.suppression.types import SuppressionReason, SuppressionView
 
 __all__ = [
@@ -15,4 +20,5 @@ __all__ = [
     "suppress",
     "suppressed_among",
     "suppression_reasons",
+    "suppression_reasons_unscoped",
 ]

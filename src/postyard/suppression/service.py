@@ -38,6 +38,16 @@ _ACTIVE_AMONG = text(
     """
 ).bindparams(bindparam("emails", type_=ARRAY(Text())))
 
+_ACTIVE_PAIRS_UNSCOPED = text(
+    """
+    SELECT DISTINCT x.tenant_id, x.address, s.reason
+      FROM unnest(CAST(:tenants AS uuid[]), CAST(:emails AS text[])) AS x(tenant_id, address)
+      JOIN suppressions s
+        ON s.tenant_id = x.tenant_id AND lower(s.email) = lower(x.address)
+     WHERE s.expires_at IS NULL OR s.expires_at > :now
+    """
+)
+
 
 def _view(row: Suppression) -> SuppressionView:
     return SuppressionView(
@@ -143,6 +153,21 @@ async def suppression_reasons(
         _ACTIVE_AMONG, {"emails": list(set(emails)), "tenant": tenant, "now": now}
     )
     return {row.address: SuppressionReason(row.reason) for row in rows}
+
+
+async def suppression_reasons_unscoped(
+    session: AsyncSession, recipients: Sequence[tuple[TenantId, str]], now: datetime
+) -> dict[tuple[TenantId, str], SuppressionReason]:
+    """For a ``system_tx`` that serves several tenants (the delivery worker): which of these
+    (tenant, address) pairs that tenant suppresses at ``now``, in one query."""
+    if not recipients:
+        return {}
+    pairs = set(recipients)
+    rows = await session.execute(
+        _ACTIVE_PAIRS_UNSCOPED,
+        {"tenants": [t for t, _ in pairs], "emails": [e for _, e in pairs], "now": now},
+    )
+    return {(TenantId(r.tenant_id), r.address): SuppressionReason(r.reason) for r in rows}
 
 
 async def add_suppression(

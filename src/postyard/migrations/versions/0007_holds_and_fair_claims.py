@@ -1,8 +1,8 @@
 """Holds (operator and tenant), the `held` delivery status, the stream on each delivery, and
 the per-tenant due index the fair claim walks.
 
-Revision ID: 0006
-Revises: 0005
+Revision ID: 0007
+Revises: 0006
 Create Date: 2026-12-01 11:30:00
 """
 
@@ -13,8 +13,8 @@ from alembic import op
 
 from postyard.migrations.rls import protect_tenant_table
 
-revision = "0006"
-down_revision = "0005"
+revision = "0007"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 

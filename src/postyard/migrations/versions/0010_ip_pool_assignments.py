@@ -1,7 +1,7 @@
 """IP pool assignments per tenant and stream.
 
-Revision ID: 0009
-Revises: 0008
+Revision ID: 0010
+Revises: 0009
 Create Date: 2026-12-01 12:15:00
 """
 
@@ -12,8 +12,8 @@ from alembic import op
 
 from postyard.migrations.rls import protect_tenant_table
 
-revision = "0009"
-down_revision = "0008"
+revision = "0010"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 

@@ -1,7 +1,7 @@
 """Adaptive shaping state per destination site, shared by the workers (not tenant data).
 
-Revision ID: 0008
-Revises: 0007
+Revision ID: 0009
+Revises: 0008
 Create Date: 2026-12-01 12:10:00
 """
 
@@ -12,8 +12,8 @@ from alembic import op
 
 from postyard.migrations.rls import roles
 
-revision = "0008"
-down_revision = "0007"
+revision = "0009"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
