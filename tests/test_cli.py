@@ -182,6 +182,74 @@ async def test_webhooks_commands(cli_env: dict[str, str]) -> None:
     assert "not found" in missing.stderr
 
 
+async def test_holds_commands(cli_env: dict[str, str]) -> None:
+    org = (await arun_cli(["orgs", "create", "Hold CLI", "--json"], cli_env)).json()["slug"]
+    added = await arun_cli(
+        ["holds", "add", "--org", org, "--domain", "News.Example", "--reason", "audit", "--json"],
+        cli_env,
+    )
+    assert added.code == 0, added.stderr
+    hold = added.json()
+    assert (hold["kind"], hold["value"], hold["origin"], hold["held"]) == (
+        "domain", "news.example", "operator", 0,
+    )  # fmt: skip
+    site = await arun_cli(["holds", "add", "--destination", "yahoo", "--json"], cli_env)
+    assert site.code == 0, site.stderr
+    assert site.json()["tenant_id"] is None
+    listed = (await arun_cli(["holds", "list", "--org", org, "--json"], cli_env)).json()
+    assert [h["id"] for h in listed] == [hold["id"]]
+    everything = (await arun_cli(["holds", "list", "--json"], cli_env)).json()
+    assert {hold["id"], site.json()["id"]} <= {h["id"] for h in everything}
+    for hold_id in (hold["id"], site.json()["id"]):
+        released = await arun_cli(["holds", "release", hold_id, "--json"], cli_env)
+        assert released.code == 0, released.stderr
+        assert released.json()["released_at"] is not None
+    bad = await arun_cli(["holds", "add", "--domain", "x.example"], cli_env)
+    assert bad.code == 1
+    assert "every tenant" in bad.stderr
+    unknown = await arun_cli(["holds", "release", str(uuid.uuid4())], cli_env)
+    assert unknown.code == 1
+    assert "not found" in unknown.stderr.lower()
+
+
+async def test_warmup_commands(cli_env: dict[str, str]) -> None:
+    org = (await arun_cli(["orgs", "create", "Warm CLI", "--json"], cli_env)).json()["slug"]
+    started = await arun_cli(
+        ["warmup", "set", "mail.example", "--org", org, "--schedule", "10,20",
+         "--start", "2020-01-01", "--json"],
+        cli_env,
+    )  # fmt: skip
+    assert started.code == 0, started.stderr
+    assert started.json()["schedule"] == [10, 20]
+    assert started.json()["allowance_today"] is None, "the ramp ended long ago"
+    today = await arun_cli(["warmup", "set", "mail.example", "--org", org, "--json"], cli_env)
+    assert today.json()["allowance_today"] == 50, "the settings' ramp, day 1"
+    listed = (await arun_cli(["warmup", "list", "--org", org, "--json"], cli_env)).json()
+    assert [w["domain"] for w in listed] == ["mail.example"]
+    bad = await arun_cli(
+        ["warmup", "set", "mail.example", "--org", org, "--schedule", "0"], cli_env
+    )
+    assert bad.code == 1
+    assert "positive" in bad.stderr
+    stopped = await arun_cli(["warmup", "stop", "mail.example", "--org", org, "--json"], cli_env)
+    assert stopped.json() == {"domain": "mail.example", "stopped": True}
+
+
+async def test_destinations_list_shows_policies_with_settings_applied(
+    cli_env: dict[str, str],
+) -> None:
+    env = {
+        **cli_env,
+        "POSTYARD_SHAPING__POLICIES": '{"yahoo": {"max_connections": 2,'
+        ' "messages_per_connection": 10, "messages_per_minute": 60}}',
+    }
+    listed = await arun_cli(["destinations", "list", "--json"], env)
+    assert listed.code == 0, listed.stderr
+    sites = {d["site"]: d for d in listed.json()}
+    assert {"google", "microsoft", "yahoo", "apple", "default"} <= set(sites)
+    assert (sites["yahoo"]["max_connections"], sites["yahoo"]["current_rate"]) == (2, 60.0)
+
+
 async def test_suppressions_commands(cli_env: dict[str, str]) -> None:
     org = (await arun_cli(["orgs", "create", "Suppress CLI", "--json"], cli_env)).json()["slug"]
     added = await arun_cli(
@@ -224,6 +292,28 @@ async def test_suppressions_commands(cli_env: dict[str, str]) -> None:
         assert failed.code == 1
         assert failed.stderr.startswith("postyard: error: ")
         assert fragment in failed.stderr
+
+
+async def test_pools_commands(cli_env: dict[str, str]) -> None:
+    env = {
+        **cli_env,
+        "POSTYARD_IP_POOLS__ADDRESSES": '{"127.0.0.2": "tx.mta.test", "127.0.0.3": "b.mta.test"}',
+        "POSTYARD_IP_POOLS__POOLS": '{"tx": ["127.0.0.2"], "bulk": ["127.0.0.3"]}',
+        "POSTYARD_IP_POOLS__DEFAULT_POOL": "tx",
+    }
+    org = (await arun_cli(["orgs", "create", "Pool CLI", "--json"], env)).json()["slug"]
+    assigned = await arun_cli(
+        ["pools", "assign", "bulk", "--org", org, "--stream", "bulk", "--json"], env
+    )
+    assert assigned.code == 0, assigned.stderr
+    listed = (await arun_cli(["pools", "list", "--org", org, "--json"], env)).json()
+    assert listed["assignments"] == {"bulk": "bulk"}
+    assert listed["pools"]["tx"] == [{"address": "127.0.0.2", "ehlo_name": "tx.mta.test"}]
+    unknown = await arun_cli(["pools", "assign", "nope", "--org", org, "--stream", "bulk"], env)
+    assert unknown.code == 1
+    assert "unknown IP pool" in unknown.stderr
+    removed = await arun_cli(["pools", "unassign", "--org", org, "--stream", "bulk", "--json"], env)
+    assert removed.json() == {"stream": "bulk", "removed": True}
 
 
 async def test_inbound_drops_lists_counts_by_reason(

@@ -69,6 +69,14 @@ async def _webhook_of(owner: Tenant, makers: Makers) -> str:
     return str(response.json()["id"])
 
 
+async def _hold_of(owner: Tenant, makers: Makers) -> str:
+    response = await makers.http.post(
+        "/v1/holds", json={"kind": "domain", "value": "held.test"}, headers=owner.auth
+    )
+    assert response.status_code == 200, response.text
+    return str(response.json()["id"])
+
+
 async def _suppression_of(owner: Tenant, makers: Makers) -> str:
     email = f"s{uuid.uuid4().hex[:10]}@rcpt.test"
     response = await makers.http.post("/v1/suppressions", json={"email": email}, headers=owner.auth)
@@ -104,6 +112,7 @@ ID_ROUTES: dict[str, ObjectFactory] = {
     "/v1/webhooks/{webhook_id}/deliveries": _webhook_of,
     "/v1/webhooks/{webhook_id}/replay": _webhook_of,
     "/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/replay": _webhook_delivery_of,
+    "/v1/holds/{hold_id}": _hold_of,
     "/v1/suppressions/{suppression_id}": _suppression_of,
 }
 VALID_BODIES: dict[tuple[str, str], dict[str, object]] = {

@@ -96,3 +96,43 @@ def test_relay_mode_needs_a_relay_url(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("POSTYARD_DELIVERY__RELAY_URL", raising=False)
     with pytest.raises(ConfigurationError, match="RELAY_URL"):
         load_settings()
+
+
+def test_shaping_warmup_and_pool_settings_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("POSTYARD_WARMUP__SCHEDULE", "10,20,40")
+    monkeypatch.setenv("POSTYARD_WARMUP__AUTOMATIC", "true")
+    monkeypatch.setenv(
+        "POSTYARD_SHAPING__POLICIES",
+        '{"yahoo": {"max_connections": 2, "messages_per_connection": 20,'
+        ' "messages_per_minute": 60}}',
+    )
+    monkeypatch.setenv("POSTYARD_IP_POOLS__ADDRESSES", '{"192.0.2.5": "mta1.example.com"}')
+    monkeypatch.setenv("POSTYARD_IP_POOLS__POOLS", '{"main": ["192.0.2.5"]}')
+    monkeypatch.setenv("POSTYARD_IP_POOLS__STREAM_POOLS", '{"bulk": "main"}')
+    settings = load_settings()
+    assert settings.warmup.schedule == [10, 20, 40]
+    assert settings.warmup.automatic
+    assert settings.shaping.policies["yahoo"].messages_per_minute == 60
+    assert settings.ip_pools.pools == {"main": ["192.0.2.5"]}
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("POSTYARD_WARMUP__SCHEDULE", "10,0"),
+        ("POSTYARD_IP_POOLS__POOLS", '{"main": ["192.0.2.9"]}'),
+        ("POSTYARD_IP_POOLS__DEFAULT_POOL", "missing"),
+        ("POSTYARD_IP_POOLS__STREAM_POOLS", '{"promo": "main"}'),
+    ],
+)
+def test_bad_shaping_settings_are_refused(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv("POSTYARD_IP_POOLS__ADDRESSES", '{"192.0.2.5": "mta1.example.com"}')
+    if name != "POSTYARD_IP_POOLS__POOLS":
+        monkeypatch.setenv("POSTYARD_IP_POOLS__POOLS", '{"main": ["192.0.2.5"]}')
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigurationError):
+        load_settings()

@@ -15,6 +15,8 @@ from postyard.core.http import (
     error_response,
     install_error_handlers,
 )
+from postyard.delivery.destination_routes import router as destinations_router
+from postyard.delivery.hold_routes import router as holds_router
 from postyard.delivery.routes import router as content_router
 from postyard.domains.routes import DomainDeps
 from postyard.domains.routes import router as domains_router
@@ -89,6 +91,8 @@ def create_app(
     v1.include_router(content_router)
     v1.include_router(domains_router)
     v1.include_router(webhooks_router)
+    v1.include_router(holds_router)
+    v1.include_router(destinations_router)
     v1.include_router(suppressions_router)
     app.include_router(v1)
     app.include_router(tracking_router)  # the tracking host's paths, outside /v1

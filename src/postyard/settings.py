@@ -193,6 +193,79 @@ class DeliverySettings(_Group):
         return self
 
 
+# Doubling at first, then about half again per day: day 1 = 50, day 14 = 75,000.
+_RAMP = (50, 100, 200, 400, 800, 1500, 3000, 5000, 8000, 12000, 20000, 30000, 50000, 75000)
+
+
+class WarmupSettings(_Group):
+    schedule: Annotated[list[int], NoDecode] = Field(default_factory=lambda: list(_RAMP))
+    """Daily allowance per sending domain on day 1, 2, … of its warm-up; no limit afterwards."""
+    automatic: bool = False
+    """Every sending domain warms up from its first send (otherwise only domains given a
+    warm-up with `postyard warmup set`)."""
+
+    _split = field_validator("schedule", mode="before")(_split_csv)
+
+    @field_validator("schedule")
+    @classmethod
+    def _positive(cls, value: list[int]) -> list[int]:
+        if any(n < 1 for n in value):
+            msg = "daily allowances must be positive"
+            raise ValueError(msg)
+        return value
+
+
+class SitePolicySettings(_Group):
+    max_connections: int = Field(ge=1, le=1000)
+    messages_per_connection: int = Field(ge=1)
+    messages_per_minute: int = Field(ge=1)
+
+
+class ShapingSettings(_Group):
+    enabled: bool = True
+    """Per-destination shaping in mx mode (relay and capture modes send to one host)."""
+    policies: dict[str, SitePolicySettings] = Field(default_factory=dict)
+    """Overrides of the site policies as JSON, e.g. {"yahoo": {"max_connections": 2,
+    "messages_per_connection": 20, "messages_per_minute": 60}}; keys are google, microsoft,
+    yahoo, apple, default, or a recipient domain."""
+    backoff_seconds: float = Field(default=60, gt=0)
+    """How long a throttled site is suspended; doubles with each throttle in a row."""
+    max_backoff_seconds: float = Field(default=1800, gt=0)
+    """Longest suspension after throttles in a row."""
+    recovery_seconds: float = Field(default=300, gt=0)
+    """After this long without a throttle a slowed site gets a tenth of its rate back."""
+
+
+class IpPoolSettings(_Group):
+    addresses: dict[str, str] = Field(default_factory=dict)
+    """Outgoing IP addresses of this host and the EHLO name of each (its PTR name), as JSON:
+    {"203.0.113.5": "mta1.example.com"}."""
+    pools: dict[str, list[str]] = Field(default_factory=dict)
+    """Named pools of those addresses, as JSON: {"transactional": ["203.0.113.5"], ...}."""
+    stream_pools: dict[str, str] = Field(default_factory=dict)
+    """Pool of each stream for tenants without an assignment: {"bulk": "shared-bulk"}."""
+    default_pool: str | None = None
+    """Pool for everything else; unset: the operating system picks the address."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> IpPoolSettings:
+        for name, members in self.pools.items():
+            unknown = [a for a in members if a not in self.addresses]
+            if unknown or not members:
+                msg = f"pool {name!r} needs addresses listed in addresses (unknown: {unknown})"
+                raise ValueError(msg)
+        for address in self.addresses:
+            ipaddress.ip_address(address)
+        for pool in [*self.stream_pools.values(), self.default_pool]:
+            if pool is not None and pool not in self.pools:
+                msg = f"unknown pool {pool!r}"
+                raise ValueError(msg)
+        if set(self.stream_pools) - {"transactional", "bulk"}:
+            msg = "stream_pools keys are transactional and bulk"
+            raise ValueError(msg)
+        return self
+
+
 class SendingSettings(_Group):
     require_verified_domain: bool | None = None
     """Whether the From domain must be verified; unset means false in capture mode, else true."""
@@ -293,6 +366,9 @@ class Settings(BaseSettings):
     mx: MxSettings = MxSettings()
     delivery: DeliverySettings = DeliverySettings()
     sending: SendingSettings = SendingSettings()
+    warmup: WarmupSettings = WarmupSettings()
+    shaping: ShapingSettings = ShapingSettings()
+    ip_pools: IpPoolSettings = IpPoolSettings()
     dns: DnsSettings = DnsSettings()
     webhooks: WebhookSettings = WebhookSettings()
     tracking: TrackingSettings = TrackingSettings()

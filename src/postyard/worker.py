@@ -19,11 +19,14 @@ from postyard.core.notify import listening
 from postyard.core.secrets import derive
 from postyard.delivery.capture import start_capture_server
 from postyard.delivery.identity import IdentityCache
+from postyard.delivery.ippools import PoolConfig
 from postyard.delivery.mx import make_resolver
 from postyard.delivery.retry import RetryPolicy
 from postyard.delivery.routing import DirectDeliverer, RelayDeliverer
-from postyard.delivery.session import TlsPolicy
+from postyard.delivery.session import SourceAddress, TlsPolicy
+from postyard.delivery.shaping import Adaptive, SitePolicy, SiteShaper
 from postyard.delivery.transport import Relay, SmtpTransport
+from postyard.delivery.warmup import WarmupPolicy
 from postyard.delivery.worker import Deliverer, DeliveryWorker, WorkerConfig
 from postyard.domains.policy import dns_policy
 from postyard.domains.verification import verify_due_domains
@@ -55,6 +58,34 @@ def _transport(settings: Settings) -> SmtpTransport:
         max_connections_per_destination=delivery.max_connections_per_destination,
         max_messages_per_connection=delivery.max_messages_per_connection,
         mx_port=delivery.mx_port,
+    )
+
+
+def _pools(settings: Settings) -> PoolConfig | None:
+    config = settings.ip_pools
+    if not config.pools:
+        return None
+    return PoolConfig(
+        pools={
+            name: tuple(SourceAddress(a, config.addresses[a]) for a in members)
+            for name, members in config.pools.items()
+        },
+        stream_pools=dict(config.stream_pools),
+        default_pool=config.default_pool,
+    )
+
+
+def _shaper(settings: Settings) -> SiteShaper | None:
+    shaping = settings.shaping
+    if not shaping.enabled:
+        return None
+    return SiteShaper(
+        {name: SitePolicy(**p.model_dump()) for name, p in shaping.policies.items()},
+        Adaptive(
+            backoff=timedelta(seconds=shaping.backoff_seconds),
+            max_backoff=timedelta(seconds=shaping.max_backoff_seconds),
+            recovery_interval=timedelta(seconds=shaping.recovery_seconds),
+        ),
     )
 
 
@@ -112,6 +143,9 @@ async def worker_role(
             # Look for expired leases often enough that a dead worker's rows wait at most
             # about a lease and a quarter.
             maintenance_interval=min(15.0, delivery.lease_seconds / 4),
+            warmups=WarmupPolicy(
+                schedule=tuple(settings.warmup.schedule), automatic=settings.warmup.automatic
+            ),
             policy=RetryPolicy(
                 delays=tuple(timedelta(seconds=s) for s in delivery.retry_delays),
                 max_age=timedelta(hours=delivery.max_age_hours),
@@ -123,6 +157,7 @@ async def worker_role(
         async def check_domains() -> int:
             return await verify_due_domains(db, resolver, policy=policy, now=clock.now())
 
+        shaper = _shaper(settings) if delivery.mode is DeliveryMode.MX else None
         worker = DeliveryWorker(
             db,
             deliverer,
@@ -131,6 +166,8 @@ async def worker_role(
             identities=IdentityCache(db, derive_kek(secret), clock),
             verp_key=verp_key,
             jobs=[check_domains],
+            shaper=shaper,
+            pools=_pools(settings),
         )
         webhooks = WebhookDispatcher(
             db,

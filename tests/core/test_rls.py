@@ -161,6 +161,15 @@ async def _webhook_attempt_row(conn: asyncpg.Connection, tenant: uuid.UUID) -> N
     )
 
 
+async def _hold_row(conn: asyncpg.Connection, tenant: uuid.UUID) -> None:
+    await conn.execute(
+        "INSERT INTO holds (id, tenant_id, kind, value, reason, origin)"
+        " VALUES ($1, $2, 'domain', 'x.test', 'r', 'tenant')",
+        uuid.uuid4(),
+        tenant,
+    )
+
+
 async def _tracked_message_row(conn: asyncpg.Connection, tenant: uuid.UUID) -> None:
     message_id = await _message_row(conn, tenant)
     await conn.execute(
@@ -180,6 +189,21 @@ async def _suppression_row(conn: asyncpg.Connection, tenant: uuid.UUID) -> None:
     )
 
 
+async def _warmup_row(conn: asyncpg.Connection, tenant: uuid.UUID) -> None:
+    await conn.execute(
+        "INSERT INTO warmups (tenant_id, domain, started_on, counted_on)"
+        " VALUES ($1, 'w.test', current_date, current_date)",
+        tenant,
+    )
+
+
+async def _ip_pool_assignment_row(conn: asyncpg.Connection, tenant: uuid.UUID) -> None:
+    await conn.execute(
+        "INSERT INTO ip_pool_assignments (tenant_id, stream, pool) VALUES ($1, 'bulk', 'p')",
+        tenant,
+    )
+
+
 # One row factory per tenant table. A new tenant table without an entry fails the meta-test,
 # so it cannot ship without being attacked here.
 TENANT_ROW_FACTORIES: dict[str, RowFactory] = {
@@ -189,9 +213,12 @@ TENANT_ROW_FACTORIES: dict[str, RowFactory] = {
     "dkim_keys": _dkim_key_row,
     "domains": _domain_row,
     "events": _event_row,
+    "holds": _hold_row,
     "idempotency_keys": _idempotency_row,
+    "ip_pool_assignments": _ip_pool_assignment_row,
     "message_contents": _message_content_row,
     "messages": _message_row,
+    "warmups": _warmup_row,
     "suppressions": _suppression_row,
     "tracked_messages": _tracked_message_row,
     "webhook_attempts": _webhook_attempt_row,

@@ -285,7 +285,9 @@ async def test_expired_leases_are_recovered_and_retried(env: Env) -> None:
     async with SmtpSink() as sink:
         email_id = await env.send(to="a@one.test")
         async with env.db.system_tx(reason="test: a worker that dies") as s:
-            claimed, _ = await ledger.claim_due(s, owner="dead", limit=1000, lease=timedelta(0))
+            claimed, _ = await ledger.claim_due(
+                s, owner="dead", limit=1000, lease=timedelta(0), now=SystemClock().now()
+            )
         assert uuid.UUID(email_id) in {c.message_id for c in claimed}
         worker = _worker(env.db, RelayDeliverer(transport, _relay(sink)))
         assert await worker.run_once() == 0, "leased rows are not claimed twice"

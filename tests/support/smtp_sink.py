@@ -38,6 +38,8 @@ class ReceivedMessage:
     auth_login: str | None
     connection: int
     """Which connection carried it: 1 for the first the sink accepted, and so on."""
+    peer: str = ""
+    """The client's IP address as the sink saw it."""
 
 
 class SmtpSink:
@@ -261,6 +263,7 @@ class _Handler:
             tls=transport is not None and transport.get_extra_info("ssl_object") is not None,
             auth_login=session.auth_data if session.authenticated else None,
             connection=server.connection,
+            peer=str(transport.get_extra_info("peername")[0]) if transport is not None else "",
         )
         await self._sink._record(message)
         hold = self._sink._hold_after

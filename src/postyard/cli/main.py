@@ -7,7 +7,19 @@ import sys
 
 import typer
 
-from postyard.cli import domains, inbound, keys, orgs, serve, suppressions, webhooks
+from postyard.cli import (
+    destinations,
+    domains,
+    holds,
+    inbound,
+    keys,
+    orgs,
+    pools,
+    serve,
+    suppressions,
+    warmup,
+    webhooks,
+)
 from postyard.cli.context import wants_json
 from postyard.core.errors import AppError, ConfigurationError
 
@@ -26,6 +38,10 @@ app.command("migrate")(serve.migrate)
 app.add_typer(orgs.app, name="orgs")
 app.add_typer(keys.app, name="keys")
 app.add_typer(domains.app, name="domains")
+app.add_typer(holds.app, name="holds")
+app.add_typer(destinations.app, name="destinations")
+app.add_typer(warmup.app, name="warmup")
+app.add_typer(pools.app, name="pools")
 app.add_typer(suppressions.app, name="suppressions")
 app.add_typer(inbound.app, name="inbound")
 app.add_typer(webhooks.app, name="webhooks")

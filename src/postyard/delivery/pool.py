@@ -45,6 +45,8 @@ class Lease:
 
     session: PooledSession | None
     reusable: bool = False
+    max_messages: int | None = None
+    """Messages this session may carry in all (None: the pool's limit)."""
 
 
 @dataclass(eq=False, slots=True)
@@ -76,7 +78,9 @@ class ConnectionPool:
         self._closed = False
 
     @contextlib.asynccontextmanager
-    async def lease(self, key: Hashable) -> AsyncIterator[Lease]:
+    async def lease(
+        self, key: Hashable, *, max_messages: int | None = None
+    ) -> AsyncIterator[Lease]:
         """Hold one of ``key``'s slots for the duration of the ``async with`` block.
 
         Waits while ``max_connections`` sessions to ``key`` exist and are busy. On exit the
@@ -94,7 +98,7 @@ class ConnectionPool:
         destination.users += 1
         try:
             async with destination.slots:
-                lease = Lease(await self._take_idle(destination))
+                lease = Lease(await self._take_idle(destination), max_messages=max_messages)
                 try:
                     yield lease
                 finally:
@@ -142,7 +146,8 @@ class ConnectionPool:
         if session is None:
             return
         healthy = lease.reusable and session.smtp.is_connected
-        if healthy and session.messages < self._max_messages and not self._closed:
+        limit = min(self._max_messages, lease.max_messages or self._max_messages)
+        if healthy and session.messages < limit and not self._closed:
             loop = asyncio.get_running_loop()
             session.idle_timer = loop.call_later(
                 self._idle_timeout, self._expire, key, destination, session

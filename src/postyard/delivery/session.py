@@ -45,6 +45,16 @@ class Route:
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     resolve_with_dns: bool = False
+    source: SourceAddress | None = None
+    """The local address to connect from and the EHLO name that goes with it (IP pools)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SourceAddress:
+    """One outgoing IP address of an IP pool and the name it greets with (its PTR name)."""
+
+    address: str
+    ehlo_name: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,10 +82,12 @@ async def open_session(
     """
     shown = f"{route.host}[{address}]" if address != route.host else route.host
     label = f"{shown}:{route.port}"
+    source = route.source
     smtp = aiosmtplib.SMTP(
         hostname=address,
         port=route.port,
-        local_hostname=helo_name,
+        local_hostname=source.ehlo_name if source else helo_name,
+        source_address=(source.address, 0) if source else None,
         timeout=command_timeout,
         use_tls=route.implicit_tls,
         start_tls=False,  # STARTTLS is decided below, by policy

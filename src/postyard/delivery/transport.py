@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import ssl
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from urllib.parse import unquote, urlsplit
 
 import aiosmtplib
@@ -24,7 +24,8 @@ from postyard.delivery.outcome import (
     classify_reply,
 )
 from postyard.delivery.pool import ConnectionPool, PooledSession
-from postyard.delivery.session import HostFailure, Route, TlsPolicy, open_session
+from postyard.delivery.session import HostFailure, Route, SourceAddress, TlsPolicy, open_session
+from postyard.delivery.sites import site_of_domain, site_of_mx
 
 __all__ = ["Envelope", "Relay", "SmtpTransport", "TlsPolicy", "opportunistic_tls_context"]
 
@@ -161,7 +162,9 @@ class SmtpTransport:
         """Close every pooled session. Deliveries after this raise RuntimeError."""
         await self._pool.aclose()
 
-    async def deliver_via_relay(self, relay: Relay, envelope: Envelope) -> list[RecipientOutcome]:
+    async def deliver_via_relay(
+        self, relay: Relay, envelope: Envelope, *, source: SourceAddress | None = None
+    ) -> list[RecipientOutcome]:
         """Hand ``envelope`` to ``relay`` in one transaction; one outcome per recipient, in order.
 
         A relay that cannot be reached, refuses TLS that the policy requires, rejects the
@@ -190,13 +193,19 @@ class SmtpTransport:
             username=relay.username,
             password=relay.password,
         )
-        result = await self._attempt(route, envelope)
+        result = await self._attempt(_from(route, source), envelope)
         if isinstance(result, HostFailure):
             return _all(envelope, OutcomeKind.DEFERRED, result.detail, result.reply)
         return result
 
     async def deliver_direct(
-        self, domain: str, envelope: Envelope, *, tls: TlsPolicy = TlsPolicy.OPPORTUNISTIC
+        self,
+        domain: str,
+        envelope: Envelope,
+        *,
+        tls: TlsPolicy = TlsPolicy.OPPORTUNISTIC,
+        messages_per_connection: int | None = None,
+        source: SourceAddress | None = None,
     ) -> list[RecipientOutcome]:
         """Deliver ``envelope`` to the MX hosts of ``domain``; one outcome per recipient, in order.
 
@@ -225,7 +234,7 @@ class SmtpTransport:
                 tls_context=context,
                 resolve_with_dns=True,
             )
-            result = await self._attempt(route, envelope)
+            result = await self._attempt(_from(route, source), envelope, messages_per_connection)
             if not isinstance(result, HostFailure):
                 return result
             failures.append(result)
@@ -233,10 +242,18 @@ class SmtpTransport:
         detail = "; ".join(failure.detail for failure in failures)
         return _all(envelope, OutcomeKind.DEFERRED, detail, replies[-1] if replies else None)
 
+    async def site_of(self, domain: str) -> str:
+        """The destination site of ``domain`` from its MX hosts (``delivery.sites``); a domain
+        whose MX cannot be resolved now is named by what its name alone says."""
+        destination = await resolve_destination(domain.lower(), self._resolver)
+        if isinstance(destination, ResolutionFailure):
+            return site_of_domain(domain)
+        return site_of_mx(domain, destination.hosts)
+
     async def _attempt(
-        self, route: Route, envelope: Envelope
+        self, route: Route, envelope: Envelope, max_messages: int | None = None
     ) -> list[RecipientOutcome] | HostFailure:
-        async with self._pool.lease(route.key) as lease:
+        async with self._pool.lease(route.key, max_messages=max_messages) as lease:
             if lease.session is None:
                 opened = await self._open(route)
                 if isinstance(opened, HostFailure):
@@ -341,6 +358,13 @@ async def _recipients_and_data(
         envelope, outcomes, OutcomeKind.DELIVERED, detail, reply, stage=SmtpStage.DATA
     )
     return accepted_all, True
+
+
+def _from(route: Route, source: SourceAddress | None) -> Route:
+    """``route`` from a given local address: its own sessions in the pool."""
+    if source is None:
+        return route
+    return replace(route, key=(*route.key, source.address), source=source)
 
 
 def _digest(secret: str | None) -> str | None:

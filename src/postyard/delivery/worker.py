@@ -21,24 +21,32 @@ from typing import Protocol
 
 from postyard.core.clock import Clock
 from postyard.core.db import Database, TenantId
-from postyard.delivery import verp
+from postyard.delivery import ippools, shaping_state, verp
+from postyard.delivery.claim import claim_batch
 from postyard.delivery.classify import (
     BounceCategory,
     Classification,
     classification_of,
     classify_outcome,
 )
+from postyard.delivery.holds import Hold, hold_for
 from postyard.delivery.identity import UNVERIFIED, SenderIdentity
+from postyard.delivery.ippools import PoolConfig
 from postyard.delivery.outcome import OutcomeKind, RecipientOutcome
 from postyard.delivery.retry import RetryPolicy, next_attempt
+from postyard.delivery.session import SourceAddress
+from postyard.delivery.shaping import SiteShaper
 from postyard.delivery.transport import Envelope
+from postyard.delivery.warmup import WarmupPolicy
 from postyard.domains.dkim import DkimSigningError
 from postyard.sending import idempotency, ledger
 from postyard.sending.ledger import (
     Bounce,
     ClaimedDelivery,
     DeliveryResult,
+    Held,
     OutboundMessage,
+    Postponed,
     Result,
 )
 from postyard.tenancy import ratelimit
@@ -52,13 +60,33 @@ class Deliverer(Protocol):
     @property
     def per_domain(self) -> bool: ...
 
-    async def deliver(self, domain: str, envelope: Envelope) -> list[RecipientOutcome]: ...
+    async def deliver(
+        self,
+        domain: str,
+        envelope: Envelope,
+        *,
+        messages_per_connection: int | None = None,
+        source: SourceAddress | None = None,
+    ) -> list[RecipientOutcome]: ...
+
+    async def site(self, domain: str) -> str:
+        """The destination site of ``domain`` (``delivery.sites``)."""
+        ...
 
 
 class Identities(Protocol):
     """Who a message is sent as (``delivery.identity.IdentityCache`` in production)."""
 
     async def get(self, tenant_id: TenantId, domain: str) -> SenderIdentity: ...
+
+
+@dataclass(slots=True)
+class Sent:
+    """What one batch's sending produced: ledger results, and rows a hold caught late."""
+
+    results: list[DeliveryResult] = field(default_factory=list)
+    held: list[Held] = field(default_factory=list)
+    postponed: list[Postponed] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +99,7 @@ class WorkerConfig:
     poll_interval: float = 1.0
     maintenance_interval: float = 15.0
     policy: RetryPolicy = field(default_factory=RetryPolicy)
+    warmups: WarmupPolicy = field(default_factory=lambda: WarmupPolicy(schedule=()))
 
 
 def to_result(
@@ -142,7 +171,13 @@ class DeliveryWorker:
         verp_key: bytes = b"",
         jobs: Sequence[Callable[[], Awaitable[object]]] = (),
         rand: Callable[[], float] = random.random,
+        shaper: SiteShaper | None = None,
+        pools: PoolConfig | None = None,
     ) -> None:
+        self._shaper = shaper
+        self._pools = pools
+        self._assignments: dict[tuple[TenantId, str], str] = {}
+        self._assignments_loaded = False
         self._identities = identities
         self._jobs = jobs
         self._verp_key = verp_key
@@ -189,17 +224,26 @@ class DeliveryWorker:
     async def _batch(self) -> int:
         cfg = self._config
         async with self._db.system_tx(reason="delivery worker: claim") as session:
-            claimed, messages = await ledger.claim_due(
-                session, owner=cfg.owner, limit=cfg.batch_size, lease=cfg.lease
-            )
-            if not claimed:
-                return 0
+            claim = await claim_batch(
+                session, owner=cfg.owner, limit=cfg.batch_size, lease=cfg.lease,
+                now=self._clock.now(), warmups=cfg.warmups,
+            )  # fmt: skip
+            claimed, messages = claim.claimed, claim.messages
             # Addresses suppressed after their email was accepted (scheduled, retried).
-            to_send, held = await ledger.hold_back_suppressed(
-                session, claimed, now=self._clock.now()
+            to_send, suppressed = (
+                await ledger.hold_back_suppressed(session, claimed, now=self._clock.now())
+                if claimed
+                else ([], [])
             )
+        if claimed and self._pools is not None and not self._assignments_loaded:
+            async with self._db.system_tx(reason="delivery worker: ip pools") as session:
+                self._assignments = await ippools.load_assignments(session)
+            self._assignments_loaded = True
+        if not claimed:
+            return claim.held + claim.postponed
         try:
-            results = held + await self._deliver(to_send, messages)
+            sent = await self._deliver(to_send, messages, claim.holds)
+            sent.results[:0] = suppressed
         except asyncio.CancelledError:
             # Stopped mid-batch: hand the rows back now rather than at lease expiry. Some may
             # have reached the remote server already; they will be sent again (at-least-once).
@@ -207,8 +251,15 @@ class DeliveryWorker:
                 await ledger.release(session, [c.id for c in claimed], owner=cfg.owner)
             raise
         async with self._db.system_tx(reason="delivery worker: record") as session:
-            await ledger.record_results(session, results, owner=cfg.owner, now=self._clock.now())
-        return len(claimed)
+            await ledger.record_results(
+                session, sent.results, owner=cfg.owner, now=self._clock.now()
+            )
+            await ledger.hold(session, sent.held, now=self._clock.now())
+            await ledger.postpone(session, sent.postponed, now=self._clock.now())
+            if self._shaper is not None:
+                changed = self._shaper.changed()
+                await shaping_state.publish(session, changed, now=self._clock.now())
+        return len(claimed) + claim.held + claim.postponed
 
     async def _prepare(
         self, messages: dict[uuid.UUID, OutboundMessage]
@@ -234,27 +285,73 @@ class DeliveryWorker:
         return prepared
 
     async def _deliver(
-        self, claimed: list[ClaimedDelivery], messages: dict[uuid.UUID, OutboundMessage]
-    ) -> list[DeliveryResult]:
+        self,
+        claimed: list[ClaimedDelivery],
+        messages: dict[uuid.UUID, OutboundMessage],
+        holds: list[Hold],
+    ) -> Sent:
         prepared = await self._prepare(messages)
         verp = {mid for mid, (_, return_path) in prepared.items() if return_path}
         groups = group_for_sending(
             claimed, per_domain=self._deliverer.per_domain, per_recipient=verp
         )
-        batches = await asyncio.gather(
+        sent = Sent()
+        await asyncio.gather(
             *(
-                self._send_group(messages[key[0]], prepared[key[0]], rows)
+                self._send_group(messages[key[0]], prepared[key[0]], rows, holds, sent)
                 for key, rows in groups.items()
             )
         )
-        return [result for batch in batches for result in batch]
+        return sent
 
     async def _send_group(
         self,
         message: OutboundMessage,
         prepared: tuple[bytes, str | None],
         rows: list[ClaimedDelivery],
-    ) -> list[DeliveryResult]:
+        holds: list[Hold],
+        sent: Sent,
+    ) -> None:
+        shaper = self._shaper if self._deliverer.per_domain else None
+        site = await self._deliverer.site(rows[0].domain) if holds or shaper else ""
+        if holds:
+            hold = hold_for(
+                holds,
+                tenant_id=message.tenant_id,
+                from_domain=message.from_domain,
+                recipient_domain=rows[0].domain,
+                site=site,
+            )
+            if hold is not None:
+                sent.held.extend(Held(r.id, hold.id, hold.describe()) for r in rows)
+                return
+        if shaper is None:
+            sent.results.extend((await self._send(message, prepared, rows))[1])
+            return
+        admission = shaper.admit(site, len(rows), self._clock.now())
+        if admission.until is not None:
+            sent.postponed.extend(Postponed(r.id, admission.until, admission.reason) for r in rows)
+            return
+        if admission.pause > 0:
+            await asyncio.sleep(admission.pause)
+        async with shaper.connection(site):
+            outcomes, results = await self._send(
+                message, prepared, rows, shaper.messages_per_connection(site)
+            )
+        blocked = next(
+            (r.reply for r in results if r.bounce is not None and r.bounce.type == "block"), None
+        )
+        shaper.observe(site, outcomes, self._clock.now(), blocked=blocked)
+        sent.results.extend(results)
+
+    async def _send(
+        self,
+        message: OutboundMessage,
+        prepared: tuple[bytes, str | None],
+        rows: list[ClaimedDelivery],
+        messages_per_connection: int | None = None,
+    ) -> tuple[list[RecipientOutcome], list[DeliveryResult]]:
+        """Send one group; returns the SMTP outcomes and the ledger results they make."""
         data, return_path_domain = prepared
         mail_from = (
             verp.return_path(rows[0].id, return_path_domain, self._verp_key)
@@ -270,13 +367,29 @@ class DeliveryWorker:
                 smtputf8=message.smtputf8,
             )
         except ValueError as exc:
-            return [
+            return [], [
                 DeliveryResult(r, Result.BOUNCED, f"not deliverable: {exc}", bounce=_UNDELIVERABLE)
                 for r in rows
             ]
+        source = (
+            ippools.choose(
+                self._pools,
+                self._assignments,
+                tenant_id=message.tenant_id,
+                bulk=rows[0].bulk,
+                message_id=message.id,
+            )
+            if self._pools is not None
+            else None
+        )
         async with self._sending:
             try:
-                outcomes = await self._deliverer.deliver(rows[0].domain, envelope)
+                outcomes = await self._deliverer.deliver(
+                    rows[0].domain,
+                    envelope,
+                    messages_per_connection=messages_per_connection,
+                    source=source,
+                )
             except Exception as exc:  # a bug here must not strand the batch until lease expiry
                 log.exception("delivery failed unexpectedly", extra={"message_id": str(message.id)})
                 outcomes = [
@@ -297,7 +410,7 @@ class DeliveryWorker:
                     recipients_in_transaction=len(rows),
                 )
             )
-        return now_results
+        return outcomes, now_results
 
     async def _maintenance(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -306,6 +419,12 @@ class DeliveryWorker:
                     recovered = await ledger.recover_expired_leases(session)
                     await idempotency.forget_expired(session)
                     await ratelimit.forget_old_windows(session, now=self._clock.now())
+                    if self._pools is not None:
+                        self._assignments = await ippools.load_assignments(session)
+                        self._assignments_loaded = True
+                    if self._shaper is not None:
+                        shared = await shaping_state.load(session)
+                        self._shaper.merge(shared, self._clock.now())
                 if recovered:
                     log.warning("recovered expired leases", extra={"rows": recovered})
                     self.wake.set()

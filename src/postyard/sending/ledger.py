@@ -50,6 +50,7 @@ class ClaimedDelivery:
     domain: str
     attempts: int
     first_attempt_at: datetime
+    bulk: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,24 +89,78 @@ class DeliveryResult:
     suppression_reason: str | None = None
 
 
-_CLAIM = text(
+# A skip scan over ix_deliveries_tenant_due: one index probe per tenant with waiting rows,
+# however many rows each has (PostgreSQL has no native skip scan before 18).
+_TENANTS_WAITING = text(
     """
-    WITH due AS (
-        SELECT id FROM deliveries
-         WHERE status IN ('queued', 'scheduled', 'deferred') AND next_attempt_at <= now()
-         ORDER BY next_attempt_at
-         LIMIT :limit
-         FOR UPDATE SKIP LOCKED
+    WITH RECURSIVE t(tenant_id) AS (
+        (SELECT tenant_id FROM deliveries WHERE status IN ('queued', 'scheduled', 'deferred')
+          ORDER BY tenant_id LIMIT 1)
+        UNION ALL
+        SELECT (SELECT d.tenant_id FROM deliveries d
+                 WHERE d.status IN ('queued', 'scheduled', 'deferred') AND d.tenant_id > t.tenant_id
+                 ORDER BY d.tenant_id LIMIT 1)
+          FROM t WHERE t.tenant_id IS NOT NULL
     )
+    SELECT tenant_id FROM t WHERE tenant_id IS NOT NULL
+    """
+)
+# Each tenant's oldest due rows, at most :per_tenant of them, locked; rows another lane holds
+# are skipped so lanes never wait on each other.
+_LOCK_DUE = text(
+    """
+    SELECT c.id, c.tenant_id, c.message_id, c.recipient, c.domain, c.attempts,
+           c.first_attempt_at, c.next_attempt_at, c.bulk, m.from_domain
+      FROM unnest(CAST(:tenants AS uuid[])) AS t(tenant_id)
+      CROSS JOIN LATERAL (
+            SELECT d.id, d.tenant_id, d.message_id, d.recipient, d.domain, d.attempts,
+                   d.first_attempt_at, d.next_attempt_at, d.bulk
+              FROM deliveries d
+             WHERE d.tenant_id = t.tenant_id AND d.status IN ('queued', 'scheduled', 'deferred')
+               AND d.next_attempt_at <= :now
+             ORDER BY d.bulk, d.next_attempt_at
+             LIMIT :per_tenant
+             FOR UPDATE OF d SKIP LOCKED
+      ) c
+      JOIN messages m ON m.id = c.message_id
+     ORDER BY c.bulk, c.next_attempt_at
+    """
+)
+_START = text(
+    """
     UPDATE deliveries d
        SET status = 'sending', lease_owner = :owner,
            lease_expires_at = now() + CAST(:lease AS interval),
-           attempts = d.attempts + 1, last_attempt_at = now(),
-           first_attempt_at = coalesce(d.first_attempt_at, now()), updated_at = now()
-      FROM due
-     WHERE d.id = due.id
+           attempts = d.attempts + 1, last_attempt_at = :now,
+           first_attempt_at = coalesce(d.first_attempt_at, :now), updated_at = :now
+     WHERE d.id = ANY(:ids)
     RETURNING d.id, d.tenant_id, d.message_id, d.recipient, d.domain, d.attempts,
-              d.first_attempt_at
+              d.first_attempt_at, d.bulk
+    """
+).bindparams(bindparam("ids", type_=ARRAY(Uuid())))
+_HOLD = text(
+    """
+    UPDATE deliveries d
+       SET status = 'held', held_by = v.hold, last_reply = v.reply, updated_at = :now,
+           attempts = CASE WHEN d.status = 'sending' THEN greatest(d.attempts - 1, 0)
+                           ELSE d.attempts END,
+           lease_owner = NULL, lease_expires_at = NULL
+      FROM unnest(CAST(:ids AS uuid[]), CAST(:holds AS uuid[]), CAST(:replies AS text[]))
+           AS v(id, hold, reply)
+     WHERE d.id = v.id AND d.status IN ('queued', 'scheduled', 'deferred', 'sending')
+    """
+)
+_POSTPONE = text(
+    """
+    UPDATE deliveries d
+       SET status = 'deferred',
+           attempts = CASE WHEN d.status = 'sending' THEN greatest(d.attempts - 1, 0)
+                           ELSE d.attempts END,
+           next_attempt_at = v.next_attempt_at, last_reply = v.reply,
+           lease_owner = NULL, lease_expires_at = NULL, updated_at = :now
+      FROM unnest(CAST(:ids AS uuid[]), CAST(:nexts AS timestamptz[]), CAST(:replies AS text[]))
+           AS v(id, next_attempt_at, reply)
+     WHERE d.id = v.id
     """
 )
 _MESSAGES = text(
@@ -154,11 +209,102 @@ _RECOVER = text(
 )
 
 
-async def claim_due(
-    session: AsyncSession, *, owner: str, limit: int, lease: timedelta
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A due recipient locked by the claiming transaction, before the worker's policies
+    (holds, warm-up) decide whether it goes now."""
+
+    id: uuid.UUID
+    tenant_id: TenantId
+    message_id: uuid.UUID
+    recipient: str
+    domain: str
+    from_domain: str
+    attempts: int
+    next_attempt_at: datetime
+    bulk: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Postponed:
+    """A recipient that waits without an attempt (warm-up, shaping): due again at ``until``."""
+
+    id: uuid.UUID
+    until: datetime
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    id: uuid.UUID
+    hold_id: uuid.UUID
+    reason: str
+
+
+async def tenants_waiting(session: AsyncSession) -> list[TenantId]:
+    """Tenants with recipients waiting (due or not), in id order."""
+    return [TenantId(t) for t in (await session.execute(_TENANTS_WAITING)).scalars()]
+
+
+def share_per_tenant(limit: int, tenants: int) -> int:
+    """Rows one claim takes from each tenant: an equal share of ``limit`` (pure). One tenant
+    with a 20,000-row backlog gets no more of a claim than one with ten rows."""
+    return max(1, -(-limit // max(1, tenants)))
+
+
+async def lock_due(
+    session: AsyncSession, tenants: Sequence[TenantId], *, per_tenant: int, now: datetime
+) -> list[Candidate]:
+    """Lock up to ``per_tenant`` of each tenant's oldest due recipients (skipping rows other
+    claims hold), oldest first. The locks last until the transaction ends."""
+    if not tenants:
+        return []
+    rows = await session.execute(
+        _LOCK_DUE, {"tenants": list(tenants), "per_tenant": per_tenant, "now": now}
+    )
+    return [
+        Candidate(
+            id=r.id,
+            tenant_id=TenantId(r.tenant_id),
+            message_id=r.message_id,
+            recipient=r.recipient,
+            domain=r.domain,
+            from_domain=r.from_domain,
+            attempts=r.attempts,
+            next_attempt_at=r.next_attempt_at,
+            bulk=r.bulk,
+        )
+        for r in rows
+    ]
+
+
+def round_robin(candidates: Sequence[Candidate], limit: int) -> list[Candidate]:
+    """At most ``limit`` candidates: transactional before bulk, and within each stream taken
+    in turns: every tenant's oldest first, then every tenant's second, … (pure). With more
+    tenants than ``limit``, the tenants whose oldest row is oldest go first; the others lead
+    the next claim."""
+    rank: dict[tuple[bool, TenantId], int] = {}
+    ranked: list[tuple[bool, int, datetime, Candidate]] = []
+    for c in sorted(candidates, key=lambda c: c.next_attempt_at):
+        key = (c.bulk, c.tenant_id)
+        rank[key] = rank.get(key, 0) + 1
+        ranked.append((c.bulk, rank[key], c.next_attempt_at, c))
+    ranked.sort(key=lambda r: (r[0], r[1], r[2]))
+    return [c for _, _, _, c in ranked[:limit]]
+
+
+async def start_sending(
+    session: AsyncSession, ids: Sequence[uuid.UUID], *, owner: str, lease: timedelta, now: datetime
 ) -> tuple[list[ClaimedDelivery], dict[uuid.UUID, OutboundMessage]]:
-    """Lease up to ``limit`` due recipients (oldest due first) and load their messages."""
-    rows = (await session.execute(_CLAIM, {"owner": owner, "limit": limit, "lease": lease})).all()
+    """Lease locked recipients to ``owner`` (status ``sending``, one more attempt) and load
+    their messages."""
+    if not ids:
+        return [], {}
+    rows = (
+        await session.execute(
+            _START, {"owner": owner, "lease": lease, "now": now, "ids": list(ids)}
+        )
+    ).all()
     claimed = [
         ClaimedDelivery(
             id=r.id,
@@ -168,13 +314,20 @@ async def claim_due(
             domain=r.domain,
             attempts=r.attempts,
             first_attempt_at=r.first_attempt_at,
+            bulk=r.bulk,
         )
         for r in rows
     ]
-    if not claimed:
-        return [], {}
-    message_rows = await session.execute(_MESSAGES, {"ids": list({c.message_id for c in claimed})})
-    messages = {
+    return claimed, await load_messages(session, {c.message_id for c in claimed})
+
+
+async def load_messages(
+    session: AsyncSession, ids: set[uuid.UUID]
+) -> dict[uuid.UUID, OutboundMessage]:
+    if not ids:
+        return {}
+    message_rows = await session.execute(_MESSAGES, {"ids": list(ids)})
+    return {
         r.id: OutboundMessage(
             id=r.id,
             tenant_id=TenantId(r.tenant_id),
@@ -185,7 +338,48 @@ async def claim_due(
         )
         for r in message_rows
     }
-    return claimed, messages
+
+
+async def hold(session: AsyncSession, held: Sequence[Held], *, now: datetime) -> None:
+    """Move recipients to ``held`` under their hold (waiting or leased ones; a lease is
+    dropped). They stay until the hold is released."""
+    if held:
+        await session.execute(
+            _HOLD,
+            {
+                "now": now,
+                "ids": [h.id for h in held],
+                "holds": [h.hold_id for h in held],
+                "replies": [h.reason for h in held],
+            },
+        )
+
+
+async def postpone(session: AsyncSession, rows: Sequence[Postponed], *, now: datetime) -> None:
+    """Make recipients ``deferred`` until later without counting an attempt (a leased one
+    loses its lease); the reason shows in ``last_reply``."""
+    if rows:
+        await session.execute(
+            _POSTPONE,
+            {
+                "now": now,
+                "ids": [p.id for p in rows],
+                "nexts": [p.until for p in rows],
+                "replies": [p.reason for p in rows],
+            },
+        )
+
+
+async def claim_due(
+    session: AsyncSession, *, owner: str, limit: int, lease: timedelta, now: datetime
+) -> tuple[list[ClaimedDelivery], dict[uuid.UUID, OutboundMessage]]:
+    """Lease due recipients fairly across tenants (an equal share of ``limit`` each, oldest
+    first within a tenant), with no policy applied (delivery.claim adds holds and warm-up)."""
+    tenants = await tenants_waiting(session)
+    share = share_per_tenant(limit, len(tenants))
+    candidates = await lock_due(session, tenants, per_tenant=share, now=now)
+    ids = [c.id for c in round_robin(candidates, limit)]
+    return await start_sending(session, ids, owner=owner, lease=lease, now=now)
 
 
 async def record_results(

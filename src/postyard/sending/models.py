@@ -35,6 +35,7 @@ DELIVERY_STATUSES = (
     "failed",
     "canceled",
     "suppressed",
+    "held",
 )
 # The class of a bounce (delivery.classify): only 'permanent' suppresses the address;
 # 'block' is the receiver's policy or our reputation, kept for per-destination shaping.
@@ -102,10 +103,13 @@ class Delivery(Base):
         ),
         Index("ix_deliveries_message_id", "message_id"),
         Index(
-            "ix_deliveries_due",
+            "ix_deliveries_tenant_due",
+            "tenant_id",
+            "bulk",
             "next_attempt_at",
             postgresql_where=text("status IN ('queued', 'scheduled', 'deferred')"),
         ),
+        Index("ix_deliveries_held", "held_by", postgresql_where=text("status = 'held'")),
         Index(
             "ix_deliveries_leased",
             "lease_expires_at",
@@ -127,6 +131,10 @@ class Delivery(Base):
     lease_owner: Mapped[str | None] = mapped_column(Text)
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_reply: Mapped[str | None] = mapped_column(Text)
+    bulk: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    """The message's stream is bulk (copied so the claim orders by it from the index)."""
+    held_by: Mapped[uuid.UUID | None] = mapped_column()
+    """The hold that keeps this row waiting (status ``held``); see delivery/holds.py."""
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     bounce_type: Mapped[str | None] = mapped_column(String(16))

@@ -38,7 +38,7 @@ from postyard.sending.tracked import apply_tracking
 from postyard.suppression import suppression_reasons
 from postyard.tenancy.types import Principal
 from postyard.tracking.service import NewTrackedMessage, record_tracked_messages
-from postyard.tracking.types import TrackingConfig
+from postyard.tracking.types import Stream, TrackingConfig
 
 WAKE_CHANNEL = "postyard_deliveries"
 _PENDING = ("queued", "scheduled", "deferred")
@@ -91,15 +91,16 @@ _ACCEPT = DriverStatement.of(
         SELECT c.message_id, CAST(:tenant_id AS uuid), c.raw
           FROM unnest(CAST(:ids AS uuid[]), CAST(:raws AS bytea[])) AS c(message_id, raw)
     ), d AS (
-        INSERT INTO deliveries (id, tenant_id, message_id, recipient, domain, kind, status,
-                                next_attempt_at, last_reply)
+        INSERT INTO deliveries (id, tenant_id, message_id, recipient, domain, kind, bulk,
+                                status, next_attempt_at, last_reply)
         SELECT d.id, CAST(:tenant_id AS uuid), d.message_id, d.recipient, d.domain, d.kind,
-               d.status, d.next_attempt_at, d.last_reply
+               d.bulk, d.status, d.next_attempt_at, d.last_reply
           FROM unnest(CAST(:delivery_ids AS uuid[]), CAST(:delivery_messages AS uuid[]),
                       CAST(:recipients AS text[]), CAST(:domains AS text[]),
-                      CAST(:kinds AS text[]), CAST(:statuses AS text[]),
-                      CAST(:next_attempt_ats AS timestamptz[]), CAST(:last_replies AS text[]))
-               AS d(id, message_id, recipient, domain, kind, status, next_attempt_at,
+                      CAST(:kinds AS text[]), CAST(:bulks AS boolean[]),
+                      CAST(:statuses AS text[]), CAST(:next_attempt_ats AS timestamptz[]),
+                      CAST(:last_replies AS text[]))
+               AS d(id, message_id, recipient, domain, kind, bulk, status, next_attempt_at,
                     last_reply)
     ){INSERT_EVENTS_SQL}"""  # noqa: S608 - a constant of the events module, no input
 )
@@ -186,6 +187,7 @@ async def submit_messages(
         "recipients": [r.address for _, r in deliveries],
         "domains": [r.domain for _, r in deliveries],
         "kinds": [r.kind for _, r in deliveries],
+        "bulks": [m.stream is Stream.BULK for m, _ in deliveries],
         "statuses": [
             "suppressed" if r.address in suppressed else "scheduled" if m.scheduled_at else "queued"
             for m, r in deliveries
