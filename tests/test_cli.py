@@ -235,6 +235,25 @@ async def test_warmup_commands(cli_env: dict[str, str]) -> None:
     assert stopped.json() == {"domain": "mail.example", "stopped": True}
 
 
+async def test_ip_warmup_commands(cli_env: dict[str, str]) -> None:
+    address = "192.0.2.77"
+    started = await arun_cli(["warmup", "set-ip", address, "--schedule", "5,10", "--json"], cli_env)
+    assert started.code == 0, started.stderr
+    assert (started.json()["schedule"], started.json()["allowance_today"]) == ([5, 10], 5)
+    default = await arun_cli(["warmup", "set-ip", address, "--json"], cli_env)
+    assert default.json()["allowance_today"] == 200, "the settings' IP ramp, day 1"
+    listed = (await arun_cli(["warmup", "list-ips", "--json"], cli_env)).json()
+    assert address in [w["address"] for w in listed]
+    bad = await arun_cli(["warmup", "set-ip", "mail.example"], cli_env)
+    assert bad.code == 1
+    assert "not an IP address" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1
+    stopped = await arun_cli(["warmup", "stop-ip", address, "--json"], cli_env)
+    assert stopped.json() == {"address": address, "stopped": True}
+    again = await arun_cli(["warmup", "stop-ip", address, "--json"], cli_env)
+    assert again.json() == {"address": address, "stopped": False}
+
+
 async def test_destinations_list_shows_policies_with_settings_applied(
     cli_env: dict[str, str],
 ) -> None:

@@ -195,6 +195,10 @@ class DeliverySettings(_Group):
 
 # Doubling at first, then about half again per day: day 1 = 50, day 14 = 75,000.
 _RAMP = (50, 100, 200, 400, 800, 1500, 3000, 5000, 8000, 12000, 20000, 30000, 50000, 75000)
+# A new address carries every tenant's mail from it: a steeper ramp over about three weeks,
+# in the range mailbox providers and ESPs publish for new dedicated IPs.
+_IP_RAMP = (200, 500, 1000, 2000, 5000, 10000, 20000, 40000, 70000, 100000, 150000, 250000,
+            400000, 600000, 1000000)  # fmt: skip
 
 
 class WarmupSettings(_Group):
@@ -203,10 +207,15 @@ class WarmupSettings(_Group):
     automatic: bool = False
     """Every sending domain warms up from its first send (otherwise only domains given a
     warm-up with `postyard warmup set`)."""
+    ip_schedule: Annotated[list[int], NoDecode] = Field(default_factory=lambda: list(_IP_RAMP))
+    """Daily allowance per source address of the IP pools on day 1, 2, … of its warm-up."""
+    ips_automatic: bool = False
+    """Every source address of the IP pools warms up from its first send (otherwise only
+    addresses given a warm-up with `postyard warmup set-ip`)."""
 
-    _split = field_validator("schedule", mode="before")(_split_csv)
+    _split = field_validator("schedule", "ip_schedule", mode="before")(_split_csv)
 
-    @field_validator("schedule")
+    @field_validator("schedule", "ip_schedule")
     @classmethod
     def _positive(cls, value: list[int]) -> list[int]:
         if any(n < 1 for n in value):

@@ -144,7 +144,10 @@ async def worker_role(
             # about a lease and a quarter.
             maintenance_interval=min(15.0, delivery.lease_seconds / 4),
             warmups=WarmupPolicy(
-                schedule=tuple(settings.warmup.schedule), automatic=settings.warmup.automatic
+                schedule=tuple(settings.warmup.schedule),
+                automatic=settings.warmup.automatic,
+                ip_schedule=tuple(settings.warmup.ip_schedule),
+                ips_automatic=settings.warmup.ips_automatic,
             ),
             policy=RetryPolicy(
                 delays=tuple(timedelta(seconds=s) for s in delivery.retry_delays),

@@ -8,13 +8,14 @@ left waiting, never lost between the two.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from postyard.delivery import holds as holds_service
-from postyard.delivery import warmup
+from postyard.delivery import ip_warmup, warmup
 from postyard.delivery.holds import Hold, hold_for
 from postyard.delivery.sites import site_of_domain
 from postyard.delivery.warmup import WarmupPolicy
@@ -62,10 +63,12 @@ async def claim_batch(
     lease: timedelta,
     now: datetime,
     warmups: WarmupPolicy | None = None,
+    source_of: Callable[[Candidate], str | None] | None = None,
 ) -> Claim:
     """Lock an equal share of ``limit`` from every tenant with due recipients, hold those an
-    active hold catches, postpone those over their domain's warm-up allowance to tomorrow,
-    lease the rest to ``owner`` and load their messages."""
+    active hold catches, postpone those over their domain's or their source address's
+    warm-up allowance to tomorrow, lease the rest to ``owner`` and load their messages.
+    ``source_of`` is the address a candidate will leave from (IP pools), if any."""
     tenants = await ledger.tenants_waiting(session)
     if not tenants:
         return Claim([], {})
@@ -81,9 +84,18 @@ async def claim_batch(
     states = await warmup.lock_states(
         session, {(c.tenant_id, c.from_domain) for c in go}, policy, now=now
     )
-    go, waiting, used = warmup.ration(go, states, policy, now=now)
+    meters = [warmup.domain_meter(states, policy)]
+    if source_of is not None:
+        sources = {a for a in map(source_of, go) if a is not None}
+        ip_states = await ip_warmup.lock_ip_states(
+            session, sources, automatic=policy.ips_automatic, now=now
+        )
+        meters.append(ip_warmup.ip_meter(ip_states, source_of, policy))
+    go, waiting, used = warmup.ration_all(go, meters, now=now)
     await ledger.postpone(session, waiting, now=now)
-    await warmup.record_sent(session, used, now=now)
+    await warmup.record_sent(session, used[0], now=now)
+    if len(used) > 1:
+        await ip_warmup.record_ip_sent(session, used[1], now=now)
     claimed, messages = await ledger.start_sending(
         session, [c.id for c in go], owner=owner, lease=lease, now=now
     )

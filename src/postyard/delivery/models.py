@@ -87,6 +87,21 @@ class Warmup(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
+class IpWarmup(Base):
+    """A source address's warm-up (no tenant: the address is the instance's), with the
+    day's count across every tenant that sends from it."""
+
+    __tablename__ = "ip_warmups"
+    __table_args__ = (CheckConstraint("sent >= 0", name="sent"),)
+
+    address: Mapped[str] = mapped_column(String(45), primary_key=True)
+    started_on: Mapped[date] = mapped_column(Date)
+    schedule: Mapped[list[int] | None] = mapped_column(ARRAY(Integer))
+    counted_on: Mapped[date] = mapped_column(Date)
+    sent: Mapped[int] = mapped_column(Integer, server_default="0")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
 class DestinationState(Base):
     """A destination site's adaptive shaping state, shared by every worker (no tenant)."""
 

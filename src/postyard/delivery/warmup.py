@@ -10,9 +10,10 @@ and workers never overspend. Recipients over the allowance stay ``deferred`` wit
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
+from typing import Any, Protocol, cast
 
 from sqlalchemy import select, text, tuple_
 from sqlalchemy.dialects.postgresql import insert
@@ -28,10 +29,37 @@ DomainKey = tuple[TenantId, str]
 
 @dataclass(frozen=True, slots=True)
 class WarmupPolicy:
-    """From the settings: the default ramp and whether every domain follows it."""
+    """From the settings: the default ramps and whether every domain (and every source
+    address of the IP pools) follows one from its first send."""
 
     schedule: tuple[int, ...]
     automatic: bool = False
+    ip_schedule: tuple[int, ...] = ()
+    ips_automatic: bool = False
+
+
+class RampState(Protocol):
+    """What rationing needs of a warm-up, whatever warms up (a domain, a source address)."""
+
+    @property
+    def started_on(self) -> date: ...
+    @property
+    def schedule(self) -> tuple[int, ...] | None: ...
+    @property
+    def counted_on(self) -> date: ...
+    @property
+    def sent(self) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Meter:
+    """One kind of warm-up a claim enforces: the key a candidate counts against (None: not
+    metered), the locked state of each key, the default ramp and a key's name for reasons."""
+
+    key_of: Callable[[Candidate], Hashable | None]
+    states: Mapping[Any, RampState]
+    default: tuple[int, ...]
+    name_of: Callable[[Any], str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +85,49 @@ def next_day(now: datetime) -> datetime:
     return datetime.combine(now.date() + timedelta(days=1), time(0), tzinfo=now.tzinfo)
 
 
+def ration_all(
+    candidates: Sequence[Candidate], meters: Sequence[Meter], *, now: datetime
+) -> tuple[list[Candidate], list[Postponed], list[dict[Any, int]]]:
+    """Split candidates into those within every meter's allowance today (their sending
+    domain's, their source address's) and those that wait for tomorrow (pure). A candidate
+    goes only if all its meters allow it, and then counts against each of them. Returns (go,
+    postponed, sent today per key after this claim, one dict per meter)."""
+    today = now.date()
+    used: list[dict[Any, int]] = [{} for _ in meters]
+    go: list[Candidate] = []
+    wait: list[Postponed] = []
+    for c in candidates:
+        counted: list[tuple[int, Hashable]] = []
+        refused: str | None = None
+        for i, meter in enumerate(meters):
+            key = meter.key_of(c)
+            state = meter.states.get(key) if key is not None else None
+            if key is None or state is None:
+                continue
+            if key not in used[i]:
+                used[i][key] = state.sent if state.counted_on == today else 0
+            limit = allowance(state.schedule or meter.default, state.started_on, today)
+            if refused is None and limit is not None and used[i][key] >= limit:
+                refused = f"warmup: {meter.name_of(key)} reached today's allowance of {limit}"
+            counted.append((i, key))
+        if refused is not None:
+            wait.append(Postponed(c.id, next_day(now), refused))
+            continue
+        for i, key in counted:
+            used[i][key] += 1
+        go.append(c)
+    return go, wait, used
+
+
+def domain_meter(states: Mapping[DomainKey, WarmupState], policy: WarmupPolicy) -> Meter:
+    return Meter(
+        key_of=lambda c: (c.tenant_id, c.from_domain),
+        states=states,
+        default=policy.schedule,
+        name_of=lambda key: str(key[1]),
+    )
+
+
 def ration(
     candidates: Sequence[Candidate],
     states: dict[DomainKey, WarmupState],
@@ -66,26 +137,8 @@ def ration(
 ) -> tuple[list[Candidate], list[Postponed], dict[DomainKey, int]]:
     """Split candidates into those within their domain's allowance today and those that wait
     for tomorrow (pure). Returns (go, postponed, sent today per domain after this claim)."""
-    today = now.date()
-    used: dict[DomainKey, int] = {}
-    go: list[Candidate] = []
-    wait: list[Postponed] = []
-    for c in candidates:
-        key = (c.tenant_id, c.from_domain)
-        state = states.get(key)
-        if state is None:
-            go.append(c)
-            continue
-        limit = allowance(state.schedule or policy.schedule, state.started_on, today)
-        if key not in used:
-            used[key] = state.sent if state.counted_on == today else 0
-        if limit is None or used[key] < limit:
-            used[key] += 1
-            go.append(c)
-        else:
-            reason = f"warmup: {c.from_domain} reached today's allowance of {limit}"
-            wait.append(Postponed(c.id, next_day(now), reason))
-    return go, wait, used
+    go, wait, [used] = ration_all(candidates, [domain_meter(states, policy)], now=now)
+    return go, wait, cast(dict[DomainKey, int], used)
 
 
 def _state(row: WarmupRow) -> WarmupState:

@@ -42,6 +42,7 @@ from postyard.domains.dkim import DkimSigningError
 from postyard.sending import idempotency, ledger
 from postyard.sending.ledger import (
     Bounce,
+    Candidate,
     ClaimedDelivery,
     DeliveryResult,
     Held,
@@ -221,12 +222,29 @@ class DeliveryWorker:
             for waiter in waiters:
                 waiter.cancel()
 
+    def _source_of(self, candidate: Candidate) -> str | None:
+        """The address ``candidate`` will leave from: what ``_deliver`` will choose."""
+        assert self._pools is not None
+        chosen = ippools.choose(
+            self._pools,
+            self._assignments,
+            tenant_id=candidate.tenant_id,
+            bulk=candidate.bulk,
+            message_id=candidate.message_id,
+        )
+        return chosen.address if chosen is not None else None
+
     async def _batch(self) -> int:
         cfg = self._config
+        if self._pools is not None and not self._assignments_loaded:
+            async with self._db.system_tx(reason="delivery worker: ip pools") as session:
+                self._assignments = await ippools.load_assignments(session)
+            self._assignments_loaded = True
         async with self._db.system_tx(reason="delivery worker: claim") as session:
             claim = await claim_batch(
                 session, owner=cfg.owner, limit=cfg.batch_size, lease=cfg.lease,
                 now=self._clock.now(), warmups=cfg.warmups,
+                source_of=self._source_of if self._pools is not None else None,
             )  # fmt: skip
             claimed, messages = claim.claimed, claim.messages
             # Addresses suppressed after their email was accepted (scheduled, retried).
@@ -235,10 +253,6 @@ class DeliveryWorker:
                 if claimed
                 else ([], [])
             )
-        if claimed and self._pools is not None and not self._assignments_loaded:
-            async with self._db.system_tx(reason="delivery worker: ip pools") as session:
-                self._assignments = await ippools.load_assignments(session)
-            self._assignments_loaded = True
         if not claimed:
             return claim.held + claim.postponed
         try:
