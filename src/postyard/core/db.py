@@ -148,10 +148,15 @@ async def driver_connection(session: AsyncSession) -> asyncpg.Connection:
 
 
 def create_engine(url: str, *, pool_size: int, application_name: str) -> AsyncEngine:
+    """A fixed pool of ``pool_size`` connections. No overflow: SQLAlchemy closes an overflow
+    connection as soon as it is returned, so under a burst every extra request would pay a
+    new PostgreSQL backend (a fork and a SCRAM exchange, milliseconds of CPU on both sides)
+    and a connection storm; requests wait for a pooled connection instead (and get a 503
+    after the pool timeout)."""
     return create_async_engine(
         url,
         pool_size=pool_size,
-        max_overflow=pool_size,
+        max_overflow=0,
         pool_pre_ping=False,
         connect_args={
             "server_settings": {"application_name": application_name, "jit": "off"},
