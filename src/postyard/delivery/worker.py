@@ -9,7 +9,6 @@ expire, and whichever worker recovers them retries the rows (at-least-once).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import uuid
@@ -21,6 +20,7 @@ from typing import Protocol
 
 from postyard.core.clock import Clock
 from postyard.core.db import Database, TenantId
+from postyard.core.lanes import Lanes
 from postyard.delivery import ippools, shaping_state, verp
 from postyard.delivery.claim import claim_batch
 from postyard.delivery.classify import (
@@ -192,35 +192,20 @@ class DeliveryWorker:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Deliver until ``stop`` is set; lanes finish their batch before returning."""
-        lanes = [asyncio.create_task(self._lane(stop)) for _ in range(self._config.lanes)]
-        lanes.append(asyncio.create_task(self._maintenance(stop)))
-        try:
-            await asyncio.gather(*lanes)
-        finally:
-            for lane in lanes:
-                lane.cancel()
-            await asyncio.gather(*lanes, return_exceptions=True)
+        cfg = self._config
+        await Lanes(
+            name="delivery",
+            lanes=cfg.lanes,
+            batch=self._batch,
+            wake=self.wake,
+            poll_interval=cfg.poll_interval,
+            maintain=self._maintain,
+            maintenance_interval=cfg.maintenance_interval,
+        ).run(stop)
 
     async def run_once(self) -> int:
         """Claim and deliver one batch; returns how many recipients it handled (tests)."""
         return await self._batch()
-
-    async def _lane(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            self.wake.clear()
-            try:
-                if await self._batch():
-                    continue
-            except Exception:
-                # A lane must outlive a database hiccup; rows it held come back when their
-                # lease expires.
-                log.exception("delivery batch failed")
-            waiters = [asyncio.create_task(self.wake.wait()), asyncio.create_task(stop.wait())]
-            await asyncio.wait(
-                waiters, timeout=self._config.poll_interval, return_when=asyncio.FIRST_COMPLETED
-            )
-            for waiter in waiters:
-                waiter.cancel()
 
     def _source_of(self, candidate: Candidate) -> str | None:
         """The address ``candidate`` will leave from: what ``_deliver`` will choose."""
@@ -426,25 +411,21 @@ class DeliveryWorker:
             )
         return outcomes, now_results
 
-    async def _maintenance(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                async with self._db.system_tx(reason="delivery worker: maintenance") as session:
-                    recovered = await ledger.recover_expired_leases(session)
-                    await idempotency.forget_expired(session)
-                    await ratelimit.forget_old_windows(session, now=self._clock.now())
-                    if self._pools is not None:
-                        self._assignments = await ippools.load_assignments(session)
-                        self._assignments_loaded = True
-                    if self._shaper is not None:
-                        shared = await shaping_state.load(session)
-                        self._shaper.merge(shared, self._clock.now())
-                if recovered:
-                    log.warning("recovered expired leases", extra={"rows": recovered})
-                    self.wake.set()
-                for job in self._jobs:
-                    await job()
-            except Exception:  # maintenance must outlive a database or DNS hiccup
-                log.exception("maintenance failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=self._config.maintenance_interval)
+    async def _maintain(self) -> None:
+        """One maintenance round: recover expired leases, forget expired idempotency keys
+        and rate windows, reload shared state, run the extra jobs."""
+        async with self._db.system_tx(reason="delivery worker: maintenance") as session:
+            recovered = await ledger.recover_expired_leases(session)
+            await idempotency.forget_expired(session)
+            await ratelimit.forget_old_windows(session, now=self._clock.now())
+            if self._pools is not None:
+                self._assignments = await ippools.load_assignments(session)
+                self._assignments_loaded = True
+            if self._shaper is not None:
+                shared = await shaping_state.load(session)
+                self._shaper.merge(shared, self._clock.now())
+        if recovered:
+            log.warning("recovered expired leases", extra={"rows": recovered})
+            self.wake.set()
+        for job in self._jobs:
+            await job()

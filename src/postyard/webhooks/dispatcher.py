@@ -9,7 +9,6 @@ expire and come back as due (at-least-once; receivers deduplicate on ``webhook-i
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import uuid
@@ -22,6 +21,7 @@ from typing import Protocol
 from postyard.core.clock import Clock
 from postyard.core.crypto import SecretDecryptionError
 from postyard.core.db import Database
+from postyard.core.lanes import Lanes
 from postyard.events.service import get_events_unscoped
 from postyard.events.types import StoredEvent
 from postyard.sending.summaries import MessageSummary, message_summaries_unscoped
@@ -77,14 +77,16 @@ class WebhookDispatcher:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Dispatch until ``stop`` is set; lanes finish their batch before returning."""
-        tasks = [asyncio.create_task(self._lane(stop)) for _ in range(self._config.lanes)]
-        tasks.append(asyncio.create_task(self._maintenance(stop)))
-        try:
-            await asyncio.gather(*tasks)
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+        cfg = self._config
+        await Lanes(
+            name="webhook",
+            lanes=cfg.lanes,
+            batch=self._batch,
+            wake=self.wake,
+            poll_interval=cfg.poll_interval,
+            maintain=self._maintain,
+            maintenance_interval=cfg.maintenance_interval,
+        ).run(stop)
 
     async def run_once(self) -> int:
         """Claim and send one batch; returns how many deliveries it attempted."""
@@ -98,30 +100,9 @@ class WebhookDispatcher:
             await ledger.prune(session, now=now)
         return recovered
 
-    async def _lane(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            self.wake.clear()
-            try:
-                if await self._batch():
-                    continue
-            except Exception:  # rows held come back when their lease expires
-                log.exception("webhook batch failed")
-            waiters = [asyncio.create_task(self.wake.wait()), asyncio.create_task(stop.wait())]
-            await asyncio.wait(
-                waiters, timeout=self._config.poll_interval, return_when=asyncio.FIRST_COMPLETED
-            )
-            for waiter in waiters:
-                waiter.cancel()
-
-    async def _maintenance(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                if await self.maintain():
-                    self.wake.set()
-            except Exception:
-                log.exception("webhook maintenance failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=self._config.maintenance_interval)
+    async def _maintain(self) -> None:
+        if await self.maintain():
+            self.wake.set()
 
     async def _claim(self) -> _Batch | None:
         cfg = self._config
