@@ -121,6 +121,36 @@ def _activity(visitor: Visitor) -> dict[str, Any]:
     }
 
 
+async def _count_and_record(
+    session: AsyncSession,
+    row: TrackedMessage,
+    counter: Any,
+    event: EventType,
+    data: dict[str, Any],
+) -> None:
+    """Add one to ``counter`` (a count column of the tracking row) and write ``event``."""
+    await session.execute(
+        update(TrackedMessage)
+        .where(
+            TrackedMessage.tenant_id == row.tenant_id,
+            TrackedMessage.message_id == row.message_id,
+        )
+        .values({counter: counter + 1})
+    )
+    await record_events(
+        session,
+        [
+            NewEvent(
+                tenant_id=TenantId(row.tenant_id),
+                type=event,
+                message_id=row.message_id,
+                recipient=row.recipient,
+                data=data,
+            )
+        ],
+    )
+
+
 async def record_open(
     session: AsyncSession, config: TrackingConfig, claim: tokens.OpenClaim, visitor: Visitor
 ) -> bool:
@@ -142,30 +172,16 @@ async def record_open(
     machine = verdict.machine
     if verdict.reason is MachineReason.IMAGE_PROXY and not config.image_proxy_opens_are_machine:
         machine = False  # a proxy fetch when the reader opens it: a real, unattributable open
-    column = TrackedMessage.machine_opens if machine else TrackedMessage.opens
-    await session.execute(
-        update(TrackedMessage)
-        .where(
-            TrackedMessage.tenant_id == claim.tenant_id, TrackedMessage.message_id == row.message_id
-        )
-        .values({column: column + 1})
-    )
-    data = {
-        "open": _activity(visitor),
-        "machine": machine,
-        "machine_reason": verdict.reason.value if verdict.reason is not None else None,
-    }
-    await record_events(
+    await _count_and_record(
         session,
-        [
-            NewEvent(
-                tenant_id=claim.tenant_id,
-                type=EventType.EMAIL_OPENED,
-                message_id=row.message_id,
-                recipient=row.recipient,
-                data=data,
-            )
-        ],
+        row,
+        TrackedMessage.machine_opens if machine else TrackedMessage.opens,
+        EventType.EMAIL_OPENED,
+        {
+            "open": _activity(visitor),
+            "machine": machine,
+            "machine_reason": verdict.reason.value if verdict.reason is not None else None,
+        },
     )
     return machine
 
@@ -201,30 +217,16 @@ async def record_click(
         previous_clicks=_click_times(events, row.recipient),
         rules=config.rules,
     )
-    column = TrackedMessage.machine_clicks if verdict.machine else TrackedMessage.clicks
-    await session.execute(
-        update(TrackedMessage)
-        .where(
-            TrackedMessage.tenant_id == claim.tenant_id, TrackedMessage.message_id == row.message_id
-        )
-        .values({column: column + 1})
-    )
-    data = {
-        "click": {"link": link, **_activity(visitor)},
-        "machine": verdict.machine,
-        "machine_reason": verdict.reason.value if verdict.reason is not None else None,
-    }
-    await record_events(
+    await _count_and_record(
         session,
-        [
-            NewEvent(
-                tenant_id=claim.tenant_id,
-                type=EventType.EMAIL_CLICKED,
-                message_id=row.message_id,
-                recipient=row.recipient,
-                data=data,
-            )
-        ],
+        row,
+        TrackedMessage.machine_clicks if verdict.machine else TrackedMessage.clicks,
+        EventType.EMAIL_CLICKED,
+        {
+            "click": {"link": link, **_activity(visitor)},
+            "machine": verdict.machine,
+            "machine_reason": verdict.reason.value if verdict.reason is not None else None,
+        },
     )
     return link
 
