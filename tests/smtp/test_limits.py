@@ -7,11 +7,12 @@ import asyncio
 import contextlib
 import smtplib
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
+import asyncpg
 import pytest
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from postyard.core.db import Database, TenantId
 from postyard.sending.models import Delivery
@@ -205,16 +206,21 @@ class _GatedDatabase(Database):
     """The test database, whose tenant transactions wait for ``release`` once open."""
 
     def __init__(self, db: Database) -> None:
-        super().__init__(db.app_engine, db.system_engine)
+        super().__init__(db.app_engine, db.system_engine, db.drivers)
         self.entered = asyncio.Event()
         self.release = asyncio.Event()
 
+    def tenant_conn(self, tenant_id: TenantId) -> AbstractAsyncContextManager[asyncpg.Connection]:
+        return self._gated(super().tenant_conn(tenant_id))
+
     @contextlib.asynccontextmanager
-    async def tenant_tx(self, tenant_id: TenantId) -> AsyncIterator[AsyncSession]:
-        async with super().tenant_tx(tenant_id) as session:
+    async def _gated(
+        self, inner: AbstractAsyncContextManager[asyncpg.Connection]
+    ) -> AsyncIterator[asyncpg.Connection]:
+        async with inner as conn:
             self.entered.set()
             await self.release.wait()
-            yield session
+            yield conn
 
 
 async def test_shutdown_lets_a_message_being_stored_get_its_250(

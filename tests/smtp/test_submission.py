@@ -8,12 +8,14 @@ import email
 import email.policy
 import smtplib
 import uuid
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
+import asyncpg
 import httpx
 from sqlalchemy import select
 
-from postyard.core.db import Database
+from postyard.core.db import Database, TenantId
 from postyard.sending import idempotency
 from postyard.sending.models import Delivery, Message
 from postyard.settings import Settings
@@ -167,9 +169,9 @@ async def test_idempotency_key_replays_the_original_id(
 async def test_idempotency_key_in_use_is_a_temporary_failure(
     relay: SmtpRole, db: Database, tenant: Tenant
 ) -> None:
-    async with db.tenant_tx(tenant.org.id) as session:
+    async with db.tenant_conn(TenantId(tenant.org.id)) as conn:
         # Another submission holds the key: its transaction has begun and not finished.
-        assert await idempotency.begin(session, tenant.org.id, "busy", b"x") is None
+        assert await idempotency.begin(conn, TenantId(tenant.org.id), "busy", b"x") is None
         reply = await asyncio.to_thread(
             _idempotent, relay.port, tenant.key.token, "busy", "Receipt"
         )
@@ -178,13 +180,24 @@ async def test_idempotency_key_in_use_is_a_temporary_failure(
     assert await message_count(db, tenant.org.id) == 0
 
 
+class _HalfBroken(Database):
+    """Keys are looked up in the real database; tenant transactions go to ``broken``."""
+
+    def __init__(self, broken: Database, real: Database) -> None:
+        super().__init__(broken.app_engine, real.system_engine, real.drivers)
+        self._broken = broken
+
+    def tenant_conn(self, tenant_id: TenantId) -> AbstractAsyncContextManager[asyncpg.Connection]:
+        return self._broken.tenant_conn(tenant_id)
+
+
 async def test_database_trouble_is_451_and_nothing_is_stored(
     settings: Settings, db: Database, tmp_path: Path, tls: TlsFiles, tenant: Tenant
 ) -> None:
     # Keys are looked up through the real system role; the tenant transaction that would
     # store the message goes to a port where nothing listens.
     async with unreachable_database() as broken:
-        half_broken = Database(broken.app_engine, db.system_engine)
+        half_broken = _HalfBroken(broken, db)
         async with running_relay(settings, half_broken, data_dir=tmp_path, tls=tls) as role:
             reply = await asyncio.to_thread(
                 _send, role.port, tenant.key.token, compose(), ["ann@example.org"]

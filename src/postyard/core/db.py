@@ -6,6 +6,9 @@
 - ``Database.system_tx(reason=...)``: a transaction as the system role, which may see every
   tenant. Only for work that cannot know the tenant first (API-key lookup, workers,
   operator commands); the reason is logged, and the name makes every use easy to find.
+- ``Database.tenant_conn(tenant_id)`` / ``Database.system_conn(reason=...)``: the same two,
+  as bare asyncpg connections (``core.driver_pools``) for the hottest paths only (accepting
+  mail, authenticating a key), where SQLAlchemy's per-statement cost is most of the work.
 
 Both commit when the block exits normally and roll back when it raises. Services never
 open, commit or roll back: the adapter that calls them does, before answering.
@@ -17,7 +20,7 @@ import logging
 import re
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, NewType, cast
 
@@ -32,6 +35,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import DeclarativeBase
 
+from postyard.core.driver_pools import DriverPools, connect_arguments
 from postyard.core.secrets import derive
 
 log = logging.getLogger(__name__)
@@ -96,15 +100,7 @@ def role_urls(
 async def asyncpg_connect(url: str) -> asyncpg.Connection:
     """A plain asyncpg connection for one of our URLs (a socket directory in ``?host=``), for
     what SQLAlchemy's pool is not for: LISTEN, COPY."""
-    parsed = make_url(url)
-    host = parsed.query.get("host", parsed.host)
-    return await asyncpg.connect(
-        user=parsed.username,
-        password=parsed.password,
-        host=host if isinstance(host, str) else None,
-        port=parsed.port,
-        database=parsed.database,
-    )
+    return await asyncpg.connect(**connect_arguments(url))
 
 
 _NAMED_PARAMETER = re.compile(r"(?<![:\w]):([a-z_][a-z0-9_]*)")
@@ -167,9 +163,12 @@ def create_engine(url: str, *, pool_size: int, application_name: str) -> AsyncEn
 class Database:
     """Engines of the app and system roles, and the two ways to open a transaction."""
 
-    def __init__(self, app_engine: AsyncEngine, system_engine: AsyncEngine) -> None:
+    def __init__(
+        self, app_engine: AsyncEngine, system_engine: AsyncEngine, drivers: DriverPools
+    ) -> None:
         self.app_engine = app_engine
         self.system_engine = system_engine
+        self.drivers = drivers
         self._app_sessions = async_sessionmaker(app_engine, expire_on_commit=False)
         self._system_sessions = async_sessionmaker(system_engine, expire_on_commit=False)
 
@@ -180,6 +179,7 @@ class Database:
             create_engine(
                 urls.system, pool_size=pool_size, application_name=f"postyard-{name}-system"
             ),
+            DriverPools(app_url=urls.app, system_url=urls.system, size=pool_size, name=name),
         )
 
     @asynccontextmanager
@@ -209,6 +209,18 @@ class Database:
             async with AsyncSession(bind=autocommit, expire_on_commit=False) as session:
                 yield session
 
+    def tenant_conn(self, tenant_id: TenantId) -> AbstractAsyncContextManager[asyncpg.Connection]:
+        """``tenant_tx`` as a bare asyncpg connection (hot paths only): a transaction as the
+        app role with the tenant set; commits on normal exit, rolls back when it raises."""
+        return self.drivers.tenant(tenant_id)
+
+    def system_conn(self, *, reason: str) -> AbstractAsyncContextManager[asyncpg.Connection]:
+        """``system_tx(single_statement=True)`` as a bare asyncpg connection (hot paths
+        only): autocommit, one statement at a time. Say why in ``reason``."""
+        log.debug("system connection", extra={"reason": reason})
+        return self.drivers.system()
+
     async def dispose(self) -> None:
+        await self.drivers.close()
         await self.app_engine.dispose()
         await self.system_engine.dispose()

@@ -14,18 +14,6 @@ from postyard.domains.models import DkimKey, Domain
 from postyard.domains.types import DomainStatus
 
 
-async def is_verified_sender(session: AsyncSession, tenant_id: TenantId, domain: str) -> bool:
-    """Whether ``domain`` (ASCII form) is a verified domain of the tenant."""
-    found = await session.scalar(
-        select(Domain.id).where(
-            Domain.tenant_id == tenant_id,
-            Domain.name == domain.lower(),
-            Domain.status == DomainStatus.VERIFIED,
-        )
-    )
-    return found is not None
-
-
 @dataclass(frozen=True, slots=True)
 class SigningMaterial:
     domain: str
@@ -70,31 +58,6 @@ class TrackingDefaults:
     click_tracking: bool
     return_path_domain: str | None
     """``<return path>.<domain>`` when the domain is verified (its MX is ours), else None."""
-
-
-async def tracking_defaults(
-    session: AsyncSession, tenant_id: TenantId, names: set[str]
-) -> dict[str, TrackingDefaults]:
-    """The tracking settings of those of ``names`` (ASCII, lowercase) that are domains of
-    the tenant, in one query; a name that is not a domain of the tenant is missing."""
-    if not names:
-        return {}
-    rows = await session.execute(
-        select(
-            Domain.name, Domain.open_tracking, Domain.click_tracking, Domain.status,
-            Domain.return_path,
-        ).where(Domain.tenant_id == tenant_id, Domain.name.in_(sorted(names)))
-    )  # fmt: skip
-    return {
-        name: TrackingDefaults(
-            open_tracking=opens,
-            click_tracking=clicks,
-            return_path_domain=(
-                f"{return_path}.{name}" if status == DomainStatus.VERIFIED else None
-            ),
-        )
-        for name, opens, clicks, status, return_path in rows
-    }
 
 
 async def return_path_owners_unscoped(session: AsyncSession, fqdn: str) -> list[TenantId]:

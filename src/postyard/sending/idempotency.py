@@ -13,11 +13,11 @@ import json
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select, text
-from sqlalchemy.dialects.postgresql import insert
+import asyncpg
+from sqlalchemy import delete, func
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from postyard.core.db import TenantId
+from postyard.core.db import DriverStatement, TenantId
 from postyard.sending.errors import (
     ConcurrentIdempotentRequests,
     InvalidIdempotencyKey,
@@ -27,7 +27,29 @@ from postyard.sending.models import IdempotencyRecord
 
 KEEP_FOR = timedelta(hours=24)
 MAX_KEY_LENGTH = 256
-_TRY_LOCK = text("SELECT pg_try_advisory_xact_lock(hashtextextended(CAST(:scope AS text), 0))")
+# The lock first (a LATERAL join runs after it), then the live record if there is one.
+_BEGIN = DriverStatement.of(
+    """
+    SELECT l.locked, r.request_hash, CAST(r.response AS text) AS response
+      FROM (SELECT pg_try_advisory_xact_lock(hashtextextended(CAST(:scope AS text), 0))
+                   AS locked) AS l
+      LEFT JOIN LATERAL (
+            SELECT request_hash, response FROM idempotency_keys
+             WHERE l.locked AND tenant_id = CAST(:tenant AS uuid) AND key = :key
+               AND expires_at > now()
+           ) AS r ON true
+    """
+)
+_COMPLETE = DriverStatement.of(
+    """
+    INSERT INTO idempotency_keys (tenant_id, key, request_hash, response, expires_at)
+    VALUES (CAST(:tenant AS uuid), :key, :hash, CAST(:response AS jsonb),
+            now() + CAST(:keep AS interval))
+    ON CONFLICT (tenant_id, key) DO UPDATE
+       SET request_hash = excluded.request_hash, response = excluded.response,
+           expires_at = excluded.expires_at, created_at = now()
+    """
+)
 
 
 def validate_key(key: str) -> str:
@@ -45,51 +67,47 @@ def fingerprint(endpoint: str, payload: Any) -> bytes:
 
 
 async def begin(
-    session: AsyncSession, tenant_id: TenantId, key: str, request_hash: bytes
+    conn: asyncpg.Connection, tenant_id: TenantId, key: str, request_hash: bytes
 ) -> dict[str, Any] | None:
     """The stored response to replay, or None when this request should run. Holds a
-    transaction-scoped lock on the key until the caller's transaction ends."""
-    locked = await session.scalar(_TRY_LOCK, {"scope": f"{tenant_id}:{key}"})
-    if not locked:
+    transaction-scoped lock on the key until the caller's transaction ends (``conn``: the
+    accepting ``tenant_conn`` transaction)."""
+    row = await conn.fetchrow(
+        _BEGIN.sql,
+        *_BEGIN.arguments({"scope": f"{tenant_id}:{key}", "tenant": tenant_id, "key": key}),
+    )
+    assert row is not None  # the statement always returns one row
+    if not row["locked"]:
         msg = "A request with this Idempotency-Key is still being processed; retry shortly."
         raise ConcurrentIdempotentRequests(msg)
-    record = await session.scalar(
-        select(IdempotencyRecord).where(
-            IdempotencyRecord.tenant_id == tenant_id,
-            IdempotencyRecord.key == key,
-            IdempotencyRecord.expires_at > func.now(),
-        )
-    )
-    if record is None:
+    if row["response"] is None:
         return None
-    if record.request_hash != request_hash:
+    if bytes(row["request_hash"]) != request_hash:
         msg = "This Idempotency-Key was already used with a different request body."
         raise InvalidIdempotentRequest(msg)
-    return record.response
+    response: dict[str, Any] = json.loads(row["response"])
+    return response
 
 
 async def complete(
-    session: AsyncSession,
+    conn: asyncpg.Connection,
     tenant_id: TenantId,
     key: str,
     request_hash: bytes,
     response: dict[str, Any],
 ) -> None:
     """Store the response under the key (replacing an expired record)."""
-    values = {
-        "tenant_id": tenant_id,
-        "key": key,
-        "request_hash": request_hash,
-        "response": response,
-        "expires_at": func.now() + KEEP_FOR,
-    }
-    stmt = insert(IdempotencyRecord).values(values)
-    await session.execute(
-        stmt.on_conflict_do_update(
-            index_elements=[IdempotencyRecord.tenant_id, IdempotencyRecord.key],
-            set_={k: stmt.excluded[k] for k in ("request_hash", "response", "expires_at")}
-            | {"created_at": func.now()},
-        )
+    await conn.execute(
+        _COMPLETE.sql,
+        *_COMPLETE.arguments(
+            {
+                "tenant": tenant_id,
+                "key": key,
+                "hash": request_hash,
+                "response": json.dumps(response),
+                "keep": KEEP_FOR,
+            }
+        ),
     )
 
 

@@ -54,7 +54,6 @@ _MIME_TYPE = re.compile(f"({_RESTRICTED_NAME})/({_RESTRICTED_NAME})")
 _CONTENT_ID = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.@-]{1,60}")
 _COMPRESSED = {"gzip": "application/gzip", "bzip2": "application/x-bzip2", "xz": "application/x-xz"}
 _UNSTRUCTURED_TOKEN = re.compile(r"[ \t]*[^ \t]+|[ \t]+")
-_BAD_LINE_ENDING = re.compile(rb"\r(?!\n)|(?<!\r)\n")
 
 
 class InvalidHeader(ValueError):
@@ -365,6 +364,13 @@ def build_body_with_stdlib(spec: MessageSpec) -> bytes:
     return root.as_bytes(policy=_PART_POLICY)
 
 
+def only_crlf(raw: bytes) -> bool:
+    """Whether every CR and every LF in ``raw`` is part of a CRLF pair (three counts in C,
+    several times faster than a regex over the message)."""
+    pairs = raw.count(b"\r\n")
+    return raw.count(b"\r") == pairs and raw.count(b"\n") == pairs
+
+
 def build_message(spec: MessageSpec) -> bytes:
     """The message as it goes on the wire (before DKIM signing and dot-stuffing).
 
@@ -381,6 +387,6 @@ def build_message(spec: MessageSpec) -> bytes:
     # A bare CR or LF would let a relay see a different message (SMTP smuggling).
     # Line lengths are measured by splitting: a regex for "999 non-newlines" restarts at every
     # byte and cost milliseconds per message (the hottest line of the API in the profile).
-    if _BAD_LINE_ENDING.search(raw) or max(map(len, raw.split(b"\r\n"))) > _LINE_LIMIT:
+    if not only_crlf(raw) or max(map(len, raw.split(b"\r\n"))) > _LINE_LIMIT:
         raise RuntimeError("Built a message with a bare line ending or an overlong line.")
     return raw

@@ -12,6 +12,7 @@ from postyard.core.http import Services, validation_message
 from postyard.core.ids import uuid7
 from postyard.core.pagination import PageRequest
 from postyard.sending import idempotency, service
+from postyard.sending.accept import AcceptOptions, accept_messages
 from postyard.sending.compose import ComposedMessage, compose_message
 from postyard.sending.models import Message
 from postyard.sending.schemas import (
@@ -81,18 +82,17 @@ async def _accept(
     tracking: TrackingConfig,
 ) -> dict[str, Any]:
     """One transaction: replay check, the ledger rows, the idempotency record."""
-    async with services.db.tenant_tx(principal.tenant_id) as session:
+    options = AcceptOptions(
+        source="api", require_verified_domain=services.require_verified_domain, tracking=tracking
+    )
+    async with services.db.tenant_conn(principal.tenant_id) as conn:
         if key is not None:
-            replay = await idempotency.begin(session, principal.tenant_id, key, request_hash)
+            replay = await idempotency.begin(conn, principal.tenant_id, key, request_hash)
             if replay is not None:
                 return replay
-        if services.require_verified_domain:
-            await service.require_verified_senders(session, principal.tenant_id, messages)
-        await service.submit_messages(
-            session, principal, messages, now=services.clock.now(), tracking=tracking
-        )
+        await accept_messages(conn, principal, messages, now=services.clock.now(), options=options)
         if key is not None:
-            await idempotency.complete(session, principal.tenant_id, key, request_hash, response)
+            await idempotency.complete(conn, principal.tenant_id, key, request_hash, response)
     if services.waker is not None and any(m.scheduled_at is None for m in messages):
         services.waker.poke()
     return response

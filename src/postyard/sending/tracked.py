@@ -1,15 +1,14 @@
 """Tracking at accept time: each message's HTML rewritten (links through the click URL, the
 open pixel) and its unsubscribe and CFBL headers added, as its domain and its own options
-ask. Runs in the accepting transaction (it reads the domains' settings), before the ledger
-rows are written; the bytes stored are the bytes delivered and signed.
+ask, from the domains' settings read in the accepting transaction, before the ledger rows
+are written; the bytes stored are the bytes delivered and signed.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
 from datetime import datetime
-
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from postyard.core.db import TenantId
 from postyard.domains import senders
@@ -82,19 +81,16 @@ def _choose(override: bool | None, default: bool) -> bool:
     return default if override is None else override
 
 
-async def apply_tracking(
-    session: AsyncSession,
+def apply_tracking(
     tenant_id: TenantId,
     messages: list[ComposedMessage],
     config: TrackingConfig,
+    defaults: Mapping[str, senders.TrackingDefaults],
     *,
     now: datetime,
 ) -> tuple[list[ComposedMessage], list[NewTrackedMessage]]:
-    """The messages as they will be stored and sent, and the tracking rows to write (one
-    query for the From domains' settings)."""
-    defaults = await senders.tracking_defaults(
-        session, tenant_id, {m.sender_domain for m in messages}
-    )
+    """The messages as they will be stored and sent, and the tracking rows to write, given
+    the tracking settings of the tenant's From domains (``defaults``, by domain name)."""
     out: list[ComposedMessage] = []
     tracked: list[NewTrackedMessage] = []
     for message in messages:

@@ -11,6 +11,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+import asyncpg
 from sqlalchemy.exc import SQLAlchemyError
 
 from postyard.core.clock import Clock
@@ -77,6 +78,16 @@ class FailureThrottle:
                 del table[next(iter(table))]
 
 
+# The database could not answer: a temporary failure (454), not a bad key.
+_UNAVAILABLE = (
+    SQLAlchemyError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    OSError,
+    TimeoutError,
+)
+
+
 @dataclass(frozen=True, slots=True)
 class AuthOutcome:
     """The reply to an AUTH command, and the principal when it succeeded."""
@@ -100,15 +111,21 @@ class ApiKeyAuthenticator:
         """The outcome for a password offered from ``address``; never raises for a bad key
         or an unavailable database (those are 535 and 454 replies)."""
         try:
-            async with self._db.system_tx(reason="smtp auth: look up the api key") as session:
-                principal, _ = await authenticate(session, password, now=self._clock.now())
+            async with self._db.system_conn(reason="smtp auth: look up the api key") as conn:
+                principal, _ = await authenticate(conn, password, now=self._clock.now())
         except (MissingApiKey, InvalidApiKey):
             self._throttle.record_failure(address)
             return AuthOutcome(replies.AUTH_INVALID)
         except OrganizationSuspended:
             # A valid key of a suspended organisation: refused, but not a guess to throttle.
             return AuthOutcome(replies.AUTH_SUSPENDED)
-        except (SQLAlchemyError, OSError, TimeoutError):
+        except (
+            SQLAlchemyError,
+            asyncpg.PostgresError,
+            asyncpg.InterfaceError,
+            OSError,
+            TimeoutError,
+        ):
             log.exception("smtp auth: the database is unavailable")
             return AuthOutcome(replies.AUTH_TEMPORARY_FAILURE)
         return AuthOutcome(replies.AUTH_SUCCEEDED, principal)

@@ -15,13 +15,13 @@ from postyard.core.db import Database
 from postyard.core.ids import uuid7
 from postyard.core.notify import Waker
 from postyard.sending import idempotency
+from postyard.sending.accept import AcceptOptions, accept_messages
 from postyard.sending.addresses import InvalidAddress, parse_address
 from postyard.sending.errors import (
     ConcurrentIdempotentRequests,
     DomainNotVerified,
     InvalidIdempotentRequest,
 )
-from postyard.sending.service import require_verified_senders, submit_messages
 from postyard.smtp import replies
 from postyard.smtp.message import (
     InvalidSubmission,
@@ -158,23 +158,21 @@ class SubmissionHandler:
         transaction; returns the email id once it has committed."""
         message, key = submission.message, submission.idempotency_key
         tenant_id = principal.tenant_id
-        async with self._db.tenant_tx(tenant_id) as session:
+        options = AcceptOptions(
+            source="smtp",
+            require_verified_domain=self._require_verified_domain,
+            tracking=self._tracking,
+        )
+        async with self._db.tenant_conn(tenant_id) as conn:
             if key is not None:
-                replay = await idempotency.begin(session, tenant_id, key, submission.request_hash)
+                replay = await idempotency.begin(conn, tenant_id, key, submission.request_hash)
                 if replay is not None:
                     return uuid.UUID(str(replay["id"]))
-            if self._require_verified_domain:
-                await require_verified_senders(session, tenant_id, [message])
-            await submit_messages(
-                session,
-                principal,
-                [message],
-                source="smtp",
-                now=self._clock.now(),
-                tracking=self._tracking,
+            await accept_messages(
+                conn, principal, [message], now=self._clock.now(), options=options
             )
             if key is not None:
                 await idempotency.complete(
-                    session, tenant_id, key, submission.request_hash, {"id": str(message.id)}
+                    conn, tenant_id, key, submission.request_hash, {"id": str(message.id)}
                 )
         return message.id

@@ -24,10 +24,8 @@ async def _principal(
     token = credentials.credentials if credentials is not None else None
     now = services.clock.now()
     limit = services.rate_limit_per_second
-    async with services.db.system_tx(
-        reason="authenticate api key", single_statement=True
-    ) as session:
-        principal, count = await service.authenticate(session, token, now=now, rate_limit=limit)
+    async with services.db.system_conn(reason="authenticate api key") as conn:
+        principal, count = await service.authenticate(conn, token, now=now, rate_limit=limit)
     if limit > 0 and count is not None:
         response.headers.update(ratelimit.check(count, limit=limit).headers())
     return principal

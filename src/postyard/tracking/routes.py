@@ -31,7 +31,7 @@ NO_STORE = {
 }
 
 
-def _config(request: Request) -> TrackingConfig:
+async def _config(request: Request) -> TrackingConfig:
     config: TrackingConfig = request.app.state.tracking
     return config
 

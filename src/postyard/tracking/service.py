@@ -9,15 +9,14 @@ one tenant's message finds nothing in another tenant's transaction.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from postyard.core.db import TenantId, table_of
+from postyard.core.db import TenantId
 from postyard.events.service import list_message_events, record_events
 from postyard.events.types import EventType, EventView, NewEvent
 from postyard.suppression import SuppressionReason, suppress
@@ -45,30 +44,6 @@ class Visitor:
     ip: str | None
     method: str
     at: datetime
-
-
-async def record_tracked_messages(
-    session: AsyncSession, tenant_id: TenantId, items: Sequence[NewTrackedMessage]
-) -> None:
-    """Remember the tracked messages (one multi-row INSERT; those that track nothing are
-    skipped)."""
-    rows = [
-        {
-            "message_id": item.message_id,
-            "tenant_id": tenant_id,
-            "delivery_id": item.delivery_id,
-            "recipient": item.recipient,
-            "open_tracking": item.plan.open_tracking,
-            "click_tracking": item.plan.click_tracking,
-            "unsubscribe": item.plan.unsubscribe,
-            "links": list(item.plan.links),
-        }
-        for item in items
-        if item.plan.recorded
-    ]
-    if rows:
-        conn = await session.connection()
-        await conn.execute(insert(table_of(TrackedMessage)), rows)
 
 
 async def get_engagement(
