@@ -30,3 +30,40 @@ async def test_it_refuses_a_connection_without_a_transaction(db: Database) -> No
     async with db.system_tx(reason="test", single_statement=True) as session:
         with pytest.raises(RuntimeError, match="transaction"):
             await driver_connection(session)
+
+
+async def test_tenant_conn_sets_the_tenant_and_rls_applies(
+    db: Database, tenant: Tenant, other_tenant: Tenant
+) -> None:
+    tenant_id = TenantId(tenant.org.id)
+    async with db.tenant_conn(tenant_id) as conn:
+        assert conn.is_in_transaction()
+        assert await conn.fetchval("SELECT current_setting('app.tenant_id')") == str(tenant_id)
+        ids = {row["id"] for row in await conn.fetch("SELECT id FROM api_keys")}
+    assert ids == {tenant.key.id}  # the other tenant's key stays invisible
+    assert other_tenant.key.id not in ids
+
+
+async def test_tenant_conn_commits_on_exit_and_rolls_back_when_it_raises(
+    db: Database, tenant: Tenant
+) -> None:
+    tenant_id = TenantId(tenant.org.id)
+    rename = "UPDATE api_keys SET name = $1"
+    async with db.tenant_conn(tenant_id) as conn:
+        await conn.execute(rename, "kept")
+    with pytest.raises(LookupError):
+        async with db.tenant_conn(tenant_id) as conn:
+            await conn.execute(rename, "undone")
+            raise LookupError
+    async with db.tenant_conn(tenant_id) as conn:
+        # The tenant setting is transaction-local: nothing leaks into the next use.
+        assert await conn.fetchval("SELECT name FROM api_keys") == "kept"
+    async with db.system_conn(reason="test") as conn:
+        assert not conn.is_in_transaction()
+        assert await conn.fetchval("SELECT current_setting('app.tenant_id', true)") in {None, ""}
+
+
+async def test_tenant_conn_refuses_anything_but_a_uuid(db: Database) -> None:
+    with pytest.raises(TypeError):
+        async with db.tenant_conn(TenantId("x' OR true --")):  # type: ignore[arg-type]
+            pass
