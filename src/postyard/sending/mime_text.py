@@ -32,7 +32,7 @@ def well_formed(text: str) -> str:
 def is_seven_bit(content: str) -> bool:
     """RFC 2045 section 2.7 allows 7bit for ASCII without NUL in lines of up to 998 octets;
     we keep it to lines of 78, which no relay re-wraps, and use quoted-printable otherwise."""
-    short = all(len(line) <= _FOLD_AT for line in content.splitlines())
+    short = max(map(len, content.splitlines()), default=0) <= _FOLD_AT
     return short and _SEVEN_BIT_TEXT.fullmatch(content) is not None
 
 
