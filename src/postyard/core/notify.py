@@ -9,8 +9,6 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-from sqlalchemy import text
-
 from postyard.core.db import Database, asyncpg_connect
 
 log = logging.getLogger(__name__)
@@ -43,7 +41,7 @@ class Waker:
 
     def __init__(self, db: Database, channel: str) -> None:
         self._db = db
-        self._statement = text(f"SELECT pg_notify('{channel}', '')")
+        self._channel = channel
         self._pending: asyncio.Task[None] | None = None
         self._again = False
 
@@ -57,10 +55,8 @@ class Waker:
         while True:
             self._again = False
             try:
-                async with self._db.system_tx(
-                    reason="wake workers", single_statement=True
-                ) as session:
-                    await session.execute(self._statement)
+                async with self._db.system_conn(reason="wake workers") as conn:
+                    await conn.execute("SELECT pg_notify($1, '')", self._channel)
             except Exception:  # a trigger only: the workers' poll picks the rows up anyway
                 log.warning("could not notify workers", exc_info=True)
                 return

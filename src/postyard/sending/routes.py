@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Query
@@ -78,21 +79,23 @@ async def _accept(
     response: dict[str, Any],
     *,
     key: str | None,
-    request_hash: bytes,
+    request_hash: Callable[[], bytes],
     tracking: TrackingConfig,
 ) -> dict[str, Any]:
-    """One transaction: replay check, the ledger rows, the idempotency record."""
+    """One transaction: replay check, the ledger rows, the idempotency record. The request's
+    fingerprint is computed only when an Idempotency-Key needs it."""
     options = AcceptOptions(
         source="api", require_verified_domain=services.require_verified_domain, tracking=tracking
     )
     async with services.db.tenant_conn(principal.tenant_id) as conn:
+        fingerprint = request_hash() if key is not None else b""
         if key is not None:
-            replay = await idempotency.begin(conn, principal.tenant_id, key, request_hash)
+            replay = await idempotency.begin(conn, principal.tenant_id, key, fingerprint)
             if replay is not None:
                 return replay
         await accept_messages(conn, principal, messages, now=services.clock.now(), options=options)
         if key is not None:
-            await idempotency.complete(conn, principal.tenant_id, key, request_hash, response)
+            await idempotency.complete(conn, principal.tenant_id, key, fingerprint, response)
     if services.waker is not None and any(m.scheduled_at is None for m in messages):
         services.waker.poke()
     return response
@@ -109,14 +112,18 @@ async def send_email(
     """Send an email. The response comes after the email is durably queued."""
     key = idempotency.validate_key(idempotency_key) if idempotency_key is not None else None
     composed = compose_message(body, message_id=uuid7(), now=services.clock.now())
-    payload = body.model_dump(by_alias=True, mode="json", exclude_none=True)
+
+    def request_hash() -> bytes:
+        payload = body.model_dump(by_alias=True, mode="json", exclude_none=True)
+        return idempotency.fingerprint("POST /emails", payload)
+
     return await _accept(
         services,
         principal,
         [composed],
         {"id": str(composed.id)},
         key=key,
-        request_hash=idempotency.fingerprint("POST /emails", payload),
+        request_hash=request_hash,
         tracking=tracking,
     )
 
@@ -166,7 +173,9 @@ async def send_batch(
         composed,
         response,
         key=key,
-        request_hash=idempotency.fingerprint(f"POST /emails/batch {batch_validation}", body),
+        request_hash=lambda: idempotency.fingerprint(
+            f"POST /emails/batch {batch_validation}", body
+        ),
         tracking=tracking,
     )
 
