@@ -21,7 +21,7 @@ from typing import Any
 import asyncpg
 import psutil  # type: ignore[import-untyped]  # no inline types; types-psutil is not locked
 from _http_load import read_response
-from _procs import LOOPBACK, START_GUARD_SECONDS, STOP_GUARD_SECONDS
+from _procs import LOOPBACK, START_GUARD_SECONDS, STOP_GUARD_SECONDS, free_port
 
 POSTYARD = (sys.executable, "-m", "postyard")
 
@@ -31,6 +31,8 @@ def postyard_env(data_dir: Path, http_port: int, settings: Mapping[str, str]) ->
     env = {k: v for k, v in os.environ.items() if not k.startswith("POSTYARD_")}
     env["POSTYARD_DATA_DIR"] = str(data_dir)
     env["POSTYARD_HTTP__PORT"] = str(http_port)
+    # `up` also runs the inbound MX: a free port, not the default another instance may hold.
+    env["POSTYARD_MX__PORT"] = str(free_port())
     env.update(settings)
     return env
 
