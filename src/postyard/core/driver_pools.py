@@ -2,8 +2,9 @@
 
 SQLAlchemy's session costs about a millisecond of CPU per statement on top of the driver
 (the async adapter, the greenlet hop, result wrapping), and a send is several statements.
-These pools hand out bare asyncpg connections, one pool per role, opened lazily and sized
-like the engines' pools. ``Database.tenant_conn`` and ``Database.system_conn`` are the only
+These pools hand out bare asyncpg connections, one pool per role, opened lazily: the app
+role's sized like the engines' pools, the system role's a quarter of that (at least 2).
+``Database.tenant_conn`` and ``Database.system_conn`` are the only
 ways to get one: the tenant is set before the caller sees the connection, exactly as
 ``tenant_tx`` does, so row-level security applies the same way.
 """
@@ -44,6 +45,12 @@ async def _no_reset(_: asyncpg.Connection) -> None:
     needed; a connection that may be dirty is terminated instead of released."""
 
 
+def system_pool_size(size: int) -> int:
+    """The system role's bare pool serves one short autocommit statement per request (the
+    key look-up, a wake-up): a quarter of the app pool keeps up and spares connections."""
+    return max(2, size // 4)
+
+
 def _driver(proxy: PoolConnectionProxy) -> asyncpg.Connection:
     # The pool's proxy forwards every method to the connection it wraps; callers type
     # against the connection (``driver_connection`` gives them the same).
@@ -78,7 +85,7 @@ class DriverPools:
                 pool = await asyncpg.create_pool(
                     **connect_arguments(self._urls[role]),
                     min_size=0,
-                    max_size=self._size,
+                    max_size=self._size if role == "app" else system_pool_size(self._size),
                     reset=_no_reset,
                     server_settings={
                         "application_name": f"postyard-{self._name}-{role}-driver",
