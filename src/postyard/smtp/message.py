@@ -159,12 +159,13 @@ def _mailboxes(name: str, header: AddressHeader) -> list[Address]:
 
 
 # Address lists the stdlib would read as exactly these mailboxes: comma-separated items,
-# each an addr-spec or atoms (single spaces) then <addr-spec>; printable ASCII, nothing the
-# parser treats specially (quotes, comments, groups, encoded words, routes, literals).
+# each an addr-spec, or <addr-spec> after optional atoms (single spaces); printable ASCII,
+# nothing the parser treats specially (quotes, comments, groups, encoded words, literals).
 _SIMPLE_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _SIMPLE_ADDR = rf"{_SIMPLE_ATOM}(?:\.{_SIMPLE_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
 _SIMPLE_ITEM = re.compile(
-    rf"[ \t]*(?:({_SIMPLE_ADDR})|({_SIMPLE_ATOM}(?: {_SIMPLE_ATOM})*) ?<({_SIMPLE_ADDR})>)[ \t]*"
+    rf"[ \t]*(?:({_SIMPLE_ADDR})"
+    rf"|(?:({_SIMPLE_ATOM}(?: {_SIMPLE_ATOM})*) ?)?<({_SIMPLE_ADDR})>)[ \t]*"
 )
 
 
@@ -180,7 +181,7 @@ def simple_address_list(value: str) -> list[tuple[str, str]] | None:
         if match is None:
             return None
         bare, name, spec = match.groups()
-        found.append(("", bare) if bare is not None else (name, spec))
+        found.append(("", bare) if bare is not None else (name or "", spec))
     return found
 
 
