@@ -6,9 +6,11 @@ buffered before STARTTLS is discarded, RFC 3207 section 4.2), the state machine 
 STARTTLS. This subclass replaces AUTH (its authenticator callback is synchronous and we
 look keys up in PostgreSQL), decides per connection whether AUTH is offered (after TLS, or
 on loopback when allowed), counts connections per client address and transactions per
-connection, and maps every reply through ``replies``. It relies on three private parts of
-aiosmtpd 1.4 (it overrides ``_handle_client`` and ``_timeout_cb``, calls ``_reset_timeout``)
-and shadows the class attribute ``command_size_limits``; the tests exercise each, so an
+connection, maps every reply through ``replies``, and reads DATA in pieces (``smtp.data``)
+with aiosmtpd's end-of-data rule. It relies on private parts of aiosmtpd 1.4 (it overrides
+``_handle_client`` and ``_timeout_cb``; calls ``_reset_timeout``, ``_call_handler_hook``
+and ``_set_post_data_state``; reads ``_reader``) and shadows the class attribute
+``command_size_limits``; the tests exercise each, so an
 upgrade that changes them fails loudly.
 """
 
@@ -27,6 +29,7 @@ from aiosmtpd.smtp import MISSING, SMTP, syntax
 
 from postyard.smtp import replies
 from postyard.smtp.auth import password_from_plain
+from postyard.smtp.data import read_data
 
 if TYPE_CHECKING:
     from postyard.smtp.server import SubmissionServer
@@ -209,10 +212,38 @@ class SubmissionSMTP(SMTP):
         # The command timeout bounds the whole transfer; the idle timeout then resumes.
         self._reset_timeout(self.limits.command_timeout)
         try:
-            await super().smtp_DATA(arg)
+            await self._data(arg)
         finally:
             if self.transport is not None:
                 self._reset_timeout()
+
+    async def _data(self, arg: str | None) -> None:
+        """aiosmtpd's DATA command with the data read in pieces (``smtp.data``)."""
+        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
+            return
+        assert self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        try:
+            read = await read_data(
+                self._reader, size_limit=self.data_size_limit, line_limit=self.line_length_limit
+            )
+        except asyncio.CancelledError:
+            self._writer.close()  # the connection was lost during DATA
+            raise
+        if read.refusal is not None:
+            await self.push(read.refusal)
+            self._set_post_data_state()  # type: ignore[no-untyped-call]
+            return
+        self.envelope.content = self.envelope.original_content = read.content
+        status = await self._call_handler_hook("DATA")
+        self._set_post_data_state()  # type: ignore[no-untyped-call]
+        await self.push("250 OK" if status is MISSING else status)
 
     @syntax("AUTH <mechanism>")
     async def smtp_AUTH(self, arg: str | None) -> None:  # noqa: N802 - aiosmtpd's name
