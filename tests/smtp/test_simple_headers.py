@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import email.policy
 import random
+from email._header_value_parser import get_angle_addr
 from email.headerregistry import AddressHeader
 
 import pytest
 
-from postyard.smtp.message import _PLAIN_SUBJECT, simple_address_list
+from postyard.smtp.simple import PLAIN_SUBJECT, simple_address_list, simple_angle_addr
 
 _PIECES = [
     "ann", "Bo", "x.y", "@", "example.com", "ex-ample.org", "<", ">", " ", "  ", "\t", ",",
@@ -63,7 +64,30 @@ def test_plain_subjects_are_what_the_stdlib_decodes() -> None:
     taken = 0
     for _ in range(20_000):
         value = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 12))).strip(" \t")
-        if _PLAIN_SUBJECT.fullmatch(value):
+        if PLAIN_SUBJECT.fullmatch(value):
             taken += 1
             assert str(email.policy.default.header_factory("subject", value)) == value
     assert taken > 500
+
+
+def _stdlib_angle(arg: str) -> tuple[str, str] | None:
+    try:
+        address, rest = get_angle_addr(arg)
+    except Exception:  # noqa: BLE001 - any failure is "not the same reading"
+        return None
+    return address.addr_spec, rest
+
+
+def test_mail_and_rcpt_arguments_read_as_the_stdlib_reads_them() -> None:
+    rng = random.Random(25)
+    pieces = [*_PIECES, "SIZE=5", "BODY=8BITMIME", "=", "<>"]
+    answered = 0
+    for _ in range(30_000):
+        arg = "".join(rng.choice(pieces) for _ in range(rng.randint(1, 7)))
+        for candidate in (arg, f"<{arg}>", f"<ann@example.com>{arg}"):
+            fast = simple_angle_addr(candidate)
+            if fast is not None:
+                answered += 1
+                assert fast == _stdlib_angle(candidate), candidate
+    assert answered > 200
+    assert simple_angle_addr("<a@b.com> SIZE=5") == ("a@b.com", "SIZE=5")

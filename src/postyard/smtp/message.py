@@ -30,6 +30,7 @@ from postyard.sending import idempotency
 from postyard.sending.addresses import Address, InvalidAddress, header_text_problem, parse_address
 from postyard.sending.compose import ComposedMessage, Recipient
 from postyard.sending.errors import InvalidIdempotencyKey
+from postyard.smtp.simple import PLAIN_SUBJECT, simple_address_list
 from postyard.tracking.types import Stream
 
 IDEMPOTENCY_HEADER = "resend-idempotency-key"
@@ -50,8 +51,6 @@ _SIMPLE_TEXT_TYPE = re.compile(
     r'text/(plain|html)(?:[ \t]*;[ \t]*charset=(?:([A-Za-z0-9_-]{1,40})|"([A-Za-z0-9_-]{1,40})"))?',
     re.IGNORECASE,
 )
-# Printable ASCII with single spaces and no encoded word: the stdlib returns it unchanged.
-_PLAIN_SUBJECT = re.compile(r"(?!.*=\?)[!-~]+(?: [!-~]+)*")
 _SIMPLE_CTE = frozenset({"", "7bit", "8bit", "binary", "quoted-printable", "base64"})
 # What the stdlib header parser raises on malformed input, bugs included (fuzzing found
 # AttributeError and TypeError in address lists): all of it means "not a valid header".
@@ -158,33 +157,6 @@ def _mailboxes(name: str, header: AddressHeader) -> list[Address]:
     return found
 
 
-# Address lists the stdlib would read as exactly these mailboxes: comma-separated items,
-# each an addr-spec, or <addr-spec> after optional atoms (single spaces); printable ASCII,
-# nothing the parser treats specially (quotes, comments, groups, encoded words, literals).
-_SIMPLE_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
-_SIMPLE_ADDR = rf"{_SIMPLE_ATOM}(?:\.{_SIMPLE_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
-_SIMPLE_ITEM = re.compile(
-    rf"[ \t]*(?:({_SIMPLE_ADDR})"
-    rf"|(?:({_SIMPLE_ATOM}(?: {_SIMPLE_ATOM})*) ?)?<({_SIMPLE_ADDR})>)[ \t]*"
-)
-
-
-def simple_address_list(value: str) -> list[tuple[str, str]] | None:
-    """(display name, addr-spec) of each mailbox of a simple list, or None for anything
-    else (then the stdlib parses it). tests/smtp/test_simple_headers.py checks that the
-    stdlib reads every list this accepts the same way."""
-    if "=?" in value or not value.isascii():
-        return None
-    found = []
-    for item in value.split(","):
-        match = _SIMPLE_ITEM.fullmatch(item)
-        if match is None:
-            return None
-        bare, name, spec = match.groups()
-        found.append(("", bare) if bare is not None else (name or "", spec))
-    return found
-
-
 def _simple_mailboxes(name: str, items: list[tuple[str, str]]) -> list[Address]:
     found = []
     for display_name, addr_spec in items:
@@ -221,7 +193,7 @@ def _sender(value: str) -> Address:
 
 def _decoded_subject(value: str) -> str:
     """The Subject with its RFC 2047 words decoded, or as sent when they do not decode."""
-    if _PLAIN_SUBJECT.fullmatch(value):
+    if PLAIN_SUBJECT.fullmatch(value):
         return value  # nothing to decode (tests/smtp/test_simple_headers.py)
     try:
         return str(email.policy.default.header_factory("subject", value))
