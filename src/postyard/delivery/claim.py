@@ -69,11 +69,7 @@ async def claim_batch(
     active hold catches, postpone those over their domain's or their source address's
     warm-up allowance to tomorrow, lease the rest to ``owner`` and load their messages.
     ``source_of`` is the address a candidate will leave from (IP pools), if any."""
-    tenants = await ledger.tenants_waiting(session)
-    if not tenants:
-        return Claim([], {})
-    share = ledger.share_per_tenant(limit, len(tenants))
-    locked = await ledger.lock_due(session, tenants, per_tenant=share, now=now)
+    locked = await ledger.lock_due(session, limit=limit, now=now)
     candidates = ledger.round_robin(locked, limit)
     if not candidates:
         return Claim([], {})

@@ -33,6 +33,7 @@ from postyard.delivery.holds import Hold, hold_for
 from postyard.delivery.identity import UNVERIFIED, SenderIdentity
 from postyard.delivery.ippools import PoolConfig
 from postyard.delivery.outcome import OutcomeKind, RecipientOutcome
+from postyard.delivery.record import record_results
 from postyard.delivery.retry import RetryPolicy, next_attempt
 from postyard.delivery.session import SourceAddress
 from postyard.delivery.shaping import SiteShaper
@@ -250,9 +251,7 @@ class DeliveryWorker:
                 await ledger.release(session, [c.id for c in claimed], owner=cfg.owner)
             raise
         async with self._db.system_tx(reason="delivery worker: record") as session:
-            await ledger.record_results(
-                session, sent.results, owner=cfg.owner, now=self._clock.now()
-            )
+            await record_results(session, sent.results, owner=cfg.owner, now=self._clock.now())
             await ledger.hold(session, sent.held, now=self._clock.now())
             await ledger.postpone(session, sent.postponed, now=self._clock.now())
             if self._shaper is not None:
