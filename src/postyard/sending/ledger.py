@@ -101,7 +101,8 @@ _LOCK_DUE = text(
           FROM waiting
     )
     SELECT c.id, c.tenant_id, c.message_id, c.recipient, c.domain, c.attempts,
-           c.first_attempt_at, c.next_attempt_at, c.bulk, m.from_domain
+           c.first_attempt_at, c.next_attempt_at, c.bulk, m.from_domain,
+           (SELECT n FROM share) AS share
       FROM waiting w
       CROSS JOIN LATERAL (
             SELECT d.id, d.tenant_id, d.message_id, d.recipient, d.domain, d.attempts,
@@ -223,12 +224,14 @@ def share_per_tenant(limit: int, tenants: int) -> int:
     return max(1, -(-limit // max(1, tenants)))
 
 
-async def lock_due(session: AsyncSession, *, limit: int, now: datetime) -> list[Candidate]:
+async def lock_due(
+    session: AsyncSession, *, limit: int, now: datetime
+) -> tuple[list[Candidate], int]:
     """Lock an equal share of ``limit`` (``share_per_tenant``) of each waiting tenant's
     oldest due recipients (skipping rows other claims hold), oldest first, in one
-    statement. The locks last until the transaction ends."""
-    rows = await session.execute(_LOCK_DUE, {"limit": limit, "now": now})
-    return [
+    statement; returns them and the share. The locks last until the transaction ends."""
+    rows = (await session.execute(_LOCK_DUE, {"limit": limit, "now": now})).all()
+    candidates = [
         Candidate(
             id=r.id,
             tenant_id=TenantId(r.tenant_id),
@@ -242,6 +245,17 @@ async def lock_due(session: AsyncSession, *, limit: int, now: datetime) -> list[
         )
         for r in rows
     ]
+    return candidates, rows[0].share if rows else limit
+
+
+def took_all_due(candidates: Sequence[Candidate], *, share: int, limit: int) -> bool:
+    """True when a claim that locked ``candidates`` left no due row unlocked behind it (pure):
+    no tenant reached its share and the claim stayed under ``limit``. Rows other claims
+    held (SKIP LOCKED) are theirs to send."""
+    counts: dict[TenantId, int] = {}
+    for c in candidates:
+        counts[c.tenant_id] = counts.get(c.tenant_id, 0) + 1
+    return len(candidates) < limit and all(n < share for n in counts.values())
 
 
 def round_robin(candidates: Sequence[Candidate], limit: int) -> list[Candidate]:
@@ -332,7 +346,7 @@ async def claim_due(
 ) -> tuple[list[ClaimedDelivery], dict[uuid.UUID, OutboundMessage]]:
     """Lease due recipients fairly across tenants (an equal share of ``limit`` each, oldest
     first within a tenant), with no policy applied (delivery.claim adds holds and warm-up)."""
-    candidates = await lock_due(session, limit=limit, now=now)
+    candidates, _ = await lock_due(session, limit=limit, now=now)
     ids = [c.id for c in round_robin(candidates, limit)]
     return await start_sending(session, ids, owner=owner, lease=lease, now=now)
 
