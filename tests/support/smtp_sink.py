@@ -61,8 +61,10 @@ class SmtpSink:
         implicit_tls: bool = False,
         credentials: tuple[str, str] | None = None,
         smtputf8: bool = False,
+        pipelining: bool = True,
     ) -> None:
         self.hostname = hostname
+        self.pipelining = pipelining
         self.host = host
         self.port = port
         self.messages: list[ReceivedMessage] = []
@@ -224,6 +226,14 @@ class _Handler:
 
     def __init__(self, sink: SmtpSink) -> None:
         self._sink = sink
+
+    async def handle_EHLO(  # noqa: N802 - aiosmtpd finds hooks by name
+        self, server: _SinkSMTP, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        if self._sink.pipelining:
+            responses.insert(-1, "250-PIPELINING")
+        return responses
 
     async def handle_MAIL(  # noqa: N802 - aiosmtpd finds hooks by name
         self, server: _SinkSMTP, session: Any, envelope: Any, address: str, options: list[str]

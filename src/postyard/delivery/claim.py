@@ -31,6 +31,9 @@ class Claim:
     """The active holds at claim time, for the send-time check by destination site."""
     held: int = 0
     postponed: int = 0
+    took_all_due: bool = True
+    """No due row was left unlocked (``ledger.took_all_due``): another claim now would
+    find nothing that was due before this one began."""
 
 
 def split_held(
@@ -69,14 +72,11 @@ async def claim_batch(
     active hold catches, postpone those over their domain's or their source address's
     warm-up allowance to tomorrow, lease the rest to ``owner`` and load their messages.
     ``source_of`` is the address a candidate will leave from (IP pools), if any."""
-    tenants = await ledger.tenants_waiting(session)
-    if not tenants:
-        return Claim([], {})
-    share = ledger.share_per_tenant(limit, len(tenants))
-    locked = await ledger.lock_due(session, tenants, per_tenant=share, now=now)
+    locked, share = await ledger.lock_due(session, limit=limit, now=now)
+    took_all = ledger.took_all_due(locked, share=share, limit=limit)
     candidates = ledger.round_robin(locked, limit)
     if not candidates:
-        return Claim([], {})
+        return Claim([], {}, took_all_due=took_all)
     active = await holds_service.active_holds_unscoped(session)
     go, held = split_held(candidates, active)
     await ledger.hold(session, held, now=now)
@@ -99,4 +99,4 @@ async def claim_batch(
     claimed, messages = await ledger.start_sending(
         session, [c.id for c in go], owner=owner, lease=lease, now=now
     )
-    return Claim(claimed, messages, active, len(held), len(waiting))
+    return Claim(claimed, messages, active, len(held), len(waiting), took_all)

@@ -2,7 +2,8 @@
 
 Built on aiosmtplib. Sessions are pooled per destination (see ``pool``). Every failure at
 the remote end becomes a ``RecipientOutcome`` per recipient; nothing here raises for one.
-aiosmtplib 5.1 sends one command per round trip: it does not pipeline (RFC 2920).
+aiosmtplib opens the sessions (greeting, EHLO, STARTTLS, AUTH); the transactions are
+``transaction``'s, pipelined where the server offers it (RFC 2920).
 """
 
 from __future__ import annotations
@@ -12,49 +13,16 @@ import ssl
 from dataclasses import dataclass, field, replace
 from urllib.parse import unquote, urlsplit
 
-import aiosmtplib
 import dns.asyncresolver
 
 from postyard.delivery.mx import ResolutionFailure, resolve_destination, resolve_host_addresses
-from postyard.delivery.outcome import (
-    OutcomeKind,
-    RecipientOutcome,
-    SmtpReply,
-    SmtpStage,
-    classify_reply,
-)
+from postyard.delivery.outcome import OutcomeKind, RecipientOutcome, SmtpReply
 from postyard.delivery.pool import ConnectionPool, PooledSession
 from postyard.delivery.session import HostFailure, Route, SourceAddress, TlsPolicy, open_session
 from postyard.delivery.sites import site_of_domain, site_of_mx
+from postyard.delivery.transaction import Envelope, run_transaction
 
 __all__ = ["Envelope", "Relay", "SmtpTransport", "TlsPolicy", "opportunistic_tls_context"]
-
-_FORBIDDEN_IN_ADDRESS = frozenset("\r\n\0<>")
-
-
-@dataclass(frozen=True, slots=True)
-class Envelope:
-    """One message for one SMTP transaction: the reverse path, the recipients, the bytes.
-
-    ``data`` is sent as is (lines should end in CRLF; dot-stuffing is done on the wire).
-    ``smtputf8`` says the addresses or headers need RFC 6531. Raises ValueError for an
-    envelope no server could take: no recipients, control characters or angle brackets in
-    an address, or non-ASCII addresses without ``smtputf8``.
-    """
-
-    mail_from: str
-    recipients: tuple[str, ...]
-    data: bytes
-    smtputf8: bool = False
-
-    def __post_init__(self) -> None:
-        if not self.recipients:
-            raise ValueError("an envelope needs at least one recipient")
-        for address in (self.mail_from, *self.recipients):
-            if _FORBIDDEN_IN_ADDRESS.intersection(address):
-                raise ValueError(f"address {address!r} contains forbidden characters")
-            if not self.smtputf8 and not address.isascii():
-                raise ValueError(f"address {address!r} needs SMTPUTF8")
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,7 +227,7 @@ class SmtpTransport:
                 if isinstance(opened, HostFailure):
                     return opened
                 lease.session = opened
-            result, lease.reusable = await _transaction(lease.session, envelope)
+            result, lease.reusable = await run_transaction(lease.session, envelope)
             return result
 
     async def _open(self, route: Route) -> PooledSession | HostFailure:
@@ -285,81 +253,6 @@ class SmtpTransport:
         return HostFailure("; ".join(f.detail for f in failures), failures[-1].reply)
 
 
-async def _transaction(
-    session: PooledSession, envelope: Envelope
-) -> tuple[list[RecipientOutcome] | HostFailure, bool]:
-    """One MAIL/RCPT/DATA transaction. Returns the result and whether the session is reusable."""
-    smtp, label = session.smtp, session.label
-    encoding = "utf-8" if envelope.smtputf8 else "ascii"
-    options: list[str] = []
-    if envelope.smtputf8:
-        if not smtp.supports_extension("smtputf8"):
-            # RFC 6531 §3.2: without the extension the message must not be sent this way.
-            detail = f"{label} does not support SMTPUTF8 (RFC 6531), which this message needs"
-            return _all(envelope, OutcomeKind.BOUNCED, detail, None), True
-        options.append("SMTPUTF8")
-    if not envelope.data.isascii() and smtp.supports_extension("8bitmime"):
-        options.append("BODY=8BITMIME")  # RFC 6152
-    if smtp.supports_extension("size"):
-        options.append(f"SIZE={len(envelope.data)}")  # RFC 1870: lets the server refuse early
-    session.messages += 1
-    try:
-        await smtp.mail(envelope.mail_from, options=options, encoding=encoding)
-    except aiosmtplib.SMTPResponseException as exc:
-        reply = SmtpReply.parse(exc.code, exc.message)
-        detail = f"{label} refused MAIL FROM: {reply}"
-        if classify_reply(reply) is OutcomeKind.BOUNCED:
-            outcomes = _all(envelope, OutcomeKind.BOUNCED, detail, reply, stage=SmtpStage.MAIL)
-            return outcomes, smtp.is_connected
-        return HostFailure(detail, reply), smtp.is_connected
-    except (aiosmtplib.SMTPException, OSError) as exc:
-        return HostFailure(f"connection to {label} lost at MAIL FROM: {exc}"), False
-    return await _recipients_and_data(smtp, label, envelope, encoding)
-
-
-async def _recipients_and_data(
-    smtp: aiosmtplib.SMTP, label: str, envelope: Envelope, encoding: str
-) -> tuple[list[RecipientOutcome], bool]:
-    """RCPT TO for every recipient, then DATA if any was accepted (after MAIL FROM succeeded)."""
-    outcomes: dict[str, RecipientOutcome] = {}
-    accepted: list[str] = []
-    for rcpt in envelope.recipients:
-        try:
-            await smtp.rcpt(rcpt, encoding=encoding)
-        except aiosmtplib.SMTPResponseException as exc:
-            reply = SmtpReply.parse(exc.code, exc.message)
-            detail = f"{label} refused RCPT TO: {reply}"
-            kind = _refusal_kind(reply)
-            outcomes[rcpt] = RecipientOutcome(rcpt, kind, reply, detail, SmtpStage.RCPT)
-        except (aiosmtplib.SMTPException, OSError) as exc:
-            detail = f"connection to {label} lost at RCPT TO: {exc}"
-            return _complete(envelope, outcomes, OutcomeKind.DEFERRED, detail, None), False
-        else:
-            accepted.append(rcpt)
-    if not accepted:
-        return _complete(envelope, outcomes, OutcomeKind.DEFERRED, "", None), smtp.is_connected
-
-    try:
-        response = await smtp.data(envelope.data)
-    except aiosmtplib.SMTPResponseException as exc:
-        reply = SmtpReply.parse(exc.code, exc.message)
-        detail = f"{label} refused DATA: {reply}"
-        kind = _refusal_kind(reply)
-        refused = _complete(envelope, outcomes, kind, detail, reply, stage=SmtpStage.DATA)
-        return refused, smtp.is_connected
-    except (aiosmtplib.SMTPException, OSError) as exc:
-        # RFC 1047: if the link broke after the final dot the server may have the message;
-        # deferring risks a duplicate, which is better than losing it.
-        detail = f"connection to {label} lost during DATA: {exc}"
-        return _complete(envelope, outcomes, OutcomeKind.DEFERRED, detail, None), False
-    reply = SmtpReply.parse(response.code, response.message)
-    detail = f"accepted by {label}: {reply}"
-    accepted_all = _complete(
-        envelope, outcomes, OutcomeKind.DELIVERED, detail, reply, stage=SmtpStage.DATA
-    )
-    return accepted_all, True
-
-
 def _from(route: Route, source: SourceAddress | None) -> Route:
     """``route`` from a given local address: its own sessions in the pool."""
     if source is None:
@@ -371,35 +264,10 @@ def _digest(secret: str | None) -> str | None:
     return None if secret is None else hashlib.sha256(secret.encode()).hexdigest()
 
 
-def _refusal_kind(reply: SmtpReply) -> OutcomeKind:
-    # aiosmtplib refuses any reply but 250/251 to RCPT and 250 to DATA; a stray 2yz there was
-    # not an acceptance, so it must not count as one.
-    kind = classify_reply(reply)
-    return OutcomeKind.DEFERRED if kind is OutcomeKind.DELIVERED else kind
-
-
-def _complete(
-    envelope: Envelope,
-    decided: dict[str, RecipientOutcome],
-    kind: OutcomeKind,
-    detail: str,
-    reply: SmtpReply | None,
-    *,
-    stage: SmtpStage | None = None,
-) -> list[RecipientOutcome]:
-    """Outcomes in envelope order: those already decided, and ``kind`` for the rest."""
-    return [
-        decided.get(rcpt) or RecipientOutcome(rcpt, kind, reply, detail, stage)
-        for rcpt in envelope.recipients
-    ]
-
-
 def _all(
     envelope: Envelope,
     kind: OutcomeKind,
     detail: str,
     reply: SmtpReply | None,
-    *,
-    stage: SmtpStage | None = None,
 ) -> list[RecipientOutcome]:
-    return _complete(envelope, {}, kind, detail, reply, stage=stage)
+    return [RecipientOutcome(rcpt, kind, reply, detail) for rcpt in envelope.recipients]

@@ -3,8 +3,10 @@
 The message is never modified: the DKIM-Signature fields are put in front of the exact
 bytes given, which are the bytes that go on the wire, so no folding or re-encoding can
 come between what was signed and what a verifier sees (conventions A7.1). Keys are parsed
-once per ``DkimSigner``; per message the work is one pass over the body for ``bh=``, the
-canonical signed headers (shared by all signatures) and one private-key operation per key.
+once per ``DkimSigner``, and so are the folded signature fields of each ``h=`` list (with
+the places of ``t=`` and ``bh=`` left open); per message the work is one pass over the body
+for ``bh=``, the canonical signed headers (shared by all signatures) and one private-key
+operation per key.
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ import base64
 import hashlib
 import re
 import time
-from collections import Counter
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import TypeAlias
 
 from postyard.domains.dkim_keys import (
@@ -60,6 +62,7 @@ SIGNED_HEADERS: tuple[str, ...] = (
     "list-post", "list-owner", "list-archive", "feedback-id", "cfbl-address",
     "cfbl-feedback-id",
 )  # fmt: skip
+_SIGNED = frozenset(SIGNED_HEADERS)
 # Fields a message has at most once (RFC 5322 section 3.6, RFC 2045, RFC 8058): when
 # present they are listed once more than they occur ("over-signed"), so a copy added in
 # transit breaks the signature instead of being shown to the reader. From is always
@@ -72,6 +75,8 @@ _OVERSIGNED = frozenset(
         "cfbl-feedback-id",
     }
 )  # fmt: skip
+_TEMPLATES_KEPT = 64  # per signer: distinct h= lists (message shapes) seen recently
+_BH_LENGTH = 44  # base64 of a SHA-256 digest
 _FOLD_AT = 78  # RFC 5322 section 2.1.1: lines SHOULD be at most 78 characters
 # RFC 6376 section 2.8: WSP is SP or HTAB. Only runs that change are matched (a tab, or
 # two or more blanks): single spaces, the usual case, are left alone.
@@ -106,7 +111,10 @@ def canonicalize_header_relaxed(field: bytes) -> bytes:
     the ends of the value removed; always ends with CRLF. ``field`` is the field as in the
     message (``Name: value`` with its folding and, optionally, its final CRLF)."""
     name, _, value = field.partition(b":")
-    value = _WSP_TO_SPACE.sub(b" ", value.replace(b"\r\n", b"")).strip(b" ")
+    value = value.replace(b"\r\n", b"")
+    if b"\t" in value or b"  " in value:  # most values have single spaces only
+        value = _WSP_TO_SPACE.sub(b" ", value)
+    value = value.strip(b" ")
     return name.rstrip(b" \t").lower() + b":" + value + b"\r\n"
 
 
@@ -154,15 +162,17 @@ def signed_header_names(fields: Sequence[HeaderField]) -> list[str]:
     ``SIGNED_HEADERS`` that is present, plus one more for From and the other single-use
     fields (over-signing). Raises ``DkimSigningError`` when there is no From field,
     which every signature must cover (RFC 6376 section 5.4)."""
-    counts = Counter(name for name, _ in fields)
-    if not counts["from"]:
+    counts: dict[str, int] = {}
+    for name, _ in fields:
+        if name in _SIGNED:
+            counts[name] = counts.get(name, 0) + 1
+    if "from" not in counts:
         raise DkimSigningError("The message has no From header field.")
     names: list[str] = []
     for name in SIGNED_HEADERS:
-        count = counts[name]
-        if count and name in _OVERSIGNED:
-            count += 1
-        names.extend([name] * count)
+        count = counts.get(name)
+        if count:
+            names.extend([name] * (count + 1 if name in _OVERSIGNED else count))
     return names
 
 
@@ -188,7 +198,7 @@ class DkimSigner:
     RSA (each in the order given); each is a separate DKIM-Signature field.
     """
 
-    __slots__ = ("_signers",)
+    __slots__ = ("_fields", "_signers")
 
     def __init__(self, keys: Iterable[DkimKey]) -> None:
         """Raises ``DkimKeyError`` for a key ``load_signer`` refuses, or when there is
@@ -198,6 +208,7 @@ class DkimSigner:
             raise DkimKeyError("A DKIM signer needs at least one key.")
         signers.sort(key=lambda signer: signer.algorithm != "ed25519-sha256")
         self._signers: tuple[Signer, ...] = tuple(signers)
+        self._fields: dict[tuple[tuple[str, ...], int], list[_FieldTemplate]] = {}
 
     @property
     def signers(self) -> tuple[Signer, ...]:
@@ -219,21 +230,63 @@ class DkimSigner:
             # line ending is how SMTP smuggling hides a second message.
             raise DkimSigningError("The message has a bare CR or LF.")
         fields, body = split_message(message)
-        names = signed_header_names(fields)
+        names = tuple(signed_header_names(fields))
         headers = select_headers(fields, names)
         bh = body_hash(body)
         now = int(time.time()) if timestamp is None else timestamp
         if not 0 <= now < 10**12:  # RFC 6376 section 3.5: at most 12 digits
             raise ValueError(f"Not a usable DKIM timestamp: {timestamp}.")
+        stamp = str(now)
         fields_out = []
-        for signer in self._signers:
-            unsigned = _signature_field(signer, now, names, bh)
+        for signer, template in zip(self._signers, self._templates(names, len(stamp)), strict=True):
+            unsigned = template.fill(stamp, bh)
             # RFC 6376 section 3.7: the signature field itself comes last, with an empty
             # b= value and without its final CRLF.
-            data = headers + canonicalize_header_relaxed(unsigned.encode("ascii"))[:-2]
+            data = headers + template.fill_canonical(stamp, bh)
             signature = base64.b64encode(signer.sign(data)).decode("ascii")
             fields_out.append(f"{unsigned}{_fold_b(signature)}\r\n")
         return "".join(fields_out).encode("ascii") + message
+
+    def _templates(self, names: tuple[str, ...], stamp_length: int) -> list[_FieldTemplate]:
+        """The signature fields for ``h=`` ``names`` and a ``t=`` of ``stamp_length`` digits,
+        built (and folded) once: most messages of a domain sign the same header names."""
+        key = (names, stamp_length)
+        templates = self._fields.get(key)
+        if templates is None:
+            if len(self._fields) >= _TEMPLATES_KEPT:
+                self._fields.clear()
+            templates = [_FieldTemplate.of(s, names, stamp_length) for s in self._signers]
+            self._fields[key] = templates
+        return templates
+
+
+@dataclass(frozen=True, slots=True)
+class _FieldTemplate:
+    """One signer's DKIM-Signature field up to ``b=``, folded, with the places of ``t=``
+    and ``bh=`` left as runs of NUL (never in a field, and not WSP, so folding and relaxed
+    canonicalisation treat them as they treat the digits and base64 that replace them)."""
+
+    raw: tuple[str, str, str]
+    canonical: tuple[bytes, bytes, bytes]
+
+    @classmethod
+    def of(cls, signer: Signer, names: Sequence[str], stamp_length: int) -> _FieldTemplate:
+        stamp, bh = "\0" * stamp_length, "\1" * _BH_LENGTH
+        field = _signature_field(signer, stamp, names, bh)
+        head, rest = field.split(stamp)
+        middle, tail = rest.split(bh)
+        canonical = canonicalize_header_relaxed(field.encode("ascii"))[:-2]
+        c_head, c_rest = canonical.split(stamp.encode())
+        c_middle, c_tail = c_rest.split(bh.encode())
+        return cls((head, middle, tail), (c_head, c_middle, c_tail))
+
+    def fill(self, stamp: str, bh: str) -> str:
+        head, middle, tail = self.raw
+        return f"{head}{stamp}{middle}{bh}{tail}"
+
+    def fill_canonical(self, stamp: str, bh: str) -> bytes:
+        head, middle, tail = self.canonical
+        return b"".join((head, stamp.encode("ascii"), middle, bh.encode("ascii"), tail))
 
 
 def _crlf_only(message: bytes) -> bool:
@@ -243,7 +296,7 @@ def _crlf_only(message: bytes) -> bool:
     return message.count(b"\r") == pairs == message.count(b"\n")
 
 
-def _signature_field(signer: Signer, timestamp: int, names: Sequence[str], bh: str) -> str:
+def _signature_field(signer: Signer, timestamp: str, names: Sequence[str], bh: str) -> str:
     """The DKIM-Signature field up to ``b=`` (which starts its own line), folded."""
     lines = ["DKIM-Signature:"]
 

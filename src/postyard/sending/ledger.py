@@ -1,5 +1,5 @@
-"""The delivery ledger as the workers see it: claim due recipients under a lease, record each
-recipient's outcome (with its event), release or recover leases.
+"""The delivery ledger as the workers see it: claim due recipients under a lease, release or
+recover leases (``delivery.record`` records the outcomes).
 
 All functions take a ``system_tx`` session: workers serve every tenant. Rows are never deleted
 to recover: a lease that expires puts its row back in the queue.
@@ -19,9 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.types import Uuid
 
 from postyard.core.db import TenantId
-from postyard.events.service import record_events
-from postyard.events.types import EventType, NewEvent
-from postyard.suppression import SuppressionReason, suppress, suppression_reasons_unscoped
+from postyard.suppression import suppression_reasons_unscoped
 
 
 class Result(StrEnum):
@@ -30,15 +28,6 @@ class Result(StrEnum):
     BOUNCED = "bounced"
     FAILED = "failed"
     SUPPRESSED = "suppressed"
-
-
-_EVENT_OF = {
-    Result.DELIVERED: EventType.EMAIL_DELIVERED,
-    Result.DEFERRED: EventType.EMAIL_DELIVERY_DELAYED,
-    Result.BOUNCED: EventType.EMAIL_BOUNCED,
-    Result.FAILED: EventType.EMAIL_FAILED,
-    Result.SUPPRESSED: EventType.EMAIL_SUPPRESSED,
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,9 +78,12 @@ class DeliveryResult:
     suppression_reason: str | None = None
 
 
-# A skip scan over ix_deliveries_tenant_due: one index probe per tenant with waiting rows,
-# however many rows each has (PostgreSQL has no native skip scan before 18).
-_TENANTS_WAITING = text(
+# One claim's candidates in one statement: the tenants with waiting rows (a skip scan over
+# ix_deliveries_tenant_due: one index probe per tenant, however many rows each has;
+# PostgreSQL has no native skip scan before 18), an equal share of :limit for each (as
+# ``share_per_tenant`` computes it), and each tenant's oldest due rows up to that share,
+# locked. Rows another lane holds are skipped so lanes never wait on each other.
+_LOCK_DUE = text(
     """
     WITH RECURSIVE t(tenant_id) AS (
         (SELECT tenant_id FROM deliveries WHERE status IN ('queued', 'scheduled', 'deferred')
@@ -101,41 +93,53 @@ _TENANTS_WAITING = text(
                  WHERE d.status IN ('queued', 'scheduled', 'deferred') AND d.tenant_id > t.tenant_id
                  ORDER BY d.tenant_id LIMIT 1)
           FROM t WHERE t.tenant_id IS NOT NULL
+    ), waiting AS (
+        SELECT tenant_id FROM t WHERE tenant_id IS NOT NULL
+    ), share AS (
+        SELECT CAST(greatest(1, ceil(CAST(:limit AS numeric) / greatest(1, count(*))))
+                    AS integer) AS n
+          FROM waiting
     )
-    SELECT tenant_id FROM t WHERE tenant_id IS NOT NULL
-    """
-)
-# Each tenant's oldest due rows, at most :per_tenant of them, locked; rows another lane holds
-# are skipped so lanes never wait on each other.
-_LOCK_DUE = text(
-    """
     SELECT c.id, c.tenant_id, c.message_id, c.recipient, c.domain, c.attempts,
-           c.first_attempt_at, c.next_attempt_at, c.bulk, m.from_domain
-      FROM unnest(CAST(:tenants AS uuid[])) AS t(tenant_id)
+           c.first_attempt_at, c.next_attempt_at, c.bulk, m.from_domain,
+           (SELECT n FROM share) AS share
+      FROM waiting w
       CROSS JOIN LATERAL (
             SELECT d.id, d.tenant_id, d.message_id, d.recipient, d.domain, d.attempts,
                    d.first_attempt_at, d.next_attempt_at, d.bulk
               FROM deliveries d
-             WHERE d.tenant_id = t.tenant_id AND d.status IN ('queued', 'scheduled', 'deferred')
+             WHERE d.tenant_id = w.tenant_id AND d.status IN ('queued', 'scheduled', 'deferred')
                AND d.next_attempt_at <= :now
              ORDER BY d.bulk, d.next_attempt_at
-             LIMIT :per_tenant
+             LIMIT (SELECT n FROM share)
              FOR UPDATE OF d SKIP LOCKED
       ) c
       JOIN messages m ON m.id = c.message_id
      ORDER BY c.bulk, c.next_attempt_at
     """
 )
+# The lease and the leased rows' messages in one statement; a message's columns (its raw
+# bytes above all) come once, with the first of its rows.
 _START = text(
     """
-    UPDATE deliveries d
-       SET status = 'sending', lease_owner = :owner,
-           lease_expires_at = now() + CAST(:lease AS interval),
-           attempts = d.attempts + 1, last_attempt_at = :now,
-           first_attempt_at = coalesce(d.first_attempt_at, :now), updated_at = :now
-     WHERE d.id = ANY(:ids)
-    RETURNING d.id, d.tenant_id, d.message_id, d.recipient, d.domain, d.attempts,
-              d.first_attempt_at, d.bulk
+    WITH s AS (
+        UPDATE deliveries d
+           SET status = 'sending', lease_owner = :owner,
+               lease_expires_at = now() + CAST(:lease AS interval),
+               attempts = d.attempts + 1, last_attempt_at = :now,
+               first_attempt_at = coalesce(d.first_attempt_at, :now), updated_at = :now
+         WHERE d.id = ANY(:ids)
+        RETURNING d.id, d.tenant_id, d.message_id, d.recipient, d.domain, d.attempts,
+                  d.first_attempt_at, d.bulk
+    ), f AS (
+        SELECT s.*, row_number() OVER (PARTITION BY s.message_id) = 1 AS first FROM s
+    )
+    SELECT f.id, f.tenant_id, f.message_id, f.recipient, f.domain, f.attempts,
+           f.first_attempt_at, f.bulk, f.first, m.envelope_from, m.from_domain, m.smtputf8,
+           c.raw
+      FROM f
+      LEFT JOIN messages m ON f.first AND m.id = f.message_id
+      LEFT JOIN message_contents c ON f.first AND c.message_id = f.message_id
     """
 ).bindparams(bindparam("ids", type_=ARRAY(Uuid())))
 _HOLD = text(
@@ -161,33 +165,6 @@ _POSTPONE = text(
       FROM unnest(CAST(:ids AS uuid[]), CAST(:nexts AS timestamptz[]), CAST(:replies AS text[]))
            AS v(id, next_attempt_at, reply)
      WHERE d.id = v.id
-    """
-)
-_MESSAGES = text(
-    """
-    SELECT m.id, m.tenant_id, m.envelope_from, m.from_domain, m.smtputf8, c.raw
-      FROM messages m JOIN message_contents c ON c.message_id = m.id
-     WHERE m.id = ANY(:ids)
-    """
-).bindparams(bindparam("ids", type_=ARRAY(Uuid())))
-_RECORD = text(
-    """
-    UPDATE deliveries d
-       SET status = v.status, last_reply = v.reply, bounce_type = v.bounce_type,
-           next_attempt_at = coalesce(v.next_attempt_at, d.next_attempt_at),
-           lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
-      FROM unnest(CAST(:ids AS uuid[]), CAST(:statuses AS text[]), CAST(:replies AS text[]),
-                  CAST(:nexts AS timestamptz[]), CAST(:bounce_types AS text[]))
-           AS v(id, status, reply, next_attempt_at, bounce_type)
-     WHERE d.id = v.id AND d.status = 'sending' AND d.lease_owner = :owner
-    RETURNING d.id
-    """
-)
-_LAST_EVENT = text(
-    """
-    UPDATE messages m SET last_event = v.last_event, updated_at = now()
-      FROM unnest(CAST(:ids AS uuid[]), CAST(:events AS text[])) AS v(id, last_event)
-     WHERE m.id = v.id
     """
 )
 _RELEASE = text(
@@ -241,11 +218,6 @@ class Held:
     reason: str
 
 
-async def tenants_waiting(session: AsyncSession) -> list[TenantId]:
-    """Tenants with recipients waiting (due or not), in id order."""
-    return [TenantId(t) for t in (await session.execute(_TENANTS_WAITING)).scalars()]
-
-
 def share_per_tenant(limit: int, tenants: int) -> int:
     """Rows one claim takes from each tenant: an equal share of ``limit`` (pure). One tenant
     with a 20,000-row backlog gets no more of a claim than one with ten rows."""
@@ -253,16 +225,13 @@ def share_per_tenant(limit: int, tenants: int) -> int:
 
 
 async def lock_due(
-    session: AsyncSession, tenants: Sequence[TenantId], *, per_tenant: int, now: datetime
-) -> list[Candidate]:
-    """Lock up to ``per_tenant`` of each tenant's oldest due recipients (skipping rows other
-    claims hold), oldest first. The locks last until the transaction ends."""
-    if not tenants:
-        return []
-    rows = await session.execute(
-        _LOCK_DUE, {"tenants": list(tenants), "per_tenant": per_tenant, "now": now}
-    )
-    return [
+    session: AsyncSession, *, limit: int, now: datetime
+) -> tuple[list[Candidate], int]:
+    """Lock an equal share of ``limit`` (``share_per_tenant``) of each waiting tenant's
+    oldest due recipients (skipping rows other claims hold), oldest first, in one
+    statement; returns them and the share. The locks last until the transaction ends."""
+    rows = (await session.execute(_LOCK_DUE, {"limit": limit, "now": now})).all()
+    candidates = [
         Candidate(
             id=r.id,
             tenant_id=TenantId(r.tenant_id),
@@ -276,6 +245,17 @@ async def lock_due(
         )
         for r in rows
     ]
+    return candidates, rows[0].share if rows else limit
+
+
+def took_all_due(candidates: Sequence[Candidate], *, share: int, limit: int) -> bool:
+    """True when a claim that locked ``candidates`` left no due row unlocked behind it (pure):
+    no tenant reached its share and the claim stayed under ``limit``. Rows other claims
+    held (SKIP LOCKED) are theirs to send."""
+    counts: dict[TenantId, int] = {}
+    for c in candidates:
+        counts[c.tenant_id] = counts.get(c.tenant_id, 0) + 1
+    return len(candidates) < limit and all(n < share for n in counts.values())
 
 
 def round_robin(candidates: Sequence[Candidate], limit: int) -> list[Candidate]:
@@ -297,47 +277,38 @@ async def start_sending(
     session: AsyncSession, ids: Sequence[uuid.UUID], *, owner: str, lease: timedelta, now: datetime
 ) -> tuple[list[ClaimedDelivery], dict[uuid.UUID, OutboundMessage]]:
     """Lease locked recipients to ``owner`` (status ``sending``, one more attempt) and load
-    their messages."""
+    their messages, in one statement."""
     if not ids:
         return [], {}
-    rows = (
-        await session.execute(
-            _START, {"owner": owner, "lease": lease, "now": now, "ids": list(ids)}
+    rows = await session.execute(
+        _START, {"owner": owner, "lease": lease, "now": now, "ids": list(ids)}
+    )
+    claimed: list[ClaimedDelivery] = []
+    messages: dict[uuid.UUID, OutboundMessage] = {}
+    for r in rows:
+        tenant_id = TenantId(r.tenant_id)
+        claimed.append(
+            ClaimedDelivery(
+                id=r.id,
+                tenant_id=tenant_id,
+                message_id=r.message_id,
+                recipient=r.recipient,
+                domain=r.domain,
+                attempts=r.attempts,
+                first_attempt_at=r.first_attempt_at,
+                bulk=r.bulk,
+            )
         )
-    ).all()
-    claimed = [
-        ClaimedDelivery(
-            id=r.id,
-            tenant_id=TenantId(r.tenant_id),
-            message_id=r.message_id,
-            recipient=r.recipient,
-            domain=r.domain,
-            attempts=r.attempts,
-            first_attempt_at=r.first_attempt_at,
-            bulk=r.bulk,
-        )
-        for r in rows
-    ]
-    return claimed, await load_messages(session, {c.message_id for c in claimed})
-
-
-async def load_messages(
-    session: AsyncSession, ids: set[uuid.UUID]
-) -> dict[uuid.UUID, OutboundMessage]:
-    if not ids:
-        return {}
-    message_rows = await session.execute(_MESSAGES, {"ids": list(ids)})
-    return {
-        r.id: OutboundMessage(
-            id=r.id,
-            tenant_id=TenantId(r.tenant_id),
-            envelope_from=r.envelope_from,
-            from_domain=r.from_domain,
-            smtputf8=r.smtputf8,
-            raw=r.raw,
-        )
-        for r in message_rows
-    }
+        if r.first:
+            messages[r.message_id] = OutboundMessage(
+                id=r.message_id,
+                tenant_id=tenant_id,
+                envelope_from=r.envelope_from,
+                from_domain=r.from_domain,
+                smtputf8=r.smtputf8,
+                raw=r.raw,
+            )
+    return claimed, messages
 
 
 async def hold(session: AsyncSession, held: Sequence[Held], *, now: datetime) -> None:
@@ -375,88 +346,9 @@ async def claim_due(
 ) -> tuple[list[ClaimedDelivery], dict[uuid.UUID, OutboundMessage]]:
     """Lease due recipients fairly across tenants (an equal share of ``limit`` each, oldest
     first within a tenant), with no policy applied (delivery.claim adds holds and warm-up)."""
-    tenants = await tenants_waiting(session)
-    share = share_per_tenant(limit, len(tenants))
-    candidates = await lock_due(session, tenants, per_tenant=share, now=now)
+    candidates, _ = await lock_due(session, limit=limit, now=now)
     ids = [c.id for c in round_robin(candidates, limit)]
     return await start_sending(session, ids, owner=owner, lease=lease, now=now)
-
-
-async def record_results(
-    session: AsyncSession, results: Sequence[DeliveryResult], *, owner: str, now: datetime
-) -> int:
-    """Store each recipient's outcome and its event, and suppress the address of every
-    permanent bounce (reason ``hard_bounce``, this message as the source) in the same
-    transaction; rows whose lease this worker lost (it expired and another worker took them)
-    are left to that worker. Returns rows recorded."""
-    if not results:
-        return 0
-    recorded = set(
-        (
-            await session.execute(
-                _RECORD,
-                {
-                    "owner": owner,
-                    "ids": [r.delivery.id for r in results],
-                    "statuses": [r.result.value for r in results],
-                    "replies": [r.reply for r in results],
-                    "nexts": [r.next_attempt_at for r in results],
-                    "bounce_types": [r.bounce.type if r.bounce else None for r in results],
-                },
-            )
-        ).scalars()
-    )
-    kept = [r for r in results if r.delivery.id in recorded]
-    await record_events(
-        session,
-        [
-            NewEvent(
-                tenant_id=r.delivery.tenant_id,
-                type=_EVENT_OF[r.result],
-                message_id=r.delivery.message_id,
-                recipient=r.delivery.recipient,
-                data=_event_data(r),
-            )
-            for r in kept
-        ],
-    )
-    # Hard bounces are rare next to deliveries: one upsert each keeps suppress() the only
-    # writer of the list.
-    for r in kept:
-        if r.bounce is not None and r.bounce.suppresses:
-            await suppress(
-                session,
-                r.delivery.tenant_id,
-                r.delivery.recipient,
-                SuppressionReason.HARD_BOUNCE,
-                now=now,
-                source_email_id=r.delivery.message_id,
-                detail=r.reply,
-            )
-    last: dict[uuid.UUID, str] = {}
-    for r in kept:
-        last[r.delivery.message_id] = _EVENT_OF[r.result].short
-    if last:
-        await session.execute(_LAST_EVENT, {"ids": list(last), "events": list(last.values())})
-    return len(kept)
-
-
-def _event_data(r: DeliveryResult) -> dict[str, object]:
-    data: dict[str, object] = {"reply": r.reply, "attempt": r.delivery.attempts}
-    if r.suppression_reason is not None:
-        data["reason"] = r.suppression_reason
-    if r.next_attempt_at:
-        data["next_attempt_at"] = r.next_attempt_at.isoformat()
-    if r.bounce is not None:
-        # Resend's shape (``bounce.type``/``subType``/``message``) plus our own class.
-        data["bounce"] = {
-            "type": r.bounce.resend_type,
-            "subType": r.bounce.sub_type,
-            "message": r.reply,
-        }
-        data["bounce_type"] = r.bounce.type
-        data["bounce_category"] = r.bounce.category
-    return data
 
 
 async def hold_back_suppressed(

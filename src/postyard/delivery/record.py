@@ -1,0 +1,130 @@
+"""Recording a batch's outcomes: every recipient's status and reply, its event and its
+message's last event, in one statement (one round trip however large the batch).
+
+Runs in the worker's ``system_tx``: the events are written in the same transaction as the
+status changes they describe, and hard bounces are suppressed in it too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from postyard.events.service import INSERT_EVENTS_SQL, event_columns
+from postyard.events.types import EventType, NewEvent
+from postyard.sending.ledger import DeliveryResult, Result
+from postyard.suppression import SuppressionReason, suppress
+
+EVENT_OF = {
+    Result.DELIVERED: EventType.EMAIL_DELIVERED,
+    Result.DEFERRED: EventType.EMAIL_DELIVERY_DELAYED,
+    Result.BOUNCED: EventType.EMAIL_BOUNCED,
+    Result.FAILED: EventType.EMAIL_FAILED,
+    Result.SUPPRESSED: EventType.EMAIL_SUPPRESSED,
+}
+
+# Only rows still leased to this worker change (a lease that expired belongs to whoever took
+# the row since); only their events are written and only their messages' last event moves,
+# to the last of the batch's results for that message. Data-modifying CTEs each run once.
+_RECORD = text(
+    f"""
+    WITH v AS (
+        SELECT *
+          FROM unnest(CAST(:ids AS uuid[]), CAST(:statuses AS text[]), CAST(:replies AS text[]),
+                      CAST(:nexts AS timestamptz[]), CAST(:bounce_types AS text[]),
+                      CAST(:event_ids AS uuid[]), CAST(:last_events AS text[]))
+               WITH ORDINALITY
+               AS v(id, status, reply, next_attempt_at, bounce_type, event_id, last_event, ord)
+    ), r AS (
+        UPDATE deliveries d
+           SET status = v.status, last_reply = v.reply, bounce_type = v.bounce_type,
+               next_attempt_at = coalesce(v.next_attempt_at, d.next_attempt_at),
+               lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
+          FROM v
+         WHERE d.id = v.id AND d.status = 'sending' AND d.lease_owner = :owner
+        RETURNING d.id, d.message_id, v.event_id, v.last_event, v.ord
+    ), last_events AS (
+        UPDATE messages m SET last_event = l.last_event, updated_at = now()
+          FROM (SELECT DISTINCT ON (message_id) message_id, last_event
+                  FROM r ORDER BY message_id, ord DESC) AS l
+         WHERE m.id = l.message_id
+    ), recorded_events AS ({INSERT_EVENTS_SQL}
+         WHERE e.id IN (SELECT event_id FROM r)
+    )
+    SELECT id FROM r
+    """  # noqa: S608 - a constant of the events module, no input
+)
+
+
+async def record_results(
+    session: AsyncSession, results: Sequence[DeliveryResult], *, owner: str, now: datetime
+) -> int:
+    """Store each recipient's outcome and its event, and suppress the address of every
+    permanent bounce (reason ``hard_bounce``, this message as the source) in the same
+    transaction; rows whose lease this worker lost (it expired and another worker took them)
+    are left to that worker. Returns rows recorded."""
+    if not results:
+        return 0
+    events = event_columns(
+        [
+            NewEvent(
+                tenant_id=r.delivery.tenant_id,
+                type=EVENT_OF[r.result],
+                message_id=r.delivery.message_id,
+                recipient=r.delivery.recipient,
+                data=event_data(r),
+            )
+            for r in results
+        ]
+    )
+    rows = await session.execute(
+        _RECORD,
+        {
+            "owner": owner,
+            "ids": [r.delivery.id for r in results],
+            "statuses": [r.result.value for r in results],
+            "replies": [r.reply for r in results],
+            "nexts": [r.next_attempt_at for r in results],
+            "bounce_types": [r.bounce.type if r.bounce else None for r in results],
+            "last_events": [EVENT_OF[r.result].short for r in results],
+            **events,
+        },
+    )
+    recorded = set(rows.scalars())
+    kept = [r for r in results if r.delivery.id in recorded]
+    # Hard bounces are rare next to deliveries: one upsert each keeps suppress() the only
+    # writer of the list.
+    for r in kept:
+        if r.bounce is not None and r.bounce.suppresses:
+            await suppress(
+                session,
+                r.delivery.tenant_id,
+                r.delivery.recipient,
+                SuppressionReason.HARD_BOUNCE,
+                now=now,
+                source_email_id=r.delivery.message_id,
+                detail=r.reply,
+            )
+    return len(kept)
+
+
+def event_data(r: DeliveryResult) -> dict[str, object]:
+    """The ``data`` of a result's event (pure)."""
+    data: dict[str, object] = {"reply": r.reply, "attempt": r.delivery.attempts}
+    if r.suppression_reason is not None:
+        data["reason"] = r.suppression_reason
+    if r.next_attempt_at:
+        data["next_attempt_at"] = r.next_attempt_at.isoformat()
+    if r.bounce is not None:
+        # Resend's shape (``bounce.type``/``subType``/``message``) plus our own class.
+        data["bounce"] = {
+            "type": r.bounce.resend_type,
+            "subType": r.bounce.sub_type,
+            "message": r.reply,
+        }
+        data["bounce_type"] = r.bounce.type
+        data["bounce_category"] = r.bounce.category
+    return data

@@ -1,0 +1,253 @@
+"""One MAIL/RCPT/DATA transaction on an open session, pipelined where the server allows it.
+
+With PIPELINING (RFC 2920) MAIL FROM, every RCPT TO and DATA go in one write and their
+replies come back together: one round trip for the envelope and one for the body, where
+one command per round trip takes two more plus one per recipient. Every reply is still
+read and kept: each recipient's outcome rests on its own RCPT reply (RFC 2920 section 3.1).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from postyard.delivery.exchange import SessionLost, exchange
+from postyard.delivery.outcome import (
+    OutcomeKind,
+    RecipientOutcome,
+    SmtpReply,
+    SmtpStage,
+    classify_reply,
+)
+from postyard.delivery.pool import PooledSession
+from postyard.delivery.session import HostFailure
+
+_BARE_LINE_END = re.compile(rb"\r\n|\r|\n")
+# Controls (CR, LF, NUL above all: command injection) and the brackets that delimit a path.
+_FORBIDDEN_IN_ADDRESS = re.compile(r"[\x00-\x1f\x7f<>]")
+_DATA = b"DATA\r\n"
+_END_OF_DATA = b".\r\n"
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """One message for one SMTP transaction: the reverse path, the recipients, the bytes.
+
+    ``data`` is sent as is (lines should end in CRLF; dot-stuffing is done on the wire).
+    ``smtputf8`` says the addresses or headers need RFC 6531. Raises ValueError for an
+    envelope no server could take: no recipients, control characters (CR, LF, NUL, any
+    other C0 or DEL) or angle brackets in an address, or non-ASCII addresses without ``smtputf8``.
+    """
+
+    mail_from: str
+    recipients: tuple[str, ...]
+    data: bytes
+    smtputf8: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.recipients:
+            raise ValueError("an envelope needs at least one recipient")
+        for address in (self.mail_from, *self.recipients):
+            if _FORBIDDEN_IN_ADDRESS.search(address):
+                raise ValueError(f"address {address!r} contains forbidden characters")
+            if not self.smtputf8 and not address.isascii():
+                raise ValueError(f"address {address!r} needs SMTPUTF8")
+
+
+def wire_data(data: bytes) -> bytes:
+    """``data`` as it goes after DATA (pure): line endings made CRLF (only when some are
+    not: a signed message already is, and must not change), a final CRLF, dot-stuffing
+    (RFC 5321 section 4.5.2) and the terminating ``.`` line."""
+    crlf = data.count(b"\r\n")
+    if crlf != data.count(b"\r") or crlf != data.count(b"\n"):
+        data = _BARE_LINE_END.sub(b"\r\n", data)
+    if not data.endswith(b"\r\n"):
+        data += b"\r\n"
+    stuffed = data.replace(b"\r\n.", b"\r\n..")
+    if stuffed.startswith(b"."):
+        stuffed = b"." + stuffed
+    return stuffed + _END_OF_DATA
+
+
+async def run_transaction(
+    session: PooledSession, envelope: Envelope
+) -> tuple[list[RecipientOutcome] | HostFailure, bool]:
+    """One MAIL/RCPT/DATA transaction. Returns the result and whether the session is
+    reusable. A 4xx to MAIL FROM, or a connection lost before it was answered, is a
+    ``HostFailure`` (the next MX host may take the message); everything after that is
+    decided per recipient."""
+    smtp, label = session.smtp, session.label
+    encoding = "utf-8" if envelope.smtputf8 else "ascii"
+    options: list[str] = []
+    if envelope.smtputf8:
+        if not smtp.supports_extension("smtputf8"):
+            # RFC 6531 §3.2: without the extension the message must not be sent this way.
+            detail = f"{label} does not support SMTPUTF8 (RFC 6531), which this message needs"
+            return _all(envelope, OutcomeKind.BOUNCED, detail, None), True
+        options.append("SMTPUTF8")
+    if not envelope.data.isascii() and smtp.supports_extension("8bitmime"):
+        options.append("BODY=8BITMIME")  # RFC 6152
+    if smtp.supports_extension("size"):
+        options.append(f"SIZE={len(envelope.data)}")  # RFC 1870: lets the server refuse early
+    mail = f"MAIL FROM:<{envelope.mail_from}>{''.join(' ' + o for o in options)}\r\n"
+    commands = [
+        mail.encode(encoding),
+        *(f"RCPT TO:<{rcpt}>\r\n".encode(encoding) for rcpt in envelope.recipients),
+    ]
+    session.messages += 1
+    if smtp.supports_extension("pipelining"):
+        return await _pipelined(session, envelope, commands)
+    return await _one_by_one(session, envelope, commands)
+
+
+async def _pipelined(
+    session: PooledSession, envelope: Envelope, commands: list[bytes]
+) -> tuple[list[RecipientOutcome] | HostFailure, bool]:
+    label = session.label
+    try:
+        replies = await exchange(session.smtp, [*commands, _DATA])
+    except SessionLost as exc:
+        return _lost(envelope, label, exc.replies, str(exc)), False
+    mail_reply, rcpt_replies, data_reply = replies[0], replies[1:-1], replies[-1]
+    refused_mail = mail_reply.code // 100 != 2
+    outcomes, accepted = _rcpt_outcomes(envelope, label, rcpt_replies)
+    if refused_mail or not accepted:
+        if data_reply.code == 354:
+            # RFC 2920 section 3.1: DATA was accepted although nothing else was; an empty
+            # message ends it (the server must refuse that for want of recipients).
+            try:
+                await exchange(session.smtp, [_END_OF_DATA])
+            except SessionLost:
+                return _mail_refused_or(envelope, label, mail_reply, outcomes), False
+        return _mail_refused_or(envelope, label, mail_reply, outcomes), session.smtp.is_connected
+    return await _data(session, envelope, outcomes, data_reply)
+
+
+async def _one_by_one(
+    session: PooledSession, envelope: Envelope, commands: list[bytes]
+) -> tuple[list[RecipientOutcome] | HostFailure, bool]:
+    label = session.label
+    replies: list[SmtpReply] = []
+    try:
+        for command in commands:
+            replies.extend(await exchange(session.smtp, [command]))
+            if replies[0].code // 100 != 2:
+                return _mail_refused_or(envelope, label, replies[0], {}), session.smtp.is_connected
+    except SessionLost as exc:
+        return _lost(envelope, label, [*replies, *exc.replies], str(exc)), False
+    outcomes, accepted = _rcpt_outcomes(envelope, label, replies[1:])
+    if not accepted:
+        return _complete(envelope, outcomes, OutcomeKind.DEFERRED, "", None), True
+    try:
+        [data_reply] = await exchange(session.smtp, [_DATA])
+    except SessionLost as exc:
+        detail = f"connection to {label} lost during DATA: {exc}"
+        return _complete(envelope, outcomes, OutcomeKind.DEFERRED, detail, None), False
+    return await _data(session, envelope, outcomes, data_reply)
+
+
+async def _data(
+    session: PooledSession,
+    envelope: Envelope,
+    outcomes: dict[str, RecipientOutcome],
+    data_reply: SmtpReply,
+) -> tuple[list[RecipientOutcome], bool]:
+    """The body after DATA was answered ``data_reply``; at least one recipient accepted."""
+    label = session.label
+    if data_reply.code == 354:
+        try:
+            [data_reply] = await exchange(session.smtp, [wire_data(envelope.data)])
+        except SessionLost as exc:
+            # RFC 1047: if the link broke after the final dot the server may have the
+            # message; deferring risks a duplicate, which is better than losing it.
+            detail = f"connection to {label} lost during DATA: {exc}"
+            return _complete(envelope, outcomes, OutcomeKind.DEFERRED, detail, None), False
+        if data_reply.code == 250:
+            detail = f"accepted by {label}: {data_reply}"
+            delivered = _complete(
+                envelope, outcomes, OutcomeKind.DELIVERED, detail, data_reply, stage=SmtpStage.DATA
+            )
+            return delivered, True
+    detail = f"{label} refused DATA: {data_reply}"
+    kind = _refusal_kind(data_reply)
+    refused = _complete(envelope, outcomes, kind, detail, data_reply, stage=SmtpStage.DATA)
+    return refused, session.smtp.is_connected
+
+
+def _rcpt_outcomes(
+    envelope: Envelope, label: str, replies: list[SmtpReply]
+) -> tuple[dict[str, RecipientOutcome], list[str]]:
+    """Refused recipients' outcomes, and the accepted recipients (250 or 251 only)."""
+    outcomes: dict[str, RecipientOutcome] = {}
+    accepted: list[str] = []
+    for rcpt, reply in zip(envelope.recipients, replies, strict=False):
+        if reply.code in (250, 251):
+            accepted.append(rcpt)
+            continue
+        detail = f"{label} refused RCPT TO: {reply}"
+        outcomes[rcpt] = RecipientOutcome(rcpt, _refusal_kind(reply), reply, detail, SmtpStage.RCPT)
+    return outcomes, accepted
+
+
+def _mail_refused_or(
+    envelope: Envelope,
+    label: str,
+    mail_reply: SmtpReply,
+    outcomes: dict[str, RecipientOutcome],
+) -> list[RecipientOutcome] | HostFailure:
+    """When MAIL FROM was refused: every recipient bounced (5xx) or the host failed (4xx).
+    Otherwise every recipient was refused at RCPT and ``outcomes`` says how."""
+    if mail_reply.code // 100 == 2:
+        return _complete(envelope, outcomes, OutcomeKind.DEFERRED, "", None)
+    detail = f"{label} refused MAIL FROM: {mail_reply}"
+    if classify_reply(mail_reply) is OutcomeKind.BOUNCED:
+        return _all(envelope, OutcomeKind.BOUNCED, detail, mail_reply, stage=SmtpStage.MAIL)
+    return HostFailure(detail, mail_reply)
+
+
+def _lost(
+    envelope: Envelope, label: str, replies: list[SmtpReply], reason: str
+) -> list[RecipientOutcome] | HostFailure:
+    """Outcomes when the connection broke after ``replies`` (MAIL's first, then RCPTs')."""
+    if not replies:
+        return HostFailure(f"connection to {label} lost at MAIL FROM: {reason}")
+    if replies[0].code // 100 != 2:
+        return _mail_refused_or(envelope, label, replies[0], {})
+    outcomes, _ = _rcpt_outcomes(envelope, label, replies[1:])
+    stage = "RCPT TO" if len(replies) <= len(envelope.recipients) else "DATA"
+    detail = f"connection to {label} lost at {stage}: {reason}"
+    return _complete(envelope, outcomes, OutcomeKind.DEFERRED, detail, None)
+
+
+def _refusal_kind(reply: SmtpReply) -> OutcomeKind:
+    # Only 250/251 accept a RCPT and 354 then 250 a DATA; a stray 2yz there was not an
+    # acceptance, so it must not count as one.
+    kind = classify_reply(reply)
+    return OutcomeKind.DEFERRED if kind is OutcomeKind.DELIVERED else kind
+
+
+def _complete(
+    envelope: Envelope,
+    decided: dict[str, RecipientOutcome],
+    kind: OutcomeKind,
+    detail: str,
+    reply: SmtpReply | None,
+    *,
+    stage: SmtpStage | None = None,
+) -> list[RecipientOutcome]:
+    """Outcomes in envelope order: those already decided, and ``kind`` for the rest."""
+    return [
+        decided.get(rcpt) or RecipientOutcome(rcpt, kind, reply, detail, stage)
+        for rcpt in envelope.recipients
+    ]
+
+
+def _all(
+    envelope: Envelope,
+    kind: OutcomeKind,
+    detail: str,
+    reply: SmtpReply | None,
+    *,
+    stage: SmtpStage | None = None,
+) -> list[RecipientOutcome]:
+    return _complete(envelope, {}, kind, detail, reply, stage=stage)
