@@ -358,12 +358,44 @@ async def test_per_endpoint_concurrency_is_capped(env: Env) -> None:
     await env.create("/slow")
     for _ in range(10):
         await env.send()
-    run = asyncio.create_task(env.dispatcher(per_endpoint=3).run_once())
+    dispatcher = env.dispatcher(per_endpoint=3)
+    run = asyncio.create_task(dispatcher.run_once())
     await env.receiver.wait_for_requests(3)
+    assert env.receiver.request_count == 3
     env.receiver.release()
-    assert await run == 10
+    assert await run == 3  # no more than the cap is leased for one endpoint
+    assert [await dispatcher.run_once() for _ in range(4)] == [3, 3, 1, 0]
     assert len(env.receiver.requests) == 10
     assert env.sender.most == 3
+
+
+async def test_the_per_endpoint_cap_holds_across_dispatchers(env: Env) -> None:
+    """Two dispatchers (as in two worker processes) share one endpoint's cap: what one has
+    leased the other cannot take, and together they never exceed it at the receiver."""
+    env.receiver.respond("/slow", Reply(status=200, hold=True))
+    await env.create("/slow")
+    for _ in range(12):
+        await env.send()
+    first, second = env.dispatcher(per_endpoint=3), env.dispatcher(per_endpoint=3)
+    held = asyncio.create_task(first.run_once())
+    await env.receiver.wait_for_requests(3)
+    assert await second.run_once() == 0  # every slot is leased by the first
+    assert env.receiver.request_count == 3
+    env.receiver.release()
+    assert await held == 3
+    # Both at once against a slow receiver: the replies' latency lets their claims overlap.
+    env.receiver.respond("/slow", Reply(status=200, delay=0.05))
+    stop = asyncio.Event()
+    loops = [asyncio.create_task(d.run(stop)) for d in (first, second)]
+    await env.receiver.wait_for_requests(12)
+    stop.set()
+    await asyncio.gather(*loops)
+    assert env.receiver.most_in_flight == 3
+    async with env.db.system_tx(reason="test") as s:
+        statuses = (
+            await s.execute(text("SELECT status, count(*) FROM webhook_deliveries GROUP BY 1"))
+        ).all()
+    assert [tuple(r) for r in statuses] == [("succeeded", 12)]
 
 
 async def test_an_expired_lease_is_retried_and_the_old_holder_cannot_record(env: Env) -> None:
@@ -371,9 +403,10 @@ async def test_an_expired_lease_is_retried_and_the_old_holder_cannot_record(env:
     await env.send()
     lease = timedelta(minutes=10)
     async with env.db.system_tx(reason="test: a worker that will die") as s:
-        [claimed] = await ledger.claim_due(
-            s, owner="dead", limit=10, lease=lease, now=env.clock.now()
+        claim = await ledger.claim_due(
+            s, owner="dead", limit=10, per_endpoint=16, lease=lease, now=env.clock.now()
         )
+    [claimed] = claim.deliveries
     survivor = env.dispatcher()
     assert await survivor.run_once() == 0  # leased: nobody else takes it
     assert await survivor.maintain() == 0
@@ -386,7 +419,8 @@ async def test_an_expired_lease_is_retried_and_the_old_holder_cannot_record(env:
         claimed, "email.sent", "failed", None, 500, "", 1, "HTTP 500", env.clock.now()
     )
     async with env.db.system_tx(reason="test") as s:
-        assert await ledger.record_outcomes(s, [late], owner="dead", now=env.clock.now()) == []
+        recorded = await ledger.record_outcomes(s, [late], owner="dead", now=env.clock.now())
+    assert recorded.kept == []
     [row] = await env.deliveries(created["id"])
     assert row["status"] == "succeeded"
 
