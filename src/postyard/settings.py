@@ -302,7 +302,8 @@ class WebhookSettings(_Group):
     allowed_networks: Annotated[list[Network], NoDecode] = Field(default_factory=list)
     """CIDRs of private networks webhook URLs may reach (default: none)."""
     concurrency_per_endpoint: int = Field(default=16, ge=1, le=1000)
-    """Attempts (so connections) in flight per webhook endpoint, across all worker processes."""
+    """Attempts (so connections) in flight per webhook endpoint; `postyard up` divides it among
+    its worker processes."""
     batch_size: int = Field(default=200, ge=1, le=5000)
     """Deliveries a dispatcher lane claims at once."""
     lanes: int = Field(default=2, ge=1, le=64)

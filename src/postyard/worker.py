@@ -173,7 +173,7 @@ async def worker_role(
     sender = WebhookSender(
         resolver=make_resolver(settings.dns.nameservers),
         policy=AddressPolicy(settings.webhooks.allowed_networks),
-        max_connections_per_host=settings.webhooks.concurrency_per_endpoint,
+        max_connections_per_host=share.part(settings.webhooks.concurrency_per_endpoint),
     )
     verp_key = derive(secret, "verp").encode()
     capture: asyncio.Server | None = None
@@ -240,7 +240,7 @@ async def worker_role(
                 owner=config.owner,
                 batch_size=settings.webhooks.batch_size,
                 lanes=settings.webhooks.lanes,
-                per_endpoint=settings.webhooks.concurrency_per_endpoint,
+                per_endpoint=share.part(settings.webhooks.concurrency_per_endpoint),
                 lease=timedelta(seconds=settings.webhooks.lease_seconds),
                 maintenance_interval=min(15.0, settings.webhooks.lease_seconds / 4),
             ),

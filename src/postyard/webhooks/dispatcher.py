@@ -1,11 +1,11 @@
 """The webhook dispatcher: claims due deliveries under a lease, POSTs each signed event to its
 endpoint, and records every attempt and what follows it (retry ladder, disabling).
 
-Lanes overlap database round trips with HTTP. An endpoint never has more than
-``per_endpoint`` attempts in flight, from all worker processes together: the claim leases no
-more than that for an endpoint (``ledger.claim_due``), and every leased delivery is sent at
-once. A worker that dies leaves leases that expire and come back as due (at-least-once;
-receivers deduplicate on ``webhook-id``).
+Lanes overlap database round trips with HTTP; an endpoint never has more than
+``per_endpoint`` attempts in flight from one worker (``postyard up`` gives each of its worker
+processes a part of POSTYARD_WEBHOOKS__CONCURRENCY_PER_ENDPOINT, ``worker.Share``). A worker
+that dies leaves leases that expire and come back as due (at-least-once; receivers
+deduplicate on ``webhook-id``).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import asyncio
 import logging
 import random
 import uuid
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -73,6 +74,7 @@ class WebhookDispatcher:
     ) -> None:
         self._db, self._sender, self._config, self._clock = db, sender, config, clock
         self._kek, self._rand = kek, rand
+        self._slots = weakref.WeakValueDictionary[uuid.UUID, asyncio.Semaphore]()
         self.wake = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -106,8 +108,8 @@ class WebhookDispatcher:
 
     async def _claim(self) -> _Batch | None:
         cfg = self._config
-        # claim_due commits on its own; the events and messages it names are committed and
-        # immutable, so they are read after it (and outside any transaction).
+        # The claim is one statement; the events and messages it names are committed and
+        # immutable, so they are read after it (outside any transaction).
         async with self._db.system_tx(
             reason="webhook dispatcher: claim", single_statement=True
         ) as session:
@@ -115,7 +117,6 @@ class WebhookDispatcher:
                 session,
                 owner=cfg.owner,
                 limit=cfg.batch_size,
-                per_endpoint=cfg.per_endpoint,
                 lease=cfg.lease,
                 now=self._clock.now(),
             )
@@ -177,14 +178,18 @@ class WebhookDispatcher:
             return Outcome(
                 claimed, event_type, "failed", None, None, "", 0, result.error, self._clock.now()
             )
+        slot = self._slots.get(endpoint.id) or self._slots.setdefault(
+            endpoint.id, asyncio.Semaphore(self._config.per_endpoint)
+        )
         body = bodies[event.id]
-        stamp = int(self._clock.now().timestamp())
-        headers = webhook_headers(keys, message_id_header(event), stamp, body)
-        try:
-            result = await self._sender.post(endpoint.url, body, headers)
-        except Exception as exc:  # a sender bug must not strand the batch until the lease ends
-            log.exception("webhook attempt failed unexpectedly")
-            result = SendResult(None, "", 0.0, f"internal error: {exc}")
+        async with slot:
+            stamp = int(self._clock.now().timestamp())
+            headers = webhook_headers(keys, message_id_header(event), stamp, body)
+            try:
+                result = await self._sender.post(endpoint.url, body, headers)
+            except Exception as exc:  # a sender bug must not strand the batch until the lease ends
+                log.exception("webhook attempt failed unexpectedly")
+                result = SendResult(None, "", 0.0, f"internal error: {exc}")
         return self._outcome(claimed, event_type, result)
 
     def _outcome(self, claimed: Claimed, event_type: str, result: SendResult) -> Outcome:

@@ -21,49 +21,25 @@ from postyard.events.types import EventType, NewEvent
 
 LOG_RETENTION = timedelta(days=30)
 
-# The per-endpoint cap holds across worker processes because it is checked at claim time
-# against the deliveries leased for the endpoint (each leased delivery is sent at once, so
-# leased bounds in flight). Claims for one endpoint take turns: the first statement locks
-# the endpoints it will claim for (skipping those another claim holds), so that the second,
-# whose snapshot is taken after the lock, counts every lease committed before it.
-_LOCK_ENDPOINTS = DriverStatement.of(
-    """
-    SELECT e.id, e.tenant_id, e.url, e.status, e.secret, e.previous_secret,
-           e.previous_secret_expires_at
-      FROM webhook_endpoints e
-     WHERE e.id IN (
-            SELECT d.endpoint_id FROM webhook_deliveries d
-             WHERE d.status = 'pending' AND d.next_attempt_at <= :now
-               AND d.endpoint_id NOT IN (
-                    SELECT s.endpoint_id FROM webhook_deliveries s WHERE s.status = 'sending'
-                     GROUP BY s.endpoint_id HAVING count(*) >= :cap)
-             ORDER BY d.next_attempt_at
-             LIMIT :limit)
-       FOR NO KEY UPDATE OF e SKIP LOCKED
-    """
-)
+# One statement, atomic on its own (so it needs no transaction around it): lease up to
+# :limit due deliveries, skipping rows other workers hold, and return them with their
+# endpoints.
 _CLAIM = DriverStatement.of(
     """
-    WITH free AS (
-        SELECT e.id, :cap - (SELECT count(*) FROM webhook_deliveries s
-                              WHERE s.status = 'sending' AND s.endpoint_id = e.id) AS n
-          FROM unnest(CAST(:endpoints AS uuid[])) AS e(id)
-    ), due AS (
-        SELECT d.id FROM free f CROSS JOIN LATERAL (
-            SELECT d.id FROM webhook_deliveries d
-             WHERE d.status = 'pending' AND d.next_attempt_at <= :now AND d.endpoint_id = f.id
-             ORDER BY d.next_attempt_at
-             LIMIT greatest(f.n, 0)
-               FOR UPDATE SKIP LOCKED
-        ) d
-        LIMIT :limit
+    WITH due AS (
+        SELECT id FROM webhook_deliveries
+         WHERE status = 'pending' AND next_attempt_at <= :now
+         ORDER BY next_attempt_at
+         LIMIT :limit
+           FOR UPDATE SKIP LOCKED
     )
     UPDATE webhook_deliveries d
        SET status = 'sending', attempts = d.attempts + 1, lease_owner = :owner,
            lease_expires_at = :until, updated_at = :now
-      FROM due
-     WHERE d.id = due.id
-    RETURNING d.id, d.tenant_id, d.endpoint_id, d.event_id, d.attempts
+      FROM due, webhook_endpoints e
+     WHERE d.id = due.id AND e.id = d.endpoint_id
+    RETURNING d.id, d.tenant_id, d.endpoint_id, d.event_id, d.attempts, e.url, e.status,
+              e.secret, e.previous_secret, e.previous_secret_expires_at
     """
 )
 # One statement, atomic on its own: the deliveries this worker still holds get their outcome,
@@ -182,56 +158,36 @@ class Recorded:
 async def _driver(session: AsyncSession) -> asyncpg.Connection:
     # The dispatcher's statements run on the asyncpg connection, without SQLAlchemy's
     # per-statement work (core.db.driver_connection), also on a single-statement system_tx
-    # (autocommit): one statement is atomic; claim_due opens a transaction of its own there.
+    # (autocommit): each is one statement, atomic on its own.
     conn = await session.connection()
     raw = await conn.get_raw_connection()
     return cast(asyncpg.Connection, raw.driver_connection)
 
 
 async def claim_due(
-    session: AsyncSession,
-    *,
-    owner: str,
-    limit: int,
-    per_endpoint: int,
-    lease: timedelta,
-    now: datetime,
+    session: AsyncSession, *, owner: str, limit: int, lease: timedelta, now: datetime
 ) -> Claim:
-    """Lease up to ``limit`` due deliveries, with their endpoints, skipping rows and
-    endpoints other claims hold, and so that no endpoint has more than ``per_endpoint``
-    deliveries leased (by all workers together)."""
+    """Lease up to ``limit`` due deliveries, with their endpoints, skipping rows other
+    workers hold."""
+    params = {"now": now, "limit": limit, "owner": owner, "until": now + lease}
     driver = await _driver(session)
-    transaction = None if driver.is_in_transaction() else driver.transaction()
-    if transaction is not None:
-        await transaction.start()
-    try:
-        params = {"now": now, "limit": limit, "cap": per_endpoint}
-        endpoints = {
-            r["id"]: EndpointRow(
-                r["id"],
-                TenantId(r["tenant_id"]),
-                r["url"],
-                r["status"],
-                r["secret"],
-                r["previous_secret"],
-                r["previous_secret_expires_at"],
-            )
-            for r in await driver.fetch(_LOCK_ENDPOINTS.sql, *_LOCK_ENDPOINTS.arguments(params))
-        }
-        rows = []
-        if endpoints:
-            params |= {"endpoints": list(endpoints), "owner": owner, "until": now + lease}
-            rows = await driver.fetch(_CLAIM.sql, *_CLAIM.arguments(params))
-    except BaseException:
-        if transaction is not None:
-            await transaction.rollback()
-        raise
-    if transaction is not None:
-        await transaction.commit()
+    rows = await driver.fetch(_CLAIM.sql, *_CLAIM.arguments(params))
     claimed = [
         Claimed(r["id"], TenantId(r["tenant_id"]), r["endpoint_id"], r["event_id"], r["attempts"])
         for r in rows
     ]
+    endpoints = {
+        r["endpoint_id"]: EndpointRow(
+            r["endpoint_id"],
+            TenantId(r["tenant_id"]),
+            r["url"],
+            r["status"],
+            r["secret"],
+            r["previous_secret"],
+            r["previous_secret_expires_at"],
+        )
+        for r in rows
+    }
     return Claim(claimed, endpoints)
 
 
