@@ -3,8 +3,8 @@ worker, webhook sender and dispatcher.
 
 Several worker processes may run side by side (``postyard up`` starts
 POSTYARD_DELIVERY__WORKERS of them). Claims and leases keep them apart; warm-up allowances,
-rate windows, shaping throttles and the webhook per-endpoint cap are counted in the database
-and so hold across them. What is counted per process is divided by ``Share``: the connections
+rate windows and shaping throttles are counted in the database and so hold across them. What
+is counted per process is divided by ``Share``: the webhook per-endpoint cap, the connections
 per relay or MX host and the shaping policies (connections and messages per minute per site).
 Each process has its own capture server (capture mode), which stores what it receives in the
 database, where ``GET /v1/emails/{id}/content`` finds it; and one process at a time re-checks
@@ -50,7 +50,7 @@ from postyard.webhooks.ssrf import AddressPolicy
 
 # One worker process at a time re-checks due domains: the same domain checked twice at once
 # would be recorded (and announced) twice.
-_DOMAIN_CHECKS = text("SELECT pg_try_advisory_xact_lock(7_050_316_512_003_181_001)")
+_DOMAIN_CHECKS = text("SELECT pg_try_advisory_xact_lock(7050316512003181001)")
 
 
 @dataclass(frozen=True, slots=True)
