@@ -24,6 +24,7 @@ def _env(data_dir: Path) -> dict[str, str]:
         "POSTYARD_DATA_DIR": str(data_dir),
         "POSTYARD_HTTP__PORT": "0",
         "POSTYARD_SMTP__PORT": "0",
+        "POSTYARD_MX__PORT": "0",  # another instance on this host may hold the default
         "POSTYARD_HTTP__WORKERS": "2",
         "POSTYARD_SMTP__WORKERS": "2",
         "POSTYARD_DELIVERY__WORKERS": "2",
