@@ -50,7 +50,7 @@ from postyard.webhooks.ssrf import AddressPolicy
 
 # One worker process at a time re-checks due domains: the same domain checked twice at once
 # would be recorded (and announced) twice.
-_DOMAIN_CHECKS = text("SELECT pg_try_advisory_xact_lock(7050316512003181001)")
+DOMAIN_CHECKS_LOCK = text("SELECT pg_try_advisory_xact_lock(7050316512003181001)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,7 +217,7 @@ async def worker_role(
 
         async def check_domains() -> int:
             async with db.system_tx(reason="domain verification: one worker at a time") as lock:
-                if not await lock.scalar(_DOMAIN_CHECKS):
+                if not await lock.scalar(DOMAIN_CHECKS_LOCK):
                     return 0
                 return await verify_due_domains(db, resolver, policy=policy, now=clock.now())
 
