@@ -183,7 +183,12 @@ def _settings() -> dict[str, str]:
         "POSTYARD_MX__PORT": str(h.free_port()),
         "POSTYARD_HTTP__RATE_LIMIT_PER_SECOND": "0",
         "POSTYARD_WEBHOOKS__ALLOWED_NETWORKS": "127.0.0.0/8",
-        **{k: v for k, v in os.environ.items() if k.startswith("POSTYARD_WEBHOOKS__")},
+        # What a run may vary: the webhook settings and how many worker processes `up` runs.
+        **{
+            k: v
+            for k, v in os.environ.items()
+            if k.startswith("POSTYARD_WEBHOOKS__") or k == "POSTYARD_DELIVERY__WORKERS"
+        },
     }
 
 

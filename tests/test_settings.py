@@ -9,7 +9,7 @@ import pytest
 
 from postyard.cli.context import load_settings
 from postyard.core.errors import ConfigurationError
-from postyard.settings import DeliveryMode, RelayTls, Settings
+from postyard.settings import MAX_AUTO_WORKERS, DeliveryMode, RelayTls, Settings, auto_workers
 
 
 def test_defaults_match_the_spec(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -25,6 +25,8 @@ def test_defaults_match_the_spec(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.delivery.relay_tls is RelayTls.REQUIRED
     assert settings.requires_verified_domain is False
     assert settings.webhooks.allowed_networks == []
+    assert settings.delivery.workers == 0  # one worker process per core, at most 4
+    assert 1 <= auto_workers(settings.delivery.workers) <= MAX_AUTO_WORKERS
 
 
 def test_environment_contract(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -38,6 +40,7 @@ def test_environment_contract(monkeypatch: pytest.MonkeyPatch) -> None:
         "POSTYARD_DELIVERY__MODE": "relay",
         "POSTYARD_DELIVERY__RELAY_URL": "smtps://user:secret@smtp.example:465",
         "POSTYARD_DELIVERY__RELAY_TLS": "opportunistic",
+        "POSTYARD_DELIVERY__WORKERS": "3",
         "POSTYARD_DNS__NAMESERVERS": "127.0.0.1:5353, 10.0.0.2:53",
         "POSTYARD_WEBHOOKS__ALLOWED_NETWORKS": "10.0.0.0/8,fd00::/8",
         "POSTYARD_SECRET_KEY": "s3cret",
@@ -51,6 +54,7 @@ def test_environment_contract(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.mx.port == 25
     assert settings.delivery.mode is DeliveryMode.RELAY
     assert settings.delivery.relay_tls is RelayTls.OPPORTUNISTIC
+    assert auto_workers(settings.delivery.workers) == 3
     assert settings.dns.nameservers == ["127.0.0.1:5353", "10.0.0.2:53"]
     assert settings.webhooks.allowed_networks == [
         ipaddress.ip_network("10.0.0.0/8"),
@@ -71,6 +75,7 @@ def test_environment_contract(monkeypatch: pytest.MonkeyPatch) -> None:
         ("POSTYARD_DATABASE_URL", "mysql://x", "POSTYARD_DATABASE_URL"),
         ("POSTYARD_DATABASE_URL", "postgresql://h:notaport/d", "POSTYARD_DATABASE_URL"),
         ("POSTYARD_DELIVERY__MODE", "pigeon", "POSTYARD_DELIVERY__MODE"),
+        ("POSTYARD_DELIVERY__WORKERS", "-1", "POSTYARD_DELIVERY__WORKERS"),
         ("POSTYARD_DELIVERY__RELAY_URL", "http://x", "POSTYARD_DELIVERY__RELAY_URL"),
         (
             "POSTYARD_WEBHOOKS__ALLOWED_NETWORKS",

@@ -159,13 +159,17 @@ class DeliverySettings(_Group):
     concurrency: int = Field(default=100, ge=1, le=10000)
     """SMTP transactions in flight per worker process."""
     max_connections_per_destination: int = Field(default=10, ge=1, le=1000)
-    """Open SMTP connections per relay or MX host and worker process."""
+    """Open SMTP connections per relay or MX host, divided among the worker processes of
+    `postyard up` in relay and mx mode (in capture mode each has a capture server of its own)."""
     max_messages_per_connection: int = Field(default=100, ge=1)
     """Messages sent over one SMTP connection before it is replaced."""
     lease_seconds: float = Field(default=900, gt=0)
     """How long a worker holds recipients it claimed; after that another worker retries them."""
     mx_port: int = Field(default=25, ge=1, le=65535)
     """Port of remote MX servers (25; tests point it at local servers)."""
+    workers: int = Field(default=0, ge=0, le=64)
+    """Worker processes `postyard up` runs, each with a delivery worker and a webhook
+    dispatcher; 0: one per CPU core, at most 4."""
 
     _split = field_validator("retry_delays", mode="before")(_split_csv)
 
@@ -298,7 +302,8 @@ class WebhookSettings(_Group):
     allowed_networks: Annotated[list[Network], NoDecode] = Field(default_factory=list)
     """CIDRs of private networks webhook URLs may reach (default: none)."""
     concurrency_per_endpoint: int = Field(default=16, ge=1, le=1000)
-    """Attempts (so connections) in flight per webhook endpoint and worker process."""
+    """Attempts (so connections) in flight per webhook endpoint; `postyard up` divides it among
+    its worker processes."""
     batch_size: int = Field(default=200, ge=1, le=5000)
     """Deliveries a dispatcher lane claims at once."""
     lanes: int = Field(default=2, ge=1, le=64)

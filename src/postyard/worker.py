@@ -1,5 +1,15 @@
 """Composition root of the worker role: transport, deliverer, capture server, delivery
-worker, webhook sender and dispatcher."""
+worker, webhook sender and dispatcher.
+
+Several worker processes may run side by side (``postyard up`` starts
+POSTYARD_DELIVERY__WORKERS of them). Claims and leases keep them apart; warm-up allowances,
+rate windows and shaping throttles are counted in the database and so hold across them. What
+is counted per process is divided by ``Share``: the webhook per-endpoint cap, the connections
+per relay or MX host and the shaping policies (connections and messages per minute per site).
+Each process has its own capture server (capture mode), which stores what it receives in the
+database, where ``GET /v1/emails/{id}/content`` finds it; and one process at a time re-checks
+due domains (an advisory lock).
+"""
 
 from __future__ import annotations
 
@@ -9,8 +19,10 @@ import os
 import socket
 import ssl
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
+
+from sqlalchemy import text
 
 from postyard.core.clock import Clock
 from postyard.core.crypto import derive_kek
@@ -24,7 +36,7 @@ from postyard.delivery.mx import make_resolver
 from postyard.delivery.retry import RetryPolicy
 from postyard.delivery.routing import DirectDeliverer, RelayDeliverer
 from postyard.delivery.session import SourceAddress, TlsPolicy
-from postyard.delivery.shaping import Adaptive, SitePolicy, SiteShaper
+from postyard.delivery.shaping import DEFAULT_POLICIES, Adaptive, SitePolicy, SiteShaper
 from postyard.delivery.transport import Relay, SmtpTransport
 from postyard.delivery.warmup import WarmupPolicy
 from postyard.delivery.worker import Deliverer, DeliveryWorker, WorkerConfig
@@ -35,6 +47,38 @@ from postyard.settings import DeliveryMode, Settings
 from postyard.webhooks.dispatcher import DispatcherConfig, WebhookDispatcher
 from postyard.webhooks.sender import WebhookSender
 from postyard.webhooks.ssrf import AddressPolicy
+
+# One worker process at a time re-checks due domains: the same domain checked twice at once
+# would be recorded (and announced) twice.
+DOMAIN_CHECKS_LOCK = text("SELECT pg_try_advisory_xact_lock(7050316512003181001)")
+
+
+@dataclass(frozen=True, slots=True)
+class Share:
+    """This process's part of the per-process limits: process ``index`` of ``count``."""
+
+    index: int = 0
+    count: int = 1
+
+    @classmethod
+    def parse(cls, value: str) -> Share:
+        """``"INDEX/COUNT"``, as ``postyard up`` passes it; raises ValueError."""
+        index, _, count = value.partition("/")
+        share = cls(int(index), int(count))
+        if not 0 <= share.index < share.count:
+            msg = f"not a share: {value!r}"
+            raise ValueError(msg)
+        return share
+
+    def part(self, limit: int) -> int:
+        """This process's part of ``limit``: the parts add up to ``limit`` (each at least 1,
+        so a limit smaller than the process count is exceeded: each process needs one)."""
+        base, rest = divmod(limit, self.count)
+        return max(1, base + (1 if self.index < rest else 0))
+
+
+ONE_PROCESS = Share()
+"""The share of a worker that runs alone (``postyard worker``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,14 +92,17 @@ class WorkerRole:
         await asyncio.gather(self.worker.run(stop), self.webhooks.run(stop))
 
 
-def _transport(settings: Settings) -> SmtpTransport:
+def _transport(settings: Settings, share: Share) -> SmtpTransport:
     delivery = settings.delivery
+    connections = delivery.max_connections_per_destination
+    if delivery.mode is not DeliveryMode.CAPTURE:  # every process has a capture server of its own
+        connections = share.part(connections)
     return SmtpTransport(
         ssl_context=ssl.create_default_context(),
         opportunistic_context=_opportunistic_context(),
         resolver=make_resolver(settings.dns.nameservers),
         helo_name=delivery.helo_name or socket.getfqdn(),
-        max_connections_per_destination=delivery.max_connections_per_destination,
+        max_connections_per_destination=connections,
         max_messages_per_connection=delivery.max_messages_per_connection,
         mx_port=delivery.mx_port,
     )
@@ -75,12 +122,21 @@ def _pools(settings: Settings) -> PoolConfig | None:
     )
 
 
-def _shaper(settings: Settings) -> SiteShaper | None:
+def _shaper(settings: Settings, share: Share) -> SiteShaper | None:
     shaping = settings.shaping
     if not shaping.enabled:
         return None
+    configured = {name: SitePolicy(**p.model_dump()) for name, p in shaping.policies.items()}
+    policies = {
+        name: replace(
+            policy,
+            max_connections=share.part(policy.max_connections),
+            messages_per_minute=share.part(policy.messages_per_minute),
+        )
+        for name, policy in {**DEFAULT_POLICIES, **configured}.items()
+    }
     return SiteShaper(
-        {name: SitePolicy(**p.model_dump()) for name, p in shaping.policies.items()},
+        policies,
         Adaptive(
             backoff=timedelta(seconds=shaping.backoff_seconds),
             max_backoff=timedelta(seconds=shaping.max_backoff_seconds),
@@ -107,15 +163,17 @@ async def worker_role(
     system_url: str,
     secret: bytes,
     name: str,
+    share: Share = ONE_PROCESS,
 ) -> AsyncIterator[WorkerRole]:
     """Build the worker for the configured delivery mode, with its capture server (capture
-    mode) and its LISTEN connection; everything is closed on exit."""
+    mode) and its LISTEN connection; everything is closed on exit. ``share``: which of the
+    worker processes this is (the per-process limits are divided among them)."""
     delivery = settings.delivery
-    transport = _transport(settings)
+    transport = _transport(settings, share)
     sender = WebhookSender(
         resolver=make_resolver(settings.dns.nameservers),
         policy=AddressPolicy(settings.webhooks.allowed_networks),
-        max_connections_per_host=settings.webhooks.concurrency_per_endpoint,
+        max_connections_per_host=share.part(settings.webhooks.concurrency_per_endpoint),
     )
     verp_key = derive(secret, "verp").encode()
     capture: asyncio.Server | None = None
@@ -158,9 +216,12 @@ async def worker_role(
         policy = dns_policy(settings)
 
         async def check_domains() -> int:
-            return await verify_due_domains(db, resolver, policy=policy, now=clock.now())
+            async with db.system_tx(reason="domain verification: one worker at a time") as lock:
+                if not await lock.scalar(DOMAIN_CHECKS_LOCK):
+                    return 0
+                return await verify_due_domains(db, resolver, policy=policy, now=clock.now())
 
-        shaper = _shaper(settings) if delivery.mode is DeliveryMode.MX else None
+        shaper = _shaper(settings, share) if delivery.mode is DeliveryMode.MX else None
         worker = DeliveryWorker(
             db,
             deliverer,
@@ -179,7 +240,7 @@ async def worker_role(
                 owner=config.owner,
                 batch_size=settings.webhooks.batch_size,
                 lanes=settings.webhooks.lanes,
-                per_endpoint=settings.webhooks.concurrency_per_endpoint,
+                per_endpoint=share.part(settings.webhooks.concurrency_per_endpoint),
                 lease=timedelta(seconds=settings.webhooks.lease_seconds),
                 maintenance_interval=min(15.0, settings.webhooks.lease_seconds / 4),
             ),

@@ -1,4 +1,5 @@
-"""``postyard up`` with several API and SMTP processes on one port: all of them serve, Ctrl-C
+"""``postyard up`` with several API and SMTP processes on one port and several worker
+processes: all of them serve, the workers deliver every message once between them, Ctrl-C
 stops every one, and a parent killed with SIGKILL leaves no child behind."""
 
 from __future__ import annotations
@@ -23,17 +24,19 @@ def _env(data_dir: Path) -> dict[str, str]:
         "POSTYARD_DATA_DIR": str(data_dir),
         "POSTYARD_HTTP__PORT": "0",
         "POSTYARD_SMTP__PORT": "0",
+        "POSTYARD_MX__PORT": "0",  # another instance on this host may hold the default
         "POSTYARD_HTTP__WORKERS": "2",
         "POSTYARD_SMTP__WORKERS": "2",
+        "POSTYARD_DELIVERY__WORKERS": "2",
     }
 
 
-def _children(pid: int) -> dict[str, psutil.Process]:
+def _children(pid: int) -> list[tuple[str, psutil.Process]]:
     """The role (``api``, ``smtp``, ``worker``) of each child of ``pid``."""
-    found = {}
+    found = []
     for child in psutil.Process(pid).children():
         role = next(arg for arg in child.cmdline() if arg in {"api", "smtp", "worker"})
-        found[role] = child
+        found.append((role, child))
     return found
 
 
@@ -60,10 +63,11 @@ def test_api_and_smtp_processes_share_the_ports_and_stop_together(tmp_path: Path
     try:
         base = up.wait_ready()
         http_port = int(base.rsplit(":", 1)[1])
-        assert "2 API and 2 SMTP sharing the ports" in up.output()
+        assert "2 API and 2 SMTP sharing the ports, 2 workers" in up.output()
         assert up.proc is not None
-        children = _children(up.proc.pid)
-        assert set(children) == {"api", "smtp", "worker"}
+        every = _children(up.proc.pid)
+        assert sorted(role for role, _ in every) == ["api", "smtp", "worker", "worker"]
+        children = dict(every)
         parent = psutil.Process(up.proc.pid)
         match = re.search(r"SMTP:\s+127\.0\.0\.1:(\d+)", up.output())
         assert match is not None, up.output()
@@ -90,7 +94,7 @@ def test_api_and_smtp_processes_share_the_ports_and_stop_together(tmp_path: Path
                 assert client.noop()[0] == 250
 
         assert up.interrupt() == 0, up.output()
-        assert _gone(list(children.values())), "Ctrl-C left a child running"
+        assert _gone([child for _, child in every]), "Ctrl-C left a child running"
         assert postmaster_pid(data) is None
     finally:
         up.kill()
@@ -102,8 +106,8 @@ def test_a_killed_parent_leaves_no_child(tmp_path: Path) -> None:
     try:
         up.wait_ready()
         assert up.proc is not None
-        children = list(_children(up.proc.pid).values())
-        assert len(children) == 3
+        children = [child for _, child in _children(up.proc.pid)]
+        assert len(children) == 4
         up.proc.send_signal(signal.SIGKILL)
         up.proc.wait(STOP_GUARD_SECONDS)
         assert _gone(children), "children outlived a parent killed with SIGKILL"
@@ -112,5 +116,49 @@ def test_a_killed_parent_leaves_no_child(tmp_path: Path) -> None:
         while postmaster_pid(data) is not None:
             assert time.monotonic() < deadline, "the embedded PostgreSQL outlived every role"
             time.sleep(0.1)
+    finally:
+        up.kill()
+
+
+def test_two_worker_processes_deliver_every_message_once(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    env = {**_env(data), "POSTYARD_HTTP__WORKERS": "1", "POSTYARD_SMTP__WORKERS": "1"}
+    up = Role(["up"], env).start()
+    try:
+        base = up.wait_ready()
+        assert up.proc is not None
+        shares = sorted(
+            child.cmdline()[-1] for role, child in _children(up.proc.pid) if role == "worker"
+        )
+        assert shares == ["0/2", "1/2"]
+        assert run_cli(["orgs", "create", "acme"], env).code == 0
+        key = run_cli(["keys", "create", "--org", "acme", "--name", "ci", "--json"], env)
+        auth = {"Authorization": f"Bearer {key.json()['token']}"}
+        emails = [
+            {"from": "me@acme.test", "to": f"r{i}@example.com", "subject": f"n{i}", "text": "x"}
+            for i in range(60)
+        ]
+        ids: list[str] = []
+        for start in range(0, len(emails), 20):
+            sent = httpx.post(
+                f"{base}/v1/emails/batch", json=emails[start : start + 20], headers=auth
+            )
+            assert sent.status_code == 200, sent.text
+            ids += [e["id"] for e in sent.json()["data"]]
+        pending = set(ids)
+        deadline = time.monotonic() + STOP_GUARD_SECONDS
+        while pending:
+            assert time.monotonic() < deadline, f"{len(pending)} never delivered: {up.output()}"
+            for email_id in sorted(pending):
+                email = httpx.get(f"{base}/v1/emails/{email_id}", headers=auth).json()
+                if email["last_event"] == "delivered":
+                    pending.discard(email_id)
+            time.sleep(0.1)
+        for email_id, email in zip(ids, emails, strict=True):
+            content = httpx.get(f"{base}/v1/emails/{email_id}/content", headers=auth).json()
+            [captured] = content["captured"]  # once: no message delivered twice
+            assert captured["recipients"] == [email["to"]]
+            assert f"Subject: {email['subject']}" in captured["raw"]
+        assert up.interrupt() == 0, up.output()
     finally:
         up.kill()

@@ -91,6 +91,9 @@ class HttpReceiver:
         self.host, self.port = host, port
         self.requests: list[ReceivedRequest] = []
         self.request_count = 0
+        self.in_flight = 0
+        """Requests arrived and not yet answered (or dropped)."""
+        self.most_in_flight = 0
         self._record = record
         self.connections_opened = 0
         self._tls = tls_context
@@ -184,7 +187,13 @@ class HttpReceiver:
                             self.requests.append(request)
                         self._arrived.notify_all()
                     reply = self._routes.get(request.path, self._default)
-                    if not await self._answer(writer, reply) or not keep_alive:
+                    self.in_flight += 1
+                    self.most_in_flight = max(self.most_in_flight, self.in_flight)
+                    try:
+                        answered = await self._answer(writer, reply)
+                    finally:
+                        self.in_flight -= 1
+                    if not answered or not keep_alive:
                         return
         except (OSError, httptools.HttpParserError):
             pass  # the client went away or spoke nonsense: nothing left to answer

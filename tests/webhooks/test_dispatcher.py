@@ -36,6 +36,7 @@ from postyard.webhooks.dispatcher import DispatcherConfig, WebhookDispatcher
 from postyard.webhooks.retry import LADDER
 from postyard.webhooks.sender import SendResult, Timeouts, WebhookSender
 from postyard.webhooks.ssrf import AddressPolicy, Network
+from postyard.worker import Share
 from tests.conftest import TEST_KEK, AppFactory, Isolated, make_app_factory
 from tests.support.dns_server import A, DnsServer
 from tests.support.http_receiver import HttpReceiver, ReceivedRequest, Reply, redirect
@@ -84,10 +85,12 @@ class Env:
     strict_sender: WebhookSender
 
     def dispatcher(
-        self, *, per_endpoint: int = 4, strict: bool = False, owner: str = ""
+        self, *, per_endpoint: int = 4, strict: bool = False, owner: str = "", batch_size: int = 100
     ) -> WebhookDispatcher:
         config = DispatcherConfig(
-            owner=owner or f"test-{uuid.uuid4().hex[:6]}", batch_size=100, per_endpoint=per_endpoint
+            owner=owner or f"test-{uuid.uuid4().hex[:6]}",
+            batch_size=batch_size,
+            per_endpoint=per_endpoint,
         )
         sender = self.strict_sender if strict else self.sender
         return WebhookDispatcher(
@@ -366,14 +369,40 @@ async def test_per_endpoint_concurrency_is_capped(env: Env) -> None:
     assert env.sender.most == 3
 
 
+async def test_the_per_endpoint_cap_holds_across_worker_processes(env: Env) -> None:
+    """Two dispatchers with the shares ``postyard up`` gives two worker processes: together
+    they never have more than the endpoint's cap in flight at the receiver."""
+    env.receiver.respond("/slow", Reply(status=200, hold=True))
+    await env.create("/slow")
+    for _ in range(12):
+        await env.send()
+    cap = 4
+    dispatchers = [
+        env.dispatcher(per_endpoint=Share(i, 2).part(cap), batch_size=3) for i in range(2)
+    ]
+    stop = asyncio.Event()
+    loops = [asyncio.create_task(d.run(stop)) for d in dispatchers]
+    await env.receiver.wait_for_requests(cap)  # both are sending, their slots full
+    env.receiver.respond("/slow", Reply(status=200, delay=0.05))
+    env.receiver.release()
+    await env.receiver.wait_for_requests(12)
+    stop.set()
+    await asyncio.gather(*loops)
+    assert env.receiver.most_in_flight == cap
+    async with env.db.system_tx(reason="test") as s:
+        statuses = (
+            await s.execute(text("SELECT status, count(*) FROM webhook_deliveries GROUP BY 1"))
+        ).all()
+    assert [tuple(r) for r in statuses] == [("succeeded", 12)]
+
+
 async def test_an_expired_lease_is_retried_and_the_old_holder_cannot_record(env: Env) -> None:
     created = await env.create()
     await env.send()
     lease = timedelta(minutes=10)
     async with env.db.system_tx(reason="test: a worker that will die") as s:
-        [claimed] = await ledger.claim_due(
-            s, owner="dead", limit=10, lease=lease, now=env.clock.now()
-        )
+        claim = await ledger.claim_due(s, owner="dead", limit=10, lease=lease, now=env.clock.now())
+    [claimed] = claim.deliveries
     survivor = env.dispatcher()
     assert await survivor.run_once() == 0  # leased: nobody else takes it
     assert await survivor.maintain() == 0
@@ -386,7 +415,8 @@ async def test_an_expired_lease_is_retried_and_the_old_holder_cannot_record(env:
         claimed, "email.sent", "failed", None, 500, "", 1, "HTTP 500", env.clock.now()
     )
     async with env.db.system_tx(reason="test") as s:
-        assert await ledger.record_outcomes(s, [late], owner="dead", now=env.clock.now()) == []
+        recorded = await ledger.record_outcomes(s, [late], owner="dead", now=env.clock.now())
+    assert recorded.kept == []
     [row] = await env.deliveries(created["id"])
     assert row["status"] == "succeeded"
 

@@ -1,6 +1,7 @@
-"""The child processes ``postyard up`` supervises: the delivery worker, and extra API and
-SMTP processes that listen on the parent's ports (SO_REUSEPORT, the kernel spreads new
-connections over them).
+"""The child processes ``postyard up`` supervises: the worker processes (delivery and
+webhooks; each is told its share of the per-process limits, ``postyard.worker.Share``), and
+extra API and SMTP processes that listen on the parent's ports (SO_REUSEPORT, the kernel
+spreads new connections over them).
 
 Each child runs in a session of its own, so a Ctrl-C in the terminal reaches only the
 parent, which then stops the children with SIGTERM and waits for them. A child also asks the
@@ -18,7 +19,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from postyard.smtpd import SmtpRole
@@ -26,6 +27,7 @@ from postyard.smtpd import SmtpRole
 log = logging.getLogger(__name__)
 
 SUPERVISOR_OPTION = "--supervisor-pid"
+SHARE_OPTION = "--share"
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
@@ -48,8 +50,10 @@ class Children:
         self._procs: list[tuple[str, asyncio.subprocess.Process]] = []
         self.watchers: list[asyncio.Task[None]] = []
 
-    async def start(self, command: str, env: Mapping[str, str] | None = None) -> None:
-        """Run ``postyard COMMAND`` with this environment plus ``env``."""
+    async def start(
+        self, command: str, env: Mapping[str, str] | None = None, args: Sequence[str] = ()
+    ) -> None:
+        """Run ``postyard COMMAND [ARGS]`` with this environment plus ``env``."""
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -57,6 +61,7 @@ class Children:
             command,
             SUPERVISOR_OPTION,
             str(os.getpid()),
+            *args,
             env={**os.environ, **(env or {})},
             start_new_session=True,
         )
@@ -83,11 +88,18 @@ class Children:
 
 @dataclass(frozen=True, slots=True)
 class Processes:
-    """What ``postyard up`` starts besides itself: the worker, and how many API and SMTP
-    processes in all (this one included) share the ports."""
+    """What ``postyard up`` starts besides itself: how many worker processes, and how many
+    API and SMTP processes in all (this one included) share the ports."""
 
     http: int
     smtp: int
+    workers: int
+
+
+async def start_workers(children: Children, processes: Processes) -> None:
+    """Start the worker processes, each with its share (``INDEX/COUNT``) of the limits."""
+    for index in range(processes.workers):
+        await children.start("worker", args=[SHARE_OPTION, f"{index}/{processes.workers}"])
 
 
 async def start_servers(
@@ -101,8 +113,9 @@ async def start_servers(
         smtp_env["POSTYARD_SMTP__IMPLICIT_TLS_PORT"] = str(smtp_role.implicit_tls_port)
     for _ in range(processes.smtp - 1):
         await children.start("smtp", smtp_env)
+    workers = "1 worker" if processes.workers == 1 else f"{processes.workers} workers"
     return [
-        "  Delivery:  in a worker process (it prints its own line)",
+        "  Delivery:  in the worker processes (the first prints its own line)",
         f"  Processes: {processes.http} API and {processes.smtp} SMTP sharing the ports, "
-        "1 delivery worker",
+        f"{workers} (delivery and webhooks)",
     ]

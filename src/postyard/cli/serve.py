@@ -18,10 +18,12 @@ import uvloop
 from postyard import __version__
 from postyard.app import create_app
 from postyard.cli.children import (
+    SHARE_OPTION,
     SUPERVISOR_OPTION,
     Children,
     Processes,
     start_servers,
+    start_workers,
     stop_with_supervisor,
 )
 from postyard.cli.context import JsonOption, emit, load_settings
@@ -43,7 +45,7 @@ from postyard.settings import Settings, auto_workers
 from postyard.smtpd import SmtpRole, smtp_role
 from postyard.webhooks.routes import WebhookDeps
 from postyard.webhooks.ssrf import AddressPolicy
-from postyard.worker import worker_role
+from postyard.worker import ONE_PROCESS, Share, worker_role
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +93,7 @@ async def _run_roles(
     reuse_port: bool = False,
     supervise: Processes | None = None,
     supervisor_pid: int | None = None,
+    share: Share = ONE_PROCESS,
 ) -> None:
     """Run the chosen roles in this process until SIGINT/SIGTERM, then stop them cleanly;
     with ``supervise``, also start and stop the child processes (``cli/children.py``)."""
@@ -117,9 +120,9 @@ async def _run_roles(
         tasks: list[asyncio.Task[None]] = []
         lines: list[str] = []
         if supervise is not None:
-            # The delivery worker gets a process (and a core) of its own: in one event loop
-            # with the API it is starved while requests keep coming.
-            await children.start("worker")
+            # The workers get processes (and cores) of their own: in one event loop with the
+            # API they are starved while requests keep coming.
+            await start_workers(children, supervise)
         if worker:
             role = await stack.enter_async_context(
                 worker_role(
@@ -129,6 +132,7 @@ async def _run_roles(
                     system_url=runtime.urls.system,
                     secret=runtime.secret,
                     name="worker",
+                    share=share,
                 )
             )
             tasks.append(asyncio.create_task(role.run(stop)))
@@ -166,7 +170,8 @@ async def _run_roles(
             if supervisor_pid is None:
                 typer.echo(_banner(runtime, settings.http.host, sock.getsockname()[1], lines))
         else:
-            if supervisor_pid is None or worker:  # the worker's line completes the banner
+            # The first worker's line completes the banner of `up`.
+            if supervisor_pid is None or (worker and share.index == 0):
                 header = f"Postyard {__version__} ({', '.join(roles)}) is up."
                 typer.echo("\n".join([header, *lines]))
             tasks.append(asyncio.create_task(_until(stop)))
@@ -291,6 +296,8 @@ def _worker_line(settings: Settings, capture_port: int | None) -> str:
 
 SupervisorPid = typer.Option(None, SUPERVISOR_OPTION, hidden=True)
 """Set by ``postyard up`` on its children: stop when that process dies, print no banner."""
+ShareOption = typer.Option("0/1", SHARE_OPTION, hidden=True)
+"""Set by ``postyard up`` on its worker processes: INDEX/COUNT (``postyard.worker.Share``)."""
 
 
 def up() -> None:
@@ -298,7 +305,9 @@ def up() -> None:
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format.value)
     processes = Processes(
-        http=auto_workers(settings.http.workers), smtp=auto_workers(settings.smtp.workers)
+        http=auto_workers(settings.http.workers),
+        smtp=auto_workers(settings.smtp.workers),
+        workers=auto_workers(settings.delivery.workers),
     )
     uvloop.run(
         _run_roles(
@@ -331,10 +340,15 @@ def api(supervisor_pid: int | None = SupervisorPid) -> None:
     )
 
 
-def worker(supervisor_pid: int | None = SupervisorPid) -> None:
-    """Run the delivery worker role only (the schema must be current)."""
+def worker(supervisor_pid: int | None = SupervisorPid, share: str = ShareOption) -> None:
+    """Run the worker role only, in this one process: mail delivery and webhooks (the schema
+    must be current)."""
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format.value)
+    try:
+        parsed = Share.parse(share)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint=SHARE_OPTION) from exc
     uvloop.run(
         _run_roles(
             settings,
@@ -343,6 +357,7 @@ def worker(supervisor_pid: int | None = SupervisorPid) -> None:
             smtp=False,
             run_migrations_first=False,
             supervisor_pid=supervisor_pid,
+            share=parsed,
         )
     )
 

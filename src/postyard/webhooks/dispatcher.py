@@ -2,8 +2,10 @@
 endpoint, and records every attempt and what follows it (retry ladder, disabling).
 
 Lanes overlap database round trips with HTTP; an endpoint never has more than
-``per_endpoint`` attempts in flight from one worker. A worker that dies leaves leases that
-expire and come back as due (at-least-once; receivers deduplicate on ``webhook-id``).
+``per_endpoint`` attempts in flight from one worker (``postyard up`` gives each of its worker
+processes a part of POSTYARD_WEBHOOKS__CONCURRENCY_PER_ENDPOINT, ``worker.Share``). A worker
+that dies leaves leases that expire and come back as due (at-least-once; receivers
+deduplicate on ``webhook-id``).
 """
 
 from __future__ import annotations
@@ -106,21 +108,24 @@ class WebhookDispatcher:
 
     async def _claim(self) -> _Batch | None:
         cfg = self._config
-        async with self._db.system_tx(reason="webhook dispatcher: claim") as session:
-            claimed = await ledger.claim_due(
+        # The claim is one statement; the events and messages it names are committed and
+        # immutable, so they are read after it (outside any transaction).
+        async with self._db.system_tx(
+            reason="webhook dispatcher: claim", single_statement=True
+        ) as session:
+            claim = await ledger.claim_due(
                 session,
                 owner=cfg.owner,
                 limit=cfg.batch_size,
                 lease=cfg.lease,
                 now=self._clock.now(),
             )
-            if not claimed:
+            if not claim.deliveries:
                 return None
-            endpoints = await ledger.load_endpoints(session, [c.endpoint_id for c in claimed])
-            events = await get_events_unscoped(session, [c.event_id for c in claimed])
+            events = await get_events_unscoped(session, [c.event_id for c in claim.deliveries])
             message_ids = [e.message_id for e in events.values() if e.message_id is not None]
             messages = await message_summaries_unscoped(session, message_ids)
-        return _Batch(claimed, endpoints, events, messages)
+        return _Batch(claim.deliveries, claim.endpoints, events, messages)
 
     async def _batch(self) -> int:
         batch = await self._claim()
@@ -216,24 +221,22 @@ class WebhookDispatcher:
 
     async def _record(self, outcomes: list[Outcome]) -> None:
         now = self._clock.now()
-        async with self._db.system_tx(reason="webhook dispatcher: record") as session:
-            kept = await ledger.record_outcomes(
+        async with self._db.system_tx(
+            reason="webhook dispatcher: record", single_statement=True
+        ) as session:
+            recorded = await ledger.record_outcomes(
                 session, outcomes, owner=self._config.owner, now=now
             )
-            succeeded = {o.delivery.endpoint_id for o in kept if o.status == "succeeded"}
-            gone = {o.delivery.endpoint_id for o in kept if o.status_code == 410} - succeeded
-            failed = {o.delivery.endpoint_id for o in kept if o.error is not None} - succeeded
-            await ledger.mark_succeeded(session, sorted(succeeded))
-            failing = await ledger.mark_failing(session, sorted(failed), now=now)
-            for endpoint_id in sorted(gone):
-                await ledger.disable_endpoint(
-                    session, endpoint_id, reason="the endpoint answered 410 Gone", now=now
-                )
-            for endpoint_id, since in sorted(failing.items()):
-                if endpoint_id not in gone and should_disable(since, now):
-                    await ledger.disable_endpoint(
-                        session,
-                        endpoint_id,
-                        reason=f"every attempt failed since {since.isoformat()}",
-                        now=now,
-                    )
+        succeeded = {o.delivery.endpoint_id for o in recorded.kept if o.status == "succeeded"}
+        gone = {o.delivery.endpoint_id for o in recorded.kept if o.status_code == 410}
+        disable = dict.fromkeys(sorted(gone - succeeded), "the endpoint answered 410 Gone")
+        for endpoint_id, since in sorted(recorded.failing.items()):
+            if endpoint_id not in disable and should_disable(since, now):
+                disable[endpoint_id] = f"every attempt failed since {since.isoformat()}"
+        if not disable:
+            return
+        # After the record: a worker that dies in between leaves the endpoint enabled, and
+        # its next failure disables it.
+        async with self._db.system_tx(reason="webhook dispatcher: disable endpoints") as session:
+            for endpoint_id, reason in disable.items():
+                await ledger.disable_endpoint(session, endpoint_id, reason=reason, now=now)

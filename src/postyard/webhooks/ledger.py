@@ -8,18 +8,23 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import cast
 
-from sqlalchemy import ARRAY, DateTime, Integer, Text, Uuid, bindparam, text
+import asyncpg
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from postyard.core.db import TenantId
+from postyard.core.db import DriverStatement, TenantId
 from postyard.core.ids import uuid7_batch
 from postyard.events.service import record_events
 from postyard.events.types import EventType, NewEvent
 
 LOG_RETENTION = timedelta(days=30)
 
-_CLAIM = text(
+# One statement, atomic on its own (so it needs no transaction around it): lease up to
+# :limit due deliveries, skipping rows other workers hold, and return them with their
+# endpoints.
+_CLAIM = DriverStatement.of(
     """
     WITH due AS (
         SELECT id FROM webhook_deliveries
@@ -31,61 +36,56 @@ _CLAIM = text(
     UPDATE webhook_deliveries d
        SET status = 'sending', attempts = d.attempts + 1, lease_owner = :owner,
            lease_expires_at = :until, updated_at = :now
-      FROM due
-     WHERE d.id = due.id
-    RETURNING d.id, d.tenant_id, d.endpoint_id, d.event_id, d.attempts
+      FROM due, webhook_endpoints e
+     WHERE d.id = due.id AND e.id = d.endpoint_id
+    RETURNING d.id, d.tenant_id, d.endpoint_id, d.event_id, d.attempts, e.url, e.status,
+              e.secret, e.previous_secret, e.previous_secret_expires_at
     """
 )
-_ENDPOINTS = text(
-    "SELECT id, tenant_id, url, status, secret, previous_secret, previous_secret_expires_at"
-    " FROM webhook_endpoints WHERE id = ANY(:ids)"
-).bindparams(bindparam("ids", type_=ARRAY(Uuid())))
-_RECORD = text(
+# One statement, atomic on its own: the deliveries this worker still holds get their outcome,
+# their attempts are logged, and endpoints start or end their failing streak.
+_RECORD = DriverStatement.of(
     """
-    UPDATE webhook_deliveries d
-       SET status = r.status, next_attempt_at = coalesce(r.next_at, d.next_attempt_at),
-           last_status_code = r.code, last_error = r.error, lease_owner = NULL,
-           lease_expires_at = NULL, updated_at = :now
-      FROM unnest(:ids, :statuses, :nexts, :codes, :errors) AS r(id, status, next_at, code, error)
-     WHERE d.id = r.id AND d.status = 'sending' AND d.lease_owner = :owner
-    RETURNING d.id
+    WITH r AS (
+        SELECT * FROM unnest(CAST(:ids AS uuid[]), CAST(:statuses AS text[]),
+                             CAST(:nexts AS timestamptz[]), CAST(:codes AS int[]),
+                             CAST(:errors AS text[]), CAST(:attempt_ids AS uuid[]),
+                             CAST(:types AS text[]), CAST(:responses AS text[]),
+                             CAST(:durations AS int[]), CAST(:times AS timestamptz[]))
+            AS r(id, status, next_at, code, error, attempt_id, type, response, duration, at)
+    ), kept AS (
+        UPDATE webhook_deliveries d
+           SET status = r.status, next_attempt_at = coalesce(r.next_at, d.next_attempt_at),
+               last_status_code = r.code, last_error = r.error, lease_owner = NULL,
+               lease_expires_at = NULL, updated_at = :now
+          FROM r
+         WHERE d.id = r.id AND d.status = 'sending' AND d.lease_owner = :owner
+        RETURNING d.id, d.tenant_id, d.endpoint_id, d.attempts, r.status, r.error,
+                  r.attempt_id, r.type, r.code, r.response, r.duration, r.at
+    ), logged AS (
+        INSERT INTO webhook_attempts
+            (id, tenant_id, endpoint_id, delivery_id, event_type, attempt, status_code,
+             response, duration_ms, error, created_at)
+        SELECT attempt_id, tenant_id, endpoint_id, id, type, attempts, code, response,
+               duration, error, at
+          FROM kept
+    ), succeeded AS (
+        SELECT DISTINCT endpoint_id FROM kept WHERE status = 'succeeded'
+    ), cleared AS (
+        UPDATE webhook_endpoints SET failing_since = NULL
+         WHERE id IN (SELECT endpoint_id FROM succeeded) AND failing_since IS NOT NULL
+    ), failing AS (
+        UPDATE webhook_endpoints SET failing_since = coalesce(failing_since, :now)
+         WHERE id IN (SELECT endpoint_id FROM kept WHERE error IS NOT NULL
+                      EXCEPT SELECT endpoint_id FROM succeeded)
+           AND status = 'enabled'
+        RETURNING id, failing_since
+    )
+    SELECT 'kept' AS kind, id, NULL::timestamptz AS failing_since FROM kept
+    UNION ALL
+    SELECT 'failing', id, failing_since FROM failing
     """
-).bindparams(
-    bindparam("ids", type_=ARRAY(Uuid())),
-    bindparam("statuses", type_=ARRAY(Text())),
-    bindparam("nexts", type_=ARRAY(DateTime(timezone=True))),
-    bindparam("codes", type_=ARRAY(Integer())),
-    bindparam("errors", type_=ARRAY(Text())),
 )
-_LOG = text(
-    """
-    INSERT INTO webhook_attempts
-        (id, tenant_id, endpoint_id, delivery_id, event_type, attempt, status_code, response,
-         duration_ms, error, created_at)
-    SELECT * FROM unnest(:ids, :tenants, :endpoints, :deliveries, :types, :attempts, :codes,
-                         :responses, :durations, :errors, :times)
-    """
-).bindparams(
-    bindparam("ids", type_=ARRAY(Uuid())),
-    bindparam("tenants", type_=ARRAY(Uuid())),
-    bindparam("endpoints", type_=ARRAY(Uuid())),
-    bindparam("deliveries", type_=ARRAY(Uuid())),
-    bindparam("types", type_=ARRAY(Text())),
-    bindparam("attempts", type_=ARRAY(Integer())),
-    bindparam("codes", type_=ARRAY(Integer())),
-    bindparam("responses", type_=ARRAY(Text())),
-    bindparam("durations", type_=ARRAY(Integer())),
-    bindparam("errors", type_=ARRAY(Text())),
-    bindparam("times", type_=ARRAY(DateTime(timezone=True))),
-)
-_SUCCEEDED = text(
-    "UPDATE webhook_endpoints SET failing_since = NULL"
-    " WHERE id = ANY(:ids) AND failing_since IS NOT NULL"
-).bindparams(bindparam("ids", type_=ARRAY(Uuid())))
-_FAILING = text(
-    "UPDATE webhook_endpoints SET failing_since = coalesce(failing_since, :now)"
-    " WHERE id = ANY(:ids) AND status = 'enabled' RETURNING id, tenant_id, url, failing_since"
-).bindparams(bindparam("ids", type_=ARRAY(Uuid())))
 _DISABLE = text(
     "UPDATE webhook_endpoints SET status = 'disabled', disabled_reason = :reason,"
     " updated_at = :now WHERE id = :id AND status = 'enabled' RETURNING tenant_id, url"
@@ -141,95 +141,84 @@ class Outcome:
     attempted_at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class Claim:
+    deliveries: list[Claimed]
+    endpoints: dict[uuid.UUID, EndpointRow]
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    kept: list[Outcome]
+    """The outcomes recorded (those of deliveries whose lease this worker still held)."""
+    failing: dict[uuid.UUID, datetime]
+    """Each enabled endpoint with a failed attempt and no success: its ``failing_since``."""
+
+
+async def _driver(session: AsyncSession) -> asyncpg.Connection:
+    # The dispatcher's statements run on the asyncpg connection, without SQLAlchemy's
+    # per-statement work (core.db.driver_connection), also on a single-statement system_tx
+    # (autocommit): each is one statement, atomic on its own.
+    conn = await session.connection()
+    raw = await conn.get_raw_connection()
+    return cast(asyncpg.Connection, raw.driver_connection)
+
+
 async def claim_due(
     session: AsyncSession, *, owner: str, limit: int, lease: timedelta, now: datetime
-) -> list[Claimed]:
-    """Lease up to ``limit`` due deliveries (skipping rows other workers hold)."""
-    rows = await session.execute(
-        _CLAIM, {"now": now, "limit": limit, "owner": owner, "until": now + lease}
-    )
-    return [
-        Claimed(r.id, TenantId(r.tenant_id), r.endpoint_id, r.event_id, r.attempts) for r in rows
+) -> Claim:
+    """Lease up to ``limit`` due deliveries, with their endpoints, skipping rows other
+    workers hold."""
+    params = {"now": now, "limit": limit, "owner": owner, "until": now + lease}
+    driver = await _driver(session)
+    rows = await driver.fetch(_CLAIM.sql, *_CLAIM.arguments(params))
+    claimed = [
+        Claimed(r["id"], TenantId(r["tenant_id"]), r["endpoint_id"], r["event_id"], r["attempts"])
+        for r in rows
     ]
-
-
-async def load_endpoints(
-    session: AsyncSession, ids: Sequence[uuid.UUID]
-) -> dict[uuid.UUID, EndpointRow]:
-    rows = await session.execute(_ENDPOINTS, {"ids": list(set(ids))})
-    return {
-        r.id: EndpointRow(
-            r.id,
-            TenantId(r.tenant_id),
-            r.url,
-            r.status,
-            r.secret,
-            r.previous_secret,
-            r.previous_secret_expires_at,
+    endpoints = {
+        r["endpoint_id"]: EndpointRow(
+            r["endpoint_id"],
+            TenantId(r["tenant_id"]),
+            r["url"],
+            r["status"],
+            r["secret"],
+            r["previous_secret"],
+            r["previous_secret_expires_at"],
         )
         for r in rows
     }
+    return Claim(claimed, endpoints)
 
 
 async def record_outcomes(
     session: AsyncSession, outcomes: Sequence[Outcome], *, owner: str, now: datetime
-) -> list[Outcome]:
-    """Store each outcome and its attempt; rows whose lease this worker lost are left to
-    their new holder. Returns the outcomes recorded."""
+) -> Recorded:
+    """Store each outcome and its attempt, and start or end the endpoints' failing streaks,
+    in one statement; rows whose lease this worker lost are left to their new holder."""
     if not outcomes:
-        return []
-    kept_ids = set(
-        (
-            await session.execute(
-                _RECORD,
-                {
-                    "owner": owner,
-                    "now": now,
-                    "ids": [o.delivery.id for o in outcomes],
-                    "statuses": [o.status for o in outcomes],
-                    "nexts": [o.next_attempt_at for o in outcomes],
-                    "codes": [o.status_code for o in outcomes],
-                    "errors": [o.error for o in outcomes],
-                },
-            )
-        ).scalars()
+        return Recorded([], {})
+    params = {
+        "owner": owner,
+        "now": now,
+        "ids": [o.delivery.id for o in outcomes],
+        "statuses": [o.status for o in outcomes],
+        "nexts": [o.next_attempt_at for o in outcomes],
+        "codes": [o.status_code for o in outcomes],
+        "errors": [o.error for o in outcomes],
+        "attempt_ids": uuid7_batch(len(outcomes)),
+        "types": [o.event_type for o in outcomes],
+        "responses": [o.response for o in outcomes],
+        "durations": [o.duration_ms for o in outcomes],
+        "times": [o.attempted_at for o in outcomes],
+    }
+    driver = await _driver(session)
+    rows = await driver.fetch(_RECORD.sql, *_RECORD.arguments(params))
+    kept_ids = {r["id"] for r in rows if r["kind"] == "kept"}
+    return Recorded(
+        [o for o in outcomes if o.delivery.id in kept_ids],
+        {r["id"]: r["failing_since"] for r in rows if r["kind"] == "failing"},
     )
-    kept = [o for o in outcomes if o.delivery.id in kept_ids]
-    if kept:
-        await session.execute(
-            _LOG,
-            {
-                "ids": uuid7_batch(len(kept)),
-                "tenants": [o.delivery.tenant_id for o in kept],
-                "endpoints": [o.delivery.endpoint_id for o in kept],
-                "deliveries": [o.delivery.id for o in kept],
-                "types": [o.event_type for o in kept],
-                "attempts": [o.delivery.attempts for o in kept],
-                "codes": [o.status_code for o in kept],
-                "responses": [o.response for o in kept],
-                "durations": [o.duration_ms for o in kept],
-                "errors": [o.error for o in kept],
-                "times": [o.attempted_at for o in kept],
-            },
-        )
-    return kept
-
-
-async def mark_succeeded(session: AsyncSession, endpoint_ids: Sequence[uuid.UUID]) -> None:
-    """A success ends an endpoint's failing streak."""
-    if endpoint_ids:
-        await session.execute(_SUCCEEDED, {"ids": list(endpoint_ids)})
-
-
-async def mark_failing(
-    session: AsyncSession, endpoint_ids: Sequence[uuid.UUID], *, now: datetime
-) -> dict[uuid.UUID, datetime]:
-    """Start the failing streak of endpoints that had none; returns each enabled endpoint's
-    ``failing_since``."""
-    if not endpoint_ids:
-        return {}
-    rows = await session.execute(_FAILING, {"ids": list(endpoint_ids), "now": now})
-    return {r.id: r.failing_since for r in rows}
 
 
 async def disable_endpoint(
