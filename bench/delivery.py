@@ -110,7 +110,7 @@ async def send_and_deliver(
 
 
 # Process counts may be set for a run (e.g. to compare one API process with several).
-PASSED_SETTINGS = ("POSTYARD_HTTP__WORKERS", "POSTYARD_SMTP__WORKERS")
+PASSED_SETTINGS = ("POSTYARD_HTTP__WORKERS", "POSTYARD_SMTP__WORKERS", "POSTYARD_DELIVERY__WORKERS")
 
 
 def _settings(sink_port: int, nameserver: str) -> dict[str, str]:

@@ -22,6 +22,7 @@ async def test_an_email_s_events_reach_a_signed_webhook(tmp_path: Path) -> None:
         "POSTYARD_DATA_DIR": str(tmp_path / "data"),
         "POSTYARD_HTTP__PORT": "0",
         "POSTYARD_SMTP__PORT": "0",
+        "POSTYARD_MX__PORT": "0",  # another instance on this host may hold the default
         "POSTYARD_WEBHOOKS__ALLOWED_NETWORKS": "127.0.0.0/8",
     }
     async with HttpReceiver() as receiver:
