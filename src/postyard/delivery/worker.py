@@ -12,10 +12,9 @@ import asyncio
 import logging
 import random
 import uuid
-from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Protocol
 
 from postyard.core.clock import Clock
@@ -23,18 +22,13 @@ from postyard.core.db import Database, TenantId
 from postyard.core.lanes import Lanes
 from postyard.delivery import ippools, shaping_state, verp
 from postyard.delivery.claim import Claim, claim_batch
-from postyard.delivery.classify import (
-    BounceCategory,
-    Classification,
-    classification_of,
-    classify_outcome,
-)
 from postyard.delivery.holds import Hold, hold_for
 from postyard.delivery.identity import UNVERIFIED, SenderIdentity
 from postyard.delivery.ippools import PoolConfig
 from postyard.delivery.outcome import OutcomeKind, RecipientOutcome
 from postyard.delivery.record import record_results
-from postyard.delivery.retry import RetryPolicy, next_attempt
+from postyard.delivery.results import UNDELIVERABLE, group_for_sending, to_result
+from postyard.delivery.retry import RetryPolicy
 from postyard.delivery.session import SourceAddress
 from postyard.delivery.shaping import SiteShaper
 from postyard.delivery.transport import Envelope
@@ -42,7 +36,6 @@ from postyard.delivery.warmup import WarmupPolicy
 from postyard.domains.dkim import DkimSigningError
 from postyard.sending import idempotency, ledger
 from postyard.sending.ledger import (
-    Bounce,
     Candidate,
     ClaimedDelivery,
     DeliveryResult,
@@ -102,63 +95,6 @@ class WorkerConfig:
     maintenance_interval: float = 15.0
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     warmups: WarmupPolicy = field(default_factory=lambda: WarmupPolicy(schedule=()))
-
-
-def to_result(
-    delivery: ClaimedDelivery,
-    outcome: RecipientOutcome,
-    *,
-    policy: RetryPolicy,
-    now: datetime,
-    rand: Callable[[], float],
-    recipients_in_transaction: int = 1,
-) -> DeliveryResult:
-    """A recipient's SMTP outcome as a ledger result (pure): 4xx are retried on the policy's
-    schedule until its maximum age, then failed; a bounce carries its classification."""
-    reply = str(outcome.reply) if outcome.reply is not None else outcome.detail
-    if outcome.kind is OutcomeKind.DELIVERED:
-        return DeliveryResult(delivery, Result.DELIVERED, reply)
-    classified = classify_outcome(outcome, recipients_in_transaction=recipients_in_transaction)
-    if classified is not None:
-        return DeliveryResult(delivery, Result.BOUNCED, reply, bounce=_bounce(classified))
-    when = next_attempt(
-        policy,
-        attempts=delivery.attempts,
-        first_attempt_at=delivery.first_attempt_at,
-        now=now,
-        rand=rand,
-    )
-    if when is None:
-        return DeliveryResult(delivery, Result.FAILED, f"gave up after retries: {reply}")
-    return DeliveryResult(delivery, Result.DEFERRED, reply, when)
-
-
-def _bounce(classified: Classification) -> Bounce:
-    return Bounce(
-        type=classified.type.value,
-        category=classified.category.value,
-        resend_type=classified.resend_type,
-        sub_type=classified.sub_type,
-    )
-
-
-# A message our side cannot put on the wire says nothing about the address.
-_UNDELIVERABLE = _bounce(classification_of(BounceCategory.UNDETERMINED, final=True))
-
-
-def group_for_sending(
-    claimed: list[ClaimedDelivery], *, per_domain: bool, per_recipient: set[uuid.UUID]
-) -> dict[tuple[uuid.UUID, str], list[ClaimedDelivery]]:
-    """Recipients that travel in one SMTP transaction: same message and, for direct delivery,
-    same domain (pure). Messages in ``per_recipient`` (those with a VERP return path, whose
-    envelope sender names one recipient) go one recipient per transaction."""
-    groups: dict[tuple[uuid.UUID, str], list[ClaimedDelivery]] = defaultdict(list)
-    for d in claimed:
-        if d.message_id in per_recipient:
-            groups[(d.message_id, str(d.id))].append(d)
-        else:
-            groups[(d.message_id, d.domain if per_domain else "")].append(d)
-    return groups
 
 
 class DeliveryWorker:
@@ -394,7 +330,7 @@ class DeliveryWorker:
             )
         except ValueError as exc:
             return [], [
-                DeliveryResult(r, Result.BOUNCED, f"not deliverable: {exc}", bounce=_UNDELIVERABLE)
+                DeliveryResult(r, Result.BOUNCED, f"not deliverable: {exc}", bounce=UNDELIVERABLE)
                 for r in rows
             ]
         source = (
