@@ -4,9 +4,9 @@ SQLAlchemy's session costs about a millisecond of CPU per statement on top of th
 (the async adapter, the greenlet hop, result wrapping), and a send is several statements.
 These pools hand out bare asyncpg connections, one pool per role, opened lazily: the app
 role's sized like the engines' pools, the system role's a quarter of that (at least 2).
-``Database.tenant_conn`` and ``Database.system_conn`` are the only
-ways to get one: the tenant is set before the caller sees the connection, exactly as
-``tenant_tx`` does, so row-level security applies the same way.
+``Database.tenant_conn`` and ``Database.system_conn`` are the only ways to get one: the
+tenant is set before the caller sees the connection, exactly as ``tenant_tx`` does, so
+row-level security applies the same way.
 """
 
 from __future__ import annotations
