@@ -108,14 +108,25 @@ def summary_rows(outcomes: list[Outcome]) -> list[tuple[str, ...]]:
 
 
 def _load(before: float) -> str:
-    after, cores = os.getloadavg()[0], os.cpu_count() or 1
-    text = f"Load average (1 min) {before:.1f} before the run, {after:.1f} after it"
-    if max(before, after) > cores:
-        return f"{text}: more than the {cores} cores, so other work skewed the figures."
-    return f"{text}."
+    # The load average just after the run still counts the run's own last benchmark, so
+    # other work is judged by the load before and the CPU busy once everything stopped.
+    cores = os.cpu_count() or 1
+    busy = h.busy_percent()
+    text = (
+        f"Load average (1 min) {before:.1f} before the run; CPU {busy:.0f}% busy with other "
+        "work once it stopped"
+    )
+    if before > cores / 2 or busy > BUSY_SKEW_PERCENT:
+        return f"{text}: other work shared the {cores} cores and skewed the figures."
+    return f"{text}: a quiet machine."
 
 
-def render(outcomes: list[Outcome], argv: list[str], started: str, load_before: float) -> str:
+BUSY_SKEW_PERCENT = 25.0
+
+
+def render(
+    outcomes: list[Outcome], argv: list[str], started: str, load_before: float, revision: str
+) -> str:
     facts: dict[str, str] = {}
     for outcome in outcomes:
         facts.update(outcome.facts)
@@ -138,7 +149,7 @@ def render(outcomes: list[Outcome], argv: list[str], started: str, load_before: 
         f"`python bench {' '.join(argv)}`. Machine: {h.machine_facts()}; Python "
         f"{platform.python_version()}; {facts.get('PostgreSQL', 'PostgreSQL unknown')}; "
         f"Postfix {h.postfix_version()}; Postyard {version('postyard')} (git "
-        f"{h.git_revision(h.REPOSITORY)}). {_load(load_before)} Benchmarks: {runs}. "
+        f"{revision}). {_load(load_before)} Benchmarks: {runs}. "
         f"Sections below give each benchmark's method and full table.\n\n{table}\n{missing}"
     )
 
@@ -162,6 +173,7 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, runner.on_signal)
     started = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
     load_before = os.getloadavg()[0]
+    revision = h.git_revision(h.REPOSITORY)  # before the run writes its sections (-dirty)
     outcomes: list[Outcome] = []
     with tempfile.TemporaryDirectory(prefix="postyard-bench-run-") as tmp:
         Path(tmp).chmod(0o711)  # Postfix's daemons (user postfix) must reach its queue below
@@ -171,7 +183,7 @@ def main(argv: list[str]) -> int:
                 print("stopped: the remaining benchmarks are not run")
                 break
         left = h.lasting_leftovers([tmp], children_of=os.getpid())
-    text = render(outcomes, argv, started, load_before)
+    text = render(outcomes, argv, started, load_before, revision)
     print("\n" + text)
     if not args.no_docs and not runner.stopping:
         h.replace_section(h.PERFORMANCE_DOC, "summary", text)
