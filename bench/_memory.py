@@ -46,17 +46,21 @@ class PeakMemory:
     db_max_rss: int = 0
     """The largest RSS of any one PostgreSQL process."""
     roles: Counter[str] = field(default_factory=Counter)
-    """Peak RSS per role (the processes of one role summed at each sample)."""
+    """Peak RSS of one process per role (the largest of the role's processes: the target is
+    per process, and `up` runs several processes of some roles)."""
 
     def sample(self) -> None:
         db = _tree(self.db_pid)
         db_pids = {p.pid for p in db}
         now: Counter[str] = Counter()
-        db_rss = db_pss = 0
+        app_rss = db_rss = db_pss = 0
         for proc in _tree(self.app_pid):
             if proc.pid not in db_pids:
                 with contextlib.suppress(psutil.Error):
-                    now[role_of(proc)] += int(proc.memory_info().rss)
+                    rss = int(proc.memory_info().rss)
+                    app_rss += rss
+                    role = role_of(proc)
+                    now[role] = max(now[role], rss)
         for proc in db:
             with contextlib.suppress(psutil.Error):
                 # PSS shares each page among the processes mapping it: summed RSS counts the
@@ -65,7 +69,7 @@ class PeakMemory:
                 db_rss += int(full.rss)
                 self.db_max_rss = max(self.db_max_rss, int(full.rss))
                 db_pss += int(full.pss)
-        self.app_rss = max(self.app_rss, sum(now.values()))
+        self.app_rss = max(self.app_rss, app_rss)
         for role, rss in now.items():
             self.roles[role] = max(self.roles[role], rss)
         self.db_rss = max(self.db_rss, db_rss)
