@@ -116,7 +116,7 @@ def _load(before: float) -> str:
         f"Load average (1 min) {before:.1f} before the run; CPU {busy:.0f}% busy with other "
         "work once it stopped"
     )
-    if before > cores / 2 or busy > BUSY_SKEW_PERCENT:
+    if before > cores or busy > BUSY_SKEW_PERCENT:
         return f"{text}: other work shared the {cores} cores and skewed the figures."
     return f"{text}: a quiet machine."
 
