@@ -400,8 +400,10 @@ async def test_an_expired_lease_is_retried_and_the_old_holder_cannot_record(env:
     created = await env.create()
     await env.send()
     lease = timedelta(minutes=10)
-    async with env.db.system_tx(reason="test: a worker that will die") as s:
-        claim = await ledger.claim_due(s, owner="dead", limit=10, lease=lease, now=env.clock.now())
+    async with env.db.system_conn(reason="test: a worker that will die") as conn:
+        claim = await ledger.claim_due(
+            conn, owner="dead", limit=10, lease=lease, now=env.clock.now()
+        )
     [claimed] = claim.deliveries
     survivor = env.dispatcher()
     assert await survivor.run_once() == 0  # leased: nobody else takes it
@@ -414,8 +416,8 @@ async def test_an_expired_lease_is_retried_and_the_old_holder_cannot_record(env:
     late = ledger.Outcome(
         claimed, "email.sent", "failed", None, 500, "", 1, "HTTP 500", env.clock.now()
     )
-    async with env.db.system_tx(reason="test") as s:
-        recorded = await ledger.record_outcomes(s, [late], owner="dead", now=env.clock.now())
+    async with env.db.system_conn(reason="test") as conn:
+        recorded = await ledger.record_outcomes(conn, [late], owner="dead", now=env.clock.now())
     assert recorded.kept == []
     [row] = await env.deliveries(created["id"])
     assert row["status"] == "succeeded"

@@ -110,18 +110,19 @@ class WebhookDispatcher:
         cfg = self._config
         # The claim is one statement; the events and messages it names are committed and
         # immutable, so they are read after it (outside any transaction).
-        async with self._db.system_tx(
-            reason="webhook dispatcher: claim", single_statement=True
-        ) as session:
+        async with self._db.system_conn(reason="webhook dispatcher: claim") as conn:
             claim = await ledger.claim_due(
-                session,
+                conn,
                 owner=cfg.owner,
                 limit=cfg.batch_size,
                 lease=cfg.lease,
                 now=self._clock.now(),
             )
-            if not claim.deliveries:
-                return None
+        if not claim.deliveries:
+            return None
+        async with self._db.system_tx(
+            reason="webhook dispatcher: read the claimed events", single_statement=True
+        ) as session:
             events = await get_events_unscoped(session, [c.event_id for c in claim.deliveries])
             message_ids = [e.message_id for e in events.values() if e.message_id is not None]
             messages = await message_summaries_unscoped(session, message_ids)
@@ -221,11 +222,9 @@ class WebhookDispatcher:
 
     async def _record(self, outcomes: list[Outcome]) -> None:
         now = self._clock.now()
-        async with self._db.system_tx(
-            reason="webhook dispatcher: record", single_statement=True
-        ) as session:
+        async with self._db.system_conn(reason="webhook dispatcher: record") as conn:
             recorded = await ledger.record_outcomes(
-                session, outcomes, owner=self._config.owner, now=now
+                conn, outcomes, owner=self._config.owner, now=now
             )
         succeeded = {o.delivery.endpoint_id for o in recorded.kept if o.status == "succeeded"}
         gone = {o.delivery.endpoint_id for o in recorded.kept if o.status_code == 410}

@@ -8,7 +8,6 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import cast
 
 import asyncpg
 from sqlalchemy import text
@@ -155,23 +154,14 @@ class Recorded:
     """Each enabled endpoint with a failed attempt and no success: its ``failing_since``."""
 
 
-async def _driver(session: AsyncSession) -> asyncpg.Connection:
-    # The dispatcher's statements run on the asyncpg connection, without SQLAlchemy's
-    # per-statement work (core.db.driver_connection), also on a single-statement system_tx
-    # (autocommit): each is one statement, atomic on its own.
-    conn = await session.connection()
-    raw = await conn.get_raw_connection()
-    return cast(asyncpg.Connection, raw.driver_connection)
-
-
 async def claim_due(
-    session: AsyncSession, *, owner: str, limit: int, lease: timedelta, now: datetime
+    conn: asyncpg.Connection, *, owner: str, limit: int, lease: timedelta, now: datetime
 ) -> Claim:
     """Lease up to ``limit`` due deliveries, with their endpoints, skipping rows other
-    workers hold."""
+    workers hold: one statement, on a bare system connection (``Database.system_conn``;
+    atomic on its own, no transaction needed)."""
     params = {"now": now, "limit": limit, "owner": owner, "until": now + lease}
-    driver = await _driver(session)
-    rows = await driver.fetch(_CLAIM.sql, *_CLAIM.arguments(params))
+    rows = await conn.fetch(_CLAIM.sql, *_CLAIM.arguments(params))
     claimed = [
         Claimed(r["id"], TenantId(r["tenant_id"]), r["endpoint_id"], r["event_id"], r["attempts"])
         for r in rows
@@ -192,10 +182,11 @@ async def claim_due(
 
 
 async def record_outcomes(
-    session: AsyncSession, outcomes: Sequence[Outcome], *, owner: str, now: datetime
+    conn: asyncpg.Connection, outcomes: Sequence[Outcome], *, owner: str, now: datetime
 ) -> Recorded:
     """Store each outcome and its attempt, and start or end the endpoints' failing streaks,
-    in one statement; rows whose lease this worker lost are left to their new holder."""
+    in one statement (``conn``: a bare system connection); rows whose lease this worker lost
+    are left to their new holder."""
     if not outcomes:
         return Recorded([], {})
     params = {
@@ -212,8 +203,7 @@ async def record_outcomes(
         "durations": [o.duration_ms for o in outcomes],
         "times": [o.attempted_at for o in outcomes],
     }
-    driver = await _driver(session)
-    rows = await driver.fetch(_RECORD.sql, *_RECORD.arguments(params))
+    rows = await conn.fetch(_RECORD.sql, *_RECORD.arguments(params))
     kept_ids = {r["id"] for r in rows if r["kind"] == "kept"}
     return Recorded(
         [o for o in outcomes if o.delivery.id in kept_ids],
