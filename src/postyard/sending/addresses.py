@@ -16,7 +16,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-from email_validator import EmailNotValidError, validate_email
+from postyard.core.addr_spec import check_addr_spec
 
 # Characters that must never reach a header: C0/C1 controls (CR, LF and NUL among them),
 # unpaired surrogates (not encodable) and the Unicode line/paragraph separators, which
@@ -313,35 +313,6 @@ def simple_addr_spec(addr_spec: str) -> tuple[str, str] | None:
     return local, domain
 
 
-@functools.lru_cache(maxsize=4096)
-def _checked_addr_spec(addr_spec: str) -> tuple[str, str] | str:
-    """(local part, ASCII domain) of a valid addr-spec, or why it is not valid.
-
-    A pure function of its argument, memoised per process: senders and frequent
-    recipients repeat, and email-validator's checks are a tenth of an API send's CPU.
-    """
-    try:
-        # Every policy flag is explicit: email-validator's module-level defaults are mutable
-        # globals. "test_environment" admits only *.test (RFC 6761 section 6.2), which
-        # Postyard's tests and staging set-ups route through their own DNS.
-        valid = validate_email(
-            addr_spec,
-            check_deliverability=False,
-            allow_smtputf8=True,
-            allow_empty_local=False,
-            allow_quoted_local=False,
-            allow_domain_literal=False,
-            allow_display_name=False,
-            globally_deliverable=True,
-            test_environment=True,
-        )
-    except EmailNotValidError as exc:
-        return str(exc)
-    if "." not in valid.ascii_domain:  # the bare name "test" that test_environment admits
-        return "The domain needs a period."
-    return valid.local_part, valid.ascii_domain
-
-
 def parse_address(value: str, *, field: str) -> Address:
     """Parse one mailbox (see ``_parse_address``); valid values are memoised per process
     (``Address`` is immutable), invalid ones parsed again to name ``field`` in the error."""
@@ -393,7 +364,7 @@ def _parse_address(value: str, *, field: str) -> Address:
             field, f"{invalid} Use the `email@example.com` or `Name <email@example.com>` format."
         )
     display_name, addr_spec = parts
-    checked = simple_addr_spec(addr_spec) or _checked_addr_spec(addr_spec)
+    checked = simple_addr_spec(addr_spec) or check_addr_spec(addr_spec)
     if isinstance(checked, str):
         raise InvalidAddress(field, f"{invalid} {checked}")
     local, domain = checked

@@ -3,8 +3,7 @@ which is how sending stores recipients, so that a list entry matches what is sen
 
 from __future__ import annotations
 
-from email_validator import EmailNotValidError, validate_email
-
+from postyard.core.addr_spec import check_addr_spec
 from postyard.core.errors import ValidationFailed
 
 MAX_INPUT = 320
@@ -18,22 +17,8 @@ def normalize_address(value: str) -> str:
     invalid = f"Invalid `email` field: {text[:80]!r} is not a valid email address."
     if not text or len(text) > MAX_INPUT:
         raise ValidationFailed(invalid)
-    try:
-        # Every policy flag is explicit: email-validator's module-level defaults are mutable
-        # globals. Same policy as the addresses sending accepts.
-        valid = validate_email(
-            text,
-            check_deliverability=False,
-            allow_smtputf8=True,
-            allow_empty_local=False,
-            allow_quoted_local=False,
-            allow_domain_literal=False,
-            allow_display_name=False,
-            globally_deliverable=True,
-            test_environment=True,
-        )
-    except EmailNotValidError as exc:
-        raise ValidationFailed(f"{invalid} {exc}") from exc
-    if "." not in valid.ascii_domain:
-        raise ValidationFailed(f"{invalid} The domain needs a period.")
-    return f"{valid.local_part}@{valid.ascii_domain}"
+    checked = check_addr_spec(text)
+    if isinstance(checked, str):
+        raise ValidationFailed(f"{invalid} {checked}")
+    local, domain = checked
+    return f"{local}@{domain}"
