@@ -97,7 +97,9 @@ async def _connection(
                 result.issued -= 1  # someone sends it again: the run ends at `requests` accepted
                 result.errors[f"{status} {body[:200].decode(errors='replace')}"] += 1
                 if sum(result.errors.values()) > max_errors:
-                    raise TooManyErrors(f"more than {max_errors} failed requests")
+                    common = "; ".join(f"{n} x {e}" for e, n in result.errors.most_common(3))
+                    msg = f"more than {max_errors} failed requests, most common: {common}"
+                    raise TooManyErrors(msg)
             if close:
                 writer.close()
                 reader = writer = None

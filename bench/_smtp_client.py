@@ -203,7 +203,9 @@ async def _sessions(
             load.issued -= 1  # someone sends it again: the run ends at `messages` accepted
             load.errors[f"{code} {text[:200]}"] += 1
             if sum(load.errors.values()) > max_errors:
-                raise TooManyErrors(f"more than {max_errors} messages refused")
+                common = "; ".join(f"{n} x {e}" for e, n in load.errors.most_common(3))
+                msg = f"more than {max_errors} messages refused, most common: {common}"
+                raise TooManyErrors(msg)
             if code in (0, 421):
                 session.close()
                 session = None
