@@ -230,6 +230,19 @@ async def test_signed_deliveries_pass_independent_verifiers_across_a_rotation(
     assert third.headers["webhook-signature"] == hmac_signature(new_secret, third)
 
 
+async def test_the_payload_carries_the_message_summary_read_with_the_claim(env: Env) -> None:
+    await env.create()
+    email = {**EMAIL, "tags": [{"name": "category", "value": "receipt"}]}
+    response = await env.http.post("/v1/emails", json=email, headers=env.auth)
+    assert response.status_code == 200, response.text
+    assert await env.dispatcher().run_once() == 1
+    [request] = await env.receiver.wait_for_requests(1)
+    data = json.loads(request.body)["data"]
+    assert data["email_id"] == response.json()["id"]
+    assert data["tags"] == {"category": "receipt"}
+    assert (data["from"], data["to"], data["subject"]) == (EMAIL["from"], EMAIL["to"], "Hi")
+
+
 def standardwebhooks_secret() -> str:
     return "whsec_" + base64.b64encode(b"\x01" * 32).decode()
 

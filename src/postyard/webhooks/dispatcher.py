@@ -109,7 +109,7 @@ class WebhookDispatcher:
     async def _claim(self) -> _Batch | None:
         cfg = self._config
         # The claim is one statement; the events and messages it names are committed and
-        # immutable, so they are read after it (outside any transaction).
+        # immutable, so they are read after it on the same connection, with no transaction.
         async with self._db.system_conn(reason="webhook dispatcher: claim") as conn:
             claim = await ledger.claim_due(
                 conn,
@@ -118,14 +118,11 @@ class WebhookDispatcher:
                 lease=cfg.lease,
                 now=self._clock.now(),
             )
-        if not claim.deliveries:
-            return None
-        async with self._db.system_tx(
-            reason="webhook dispatcher: read the claimed events", single_statement=True
-        ) as session:
-            events = await get_events_unscoped(session, [c.event_id for c in claim.deliveries])
+            if not claim.deliveries:
+                return None
+            events = await get_events_unscoped(conn, [c.event_id for c in claim.deliveries])
             message_ids = [e.message_id for e in events.values() if e.message_id is not None]
-            messages = await message_summaries_unscoped(session, message_ids)
+            messages = await message_summaries_unscoped(conn, message_ids)
         return _Batch(claim.deliveries, claim.endpoints, events, messages)
 
     async def _batch(self) -> int:
