@@ -15,6 +15,7 @@ import logging
 import random
 import uuid
 import weakref
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -151,11 +152,32 @@ class WebhookDispatcher:
                     "webhook secret does not decrypt", extra={"endpoint": str(endpoint.id)}
                 )
                 secrets[endpoint.id] = str(exc)
-        outcomes = await asyncio.gather(
-            *(self._attempt(c, batch, bodies, secrets) for c in batch.claimed)
+        # Each endpoint's deliveries are worked through by as many coroutines as it has
+        # slots, rather than a task per delivery queueing on the slot semaphore.
+        queues: dict[uuid.UUID, deque[Claimed]] = {}
+        for claimed in batch.claimed:
+            queues.setdefault(claimed.endpoint_id, deque()).append(claimed)
+        outcomes: list[Outcome] = []
+        await asyncio.gather(
+            *(
+                self._work_through(queue, batch, bodies, secrets, outcomes)
+                for queue in queues.values()
+                for _ in range(min(len(queue), self._config.per_endpoint))
+            )
         )
         await self._record(outcomes)
         return len(batch.claimed)
+
+    async def _work_through(
+        self,
+        queue: deque[Claimed],
+        batch: _Batch,
+        bodies: dict[uuid.UUID, bytes],
+        secrets: dict[uuid.UUID, list[str] | str],
+        outcomes: list[Outcome],
+    ) -> None:
+        while queue:
+            outcomes.append(await self._attempt(queue.popleft(), batch, bodies, secrets))
 
     async def _attempt(
         self,
