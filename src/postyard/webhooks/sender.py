@@ -402,12 +402,23 @@ def _excerpt(body: bytes) -> str:
 
 
 def _request_head(url: ParsedUrl, length: int, headers: Mapping[str, str]) -> bytes:
-    lines = [f"POST {url.target} HTTP/1.1", f"host: {url.host_header}", f"content-length: {length}"]
-    for name, value in headers.items():
-        if name.lower() in _OWN_HEADERS:
-            raise ValueError(f"the sender sets the {name} header itself")
-        if not _TOKEN.fullmatch(name) or _BAD_VALUE.search(value):
-            raise ValueError(f"header {name!r} cannot be sent")
-        lines.append(f"{name}: {value}")
-    lines.append("\r\n")
-    return "\r\n".join(lines).encode("ascii")  # UnicodeEncodeError is a ValueError
+    for name in headers:
+        problem = _header_name_problem(name)
+        if problem is not None:
+            raise ValueError(problem)
+    if _BAD_VALUE.search("".join(headers.values())):  # one scan for all values
+        bad = next(name for name, value in headers.items() if _BAD_VALUE.search(value))
+        raise ValueError(f"header {bad!r} cannot be sent")
+    lines = "".join([f"{name}: {value}\r\n" for name, value in headers.items()])
+    head = f"POST {url.target} HTTP/1.1\r\nhost: {url.host_header}\r\ncontent-length: {length}\r\n"
+    return (head + lines + "\r\n").encode("ascii")  # UnicodeEncodeError is a ValueError
+
+
+@functools.lru_cache(maxsize=256)
+def _header_name_problem(name: str) -> str | None:
+    # Memoised: a sender sends the same few header names on every request.
+    if name.lower() in _OWN_HEADERS:
+        return f"the sender sets the {name} header itself"
+    if not _TOKEN.fullmatch(name):
+        return f"header {name!r} cannot be sent"
+    return None
