@@ -97,6 +97,7 @@ class WebhookSender:
         # Weak: an endpoint's semaphore lives while an attempt holds or awaits it.
         self._slots = weakref.WeakValueDictionary[tuple[str, str, int], Semaphore]()
         self._idle: dict[_Key, list[_Connection]] = {}
+        self._sweep_timer: asyncio.TimerHandle | None = None
         self._parsed: dict[str, ParsedUrl | str] = {}
         self._closed = False
 
@@ -142,6 +143,9 @@ class WebhookSender:
     async def aclose(self) -> None:
         """Close the idle connections; attempts in flight close theirs when they end."""
         self._closed = True
+        if self._sweep_timer is not None:
+            self._sweep_timer.cancel()
+            self._sweep_timer = None
         for connection in [each for idle in self._idle.values() for each in idle]:
             connection.close()
         self._idle.clear()
@@ -231,6 +235,7 @@ class WebhookSender:
                 connection.close(abort=True)
 
     def _take_idle(self, url: ParsedUrl, addresses: Sequence[IPAddress]) -> _Connection | None:
+        oldest = asyncio.get_running_loop().time() - self._keepalive
         for ip in addresses:
             key = (str(ip), url.port, url.host, url.tls)
             idle = self._idle.get(key)
@@ -238,10 +243,12 @@ class WebhookSender:
                 connection = idle.pop()
                 if not idle:
                     del self._idle[key]
-                if connection.usable():
-                    connection.stop_idle_timer()
+                if not connection.usable():
+                    connection.close(abort=True)
+                elif connection.idle_since <= oldest:
+                    connection.close()  # past keepalive_expiry; the sweep has not run yet
+                else:
                     return connection
-                connection.close(abort=True)
         return None
 
     def _keep(self, connection: _Connection) -> None:
@@ -249,17 +256,29 @@ class WebhookSender:
         if len(idle) >= self._per_host:
             connection.close()
             return
-        idle.append(connection)
         loop = asyncio.get_running_loop()
-        connection.idle_timer = loop.call_later(self._keepalive, self._expire, connection)
+        connection.idle_since = loop.time()
+        idle.append(connection)
+        # One timer for all idle connections rather than one per request: taking a connection
+        # checks its age, and the sweep closes those nobody took in time.
+        if self._sweep_timer is None:
+            self._sweep_timer = loop.call_later(self._keepalive, self._sweep)
 
-    def _expire(self, connection: _Connection) -> None:
-        idle = self._idle.get(connection.key, [])
-        if connection in idle:
-            idle.remove(connection)
-        if not idle:
-            self._idle.pop(connection.key, None)
-        connection.close()
+    def _sweep(self) -> None:
+        self._sweep_timer = None
+        loop = asyncio.get_running_loop()
+        oldest = loop.time() - self._keepalive
+        for key, idle in list(self._idle.items()):
+            expired = [c for c in idle if c.idle_since <= oldest]
+            for connection in expired:
+                connection.close()
+            if len(expired) == len(idle):
+                del self._idle[key]
+            else:
+                idle[:] = [c for c in idle if c.idle_since > oldest]
+        if self._idle:
+            first = min(c.idle_since for idle in self._idle.values() for c in idle)
+            self._sweep_timer = loop.call_at(first + self._keepalive, self._sweep)
 
 
 _Key = tuple[str, int, str, bool]  # address, port, host name, tls
@@ -273,7 +292,7 @@ class _Connection(asyncio.Protocol):
 
     def __init__(self, key: _Key, label: str, cap: int) -> None:
         self.key, self.label, self.cap = key, label, cap
-        self.idle_timer: asyncio.TimerHandle | None = None
+        self.idle_since = 0.0  # the loop's time when it was last given back
         self.broken = False
         self._transport: asyncio.Transport | None = None
         self._waiter: asyncio.Future[None] | None = None
@@ -315,14 +334,8 @@ class _Connection(asyncio.Protocol):
         transport = self._transport
         return not self.broken and transport is not None and not transport.is_closing()
 
-    def stop_idle_timer(self) -> None:
-        if self.idle_timer is not None:
-            self.idle_timer.cancel()
-            self.idle_timer = None
-
     def close(self, *, abort: bool = False) -> None:
         """Close gracefully (TLS close_notify) or, with ``abort``, at once."""
-        self.stop_idle_timer()
         if self._transport is not None:
             (self._transport.abort if abort else self._transport.close)()
 
