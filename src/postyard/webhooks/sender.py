@@ -196,7 +196,7 @@ class WebhookSender:
         failures = []
         for ip in addresses:
             label = f"{name}[{ip}]:{url.port}" if name or ip.version == 6 else f"{ip}:{url.port}"
-            key = (str(ip), url.port, url.host, url.tls)
+            key = (ip, url.port, url.host, url.tls)
             factory = functools.partial(_Connection, key, label, self._body_cap)
             try:
                 async with asyncio.timeout(self._timeouts.connect):
@@ -237,7 +237,7 @@ class WebhookSender:
     def _take_idle(self, url: ParsedUrl, addresses: Sequence[IPAddress]) -> _Connection | None:
         oldest = asyncio.get_running_loop().time() - self._keepalive
         for ip in addresses:
-            key = (str(ip), url.port, url.host, url.tls)
+            key = (ip, url.port, url.host, url.tls)
             idle = self._idle.get(key)
             while idle:
                 connection = idle.pop()
@@ -281,7 +281,7 @@ class WebhookSender:
             self._sweep_timer = loop.call_at(first + self._keepalive, self._sweep)
 
 
-_Key = tuple[str, int, str, bool]  # address, port, host name, tls
+_Key = tuple[IPAddress, int, str, bool]  # address, port, host name, tls
 _Outcome = tuple[int | None, str, str | None, bool]  # status, excerpt, error, refused
 
 
