@@ -230,6 +230,19 @@ async def test_signed_deliveries_pass_independent_verifiers_across_a_rotation(
     assert third.headers["webhook-signature"] == hmac_signature(new_secret, third)
 
 
+async def test_the_payload_carries_the_message_summary_read_with_the_claim(env: Env) -> None:
+    await env.create()
+    email = {**EMAIL, "tags": [{"name": "category", "value": "receipt"}]}
+    response = await env.http.post("/v1/emails", json=email, headers=env.auth)
+    assert response.status_code == 200, response.text
+    assert await env.dispatcher().run_once() == 1
+    [request] = await env.receiver.wait_for_requests(1)
+    data = json.loads(request.body)["data"]
+    assert data["email_id"] == response.json()["id"]
+    assert data["tags"] == {"category": "receipt"}
+    assert (data["from"], data["to"], data["subject"]) == (EMAIL["from"], EMAIL["to"], "Hi")
+
+
 def standardwebhooks_secret() -> str:
     return "whsec_" + base64.b64encode(b"\x01" * 32).decode()
 
@@ -341,6 +354,32 @@ async def test_410_disables_the_endpoint_at_once(env: Env) -> None:
     assert {r["status"] for r in await env.deliveries(created["id"])} == {"failed"}
     env.clock.current += timedelta(days=1)
     assert await env.dispatcher().run_once() == 0  # nothing is retried
+
+
+async def test_attempts_go_with_their_endpoint_and_their_organization(env: Env) -> None:
+    kept, deleted = await env.create("/kept"), await env.create("/deleted")
+    await env.send()
+    assert await env.dispatcher().run_once() == 2
+    assert len(await env.attempts(kept["id"])) == len(await env.attempts(deleted["id"])) == 1
+    response = await env.http.delete(f"/v1/webhooks/{deleted['id']}", headers=env.auth)
+    assert response.status_code == 200, response.text
+    assert await attempts_of(env, deleted["id"]) == 0
+    assert await attempts_of(env, kept["id"]) == 1
+    async with env.db.system_tx(reason="test: an organization deleted with its data") as s:
+        await s.execute(
+            text(
+                "DELETE FROM organizations WHERE id ="
+                " (SELECT tenant_id FROM webhook_endpoints WHERE id = :id)"
+            ),
+            {"id": uuid.UUID(kept["id"])},
+        )
+    assert await attempts_of(env, kept["id"]) == 0
+
+
+async def attempts_of(env: Env, endpoint_id: str) -> int:
+    async with env.db.system_tx(reason="test") as s:
+        query = text("SELECT count(*) FROM webhook_attempts WHERE endpoint_id = :id")
+        return int((await s.execute(query, {"id": uuid.UUID(endpoint_id)})).scalar_one())
 
 
 async def test_a_redirect_is_a_failure_and_is_not_followed(env: Env) -> None:

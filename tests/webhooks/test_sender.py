@@ -19,7 +19,7 @@ import standardwebhooks
 import trustme
 
 from postyard.delivery.mx import make_resolver
-from postyard.webhooks.sender import SendResult, Timeouts, WebhookSender
+from postyard.webhooks.sender import EXCERPT_BYTES, SendResult, Timeouts, WebhookSender, _excerpt
 from postyard.webhooks.signing import generate_secret, webhook_headers
 from postyard.webhooks.ssrf import AddressPolicy, Network
 from tests.support.dns_server import AAAA, A, DnsServer
@@ -81,6 +81,7 @@ async def sender_for(
     ssl_context: ssl.SSLContext | None = None,
     timeouts: Timeouts = GENEROUS,
     max_connections_per_host: int = 16,
+    keepalive_expiry: float = 4.0,
 ) -> AsyncIterator[WebhookSender]:
     sender = WebhookSender(
         resolver=make_resolver([dns_server.nameserver], timeout=2.0, lifetime=4.0, cache=False),
@@ -88,6 +89,7 @@ async def sender_for(
         ssl_context=ssl_context,
         timeouts=timeouts,
         max_connections_per_host=max_connections_per_host,
+        keepalive_expiry=keepalive_expiry,
     )
     try:
         yield sender
@@ -137,6 +139,12 @@ async def test_nul_bytes_are_replaced_in_the_excerpt(
     async with sender_for(dns_server, LOOPBACK) as sender:
         result = await sender.post(receiver.url("/hook"), BODY, headers())
     assert result.excerpt == "a\ufffdb"
+
+
+def test_the_excerpt_is_the_first_kib_without_a_character_cut_in_two() -> None:
+    assert _excerpt(b"x" * 2000) == "x" * EXCERPT_BYTES
+    assert _excerpt(b"x" * (EXCERPT_BYTES - 1) + "\u00e9".encode()) == "x" * (EXCERPT_BYTES - 1)
+    assert _excerpt(b"\xff\x00ok") == "\ufffd\ufffdok"
 
 
 @pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
@@ -231,6 +239,15 @@ async def test_a_connection_closed_while_idle_is_replaced(
         await receiver.drop_connections()
         assert (await sender.post(receiver.url("/b"), BODY, headers())).error is None
     assert [request.connection for request in receiver.requests] == [1, 2]
+
+
+async def test_a_connection_idle_past_its_expiry_is_not_reused(
+    dns_server: DnsServer, receiver: HttpReceiver
+) -> None:
+    async with sender_for(dns_server, LOOPBACK, keepalive_expiry=0.0) as sender:
+        for path in ("/a", "/b", "/c"):
+            assert (await sender.post(receiver.url(path), BODY, headers())).error is None
+    assert [request.connection for request in receiver.requests] == [1, 2, 3]
 
 
 async def test_attempts_per_endpoint_are_bounded(

@@ -8,7 +8,8 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import ARRAY, Uuid, bindparam, insert, select, text
+import asyncpg
+from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from postyard.core.db import TenantId, table_of
@@ -16,10 +17,11 @@ from postyard.core.ids import uuid7
 from postyard.events.models import Event
 from postyard.events.types import EventView, NewEvent, StoredEvent
 
-_BY_IDS = text(
+# jsonb comes back from asyncpg as its text (no codec is set on the bare pools).
+_BY_IDS = (
     "SELECT id, tenant_id, type, message_id, recipient, data, created_at FROM events"
-    " WHERE id = ANY(:ids)"
-).bindparams(bindparam("ids", type_=ARRAY(Uuid())))
+    " WHERE id = ANY($1::uuid[])"
+)
 
 # For callers that write events in the same statement as the change they describe (a
 # data-modifying CTE, one round trip): the INSERT, fed by ``event_columns``.
@@ -82,22 +84,23 @@ async def list_message_events(
 
 
 async def get_events_unscoped(
-    session: AsyncSession, ids: Sequence[uuid.UUID]
+    conn: asyncpg.Connection, ids: Sequence[uuid.UUID]
 ) -> dict[uuid.UUID, StoredEvent]:
-    """Events by id, whatever their tenant (for workers in a system transaction; under a
-    tenant transaction row-level security still hides other tenants' events)."""
+    """Events by id, whatever their tenant, read on a bare system connection
+    (``Database.system_conn``: for workers, one statement; events are immutable, so no
+    transaction is needed around it). Missing ids are left out."""
     if not ids:
         return {}
-    rows = await session.execute(_BY_IDS, {"ids": list(ids)})
+    rows = await conn.fetch(_BY_IDS, list(ids))
     return {
-        r.id: StoredEvent(
-            id=r.id,
-            tenant_id=TenantId(r.tenant_id),
-            type=r.type,
-            message_id=r.message_id,
-            recipient=r.recipient,
-            data=r.data,
-            created_at=r.created_at,
+        r["id"]: StoredEvent(
+            id=r["id"],
+            tenant_id=TenantId(r["tenant_id"]),
+            type=r["type"],
+            message_id=r["message_id"],
+            recipient=r["recipient"],
+            data=json.loads(r["data"]),
+            created_at=r["created_at"],
         )
         for r in rows
     }

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import ARRAY, Uuid, bindparam, text
-from sqlalchemy.ext.asyncio import AsyncSession
+import asyncpg
 
-_SUMMARIES = text(
-    "SELECT id, sender, subject, to_addrs, tags, created_at FROM messages WHERE id = ANY(:ids)"
-).bindparams(bindparam("ids", type_=ARRAY(Uuid())))
+# tags (jsonb) come back from asyncpg as their text (no codec is set on the bare pools).
+_SUMMARIES = (
+    "SELECT id, sender, subject, to_addrs, tags, created_at FROM messages"
+    " WHERE id = ANY($1::uuid[])"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,21 +28,22 @@ class MessageSummary:
 
 
 async def message_summaries_unscoped(
-    session: AsyncSession, ids: Sequence[uuid.UUID]
+    conn: asyncpg.Connection, ids: Sequence[uuid.UUID]
 ) -> dict[uuid.UUID, MessageSummary]:
-    """Summaries of the messages with these ids that the session can see (every tenant's in
-    a system transaction); missing ids are left out."""
+    """Summaries of the messages with these ids, whatever their tenant, read on a bare system
+    connection (``Database.system_conn``: for workers, one statement); missing ids are left
+    out."""
     if not ids:
         return {}
-    rows = await session.execute(_SUMMARIES, {"ids": list(set(ids))})
+    rows = await conn.fetch(_SUMMARIES, list(set(ids)))
     return {
-        r.id: MessageSummary(
-            id=r.id,
-            sender=r.sender,
-            subject=r.subject,
-            to=list(r.to_addrs),
-            tags={str(t["name"]): str(t["value"]) for t in r.tags or []},
-            created_at=r.created_at,
+        r["id"]: MessageSummary(
+            id=r["id"],
+            sender=r["sender"],
+            subject=r["subject"],
+            to=list(r["to_addrs"]),
+            tags={str(t["name"]): str(t["value"]) for t in json.loads(r["tags"] or "null") or []},
+            created_at=r["created_at"],
         )
         for r in rows
     }

@@ -15,6 +15,7 @@ import logging
 import random
 import uuid
 import weakref
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -109,7 +110,7 @@ class WebhookDispatcher:
     async def _claim(self) -> _Batch | None:
         cfg = self._config
         # The claim is one statement; the events and messages it names are committed and
-        # immutable, so they are read after it (outside any transaction).
+        # immutable, so they are read after it on the same connection, with no transaction.
         async with self._db.system_conn(reason="webhook dispatcher: claim") as conn:
             claim = await ledger.claim_due(
                 conn,
@@ -118,14 +119,11 @@ class WebhookDispatcher:
                 lease=cfg.lease,
                 now=self._clock.now(),
             )
-        if not claim.deliveries:
-            return None
-        async with self._db.system_tx(
-            reason="webhook dispatcher: read the claimed events", single_statement=True
-        ) as session:
-            events = await get_events_unscoped(session, [c.event_id for c in claim.deliveries])
+            if not claim.deliveries:
+                return None
+            events = await get_events_unscoped(conn, [c.event_id for c in claim.deliveries])
             message_ids = [e.message_id for e in events.values() if e.message_id is not None]
-            messages = await message_summaries_unscoped(session, message_ids)
+            messages = await message_summaries_unscoped(conn, message_ids)
         return _Batch(claim.deliveries, claim.endpoints, events, messages)
 
     async def _batch(self) -> int:
@@ -154,11 +152,32 @@ class WebhookDispatcher:
                     "webhook secret does not decrypt", extra={"endpoint": str(endpoint.id)}
                 )
                 secrets[endpoint.id] = str(exc)
-        outcomes = await asyncio.gather(
-            *(self._attempt(c, batch, bodies, secrets) for c in batch.claimed)
+        # Each endpoint's deliveries are worked through by as many coroutines as it has
+        # slots, rather than a task per delivery queueing on the slot semaphore.
+        queues: dict[uuid.UUID, deque[Claimed]] = {}
+        for claimed in batch.claimed:
+            queues.setdefault(claimed.endpoint_id, deque()).append(claimed)
+        outcomes: list[Outcome] = []
+        await asyncio.gather(
+            *(
+                self._work_through(queue, batch, bodies, secrets, outcomes)
+                for queue in queues.values()
+                for _ in range(min(len(queue), self._config.per_endpoint))
+            )
         )
         await self._record(outcomes)
         return len(batch.claimed)
+
+    async def _work_through(
+        self,
+        queue: deque[Claimed],
+        batch: _Batch,
+        bodies: dict[uuid.UUID, bytes],
+        secrets: dict[uuid.UUID, list[str] | str],
+        outcomes: list[Outcome],
+    ) -> None:
+        while queue:
+            outcomes.append(await self._attempt(queue.popleft(), batch, bodies, secrets))
 
     async def _attempt(
         self,

@@ -166,18 +166,18 @@ async def claim_due(
         Claimed(r["id"], TenantId(r["tenant_id"]), r["endpoint_id"], r["event_id"], r["attempts"])
         for r in rows
     ]
-    endpoints = {
-        r["endpoint_id"]: EndpointRow(
-            r["endpoint_id"],
-            TenantId(r["tenant_id"]),
-            r["url"],
-            r["status"],
-            r["secret"],
-            r["previous_secret"],
-            r["previous_secret_expires_at"],
-        )
-        for r in rows
-    }
+    endpoints: dict[uuid.UUID, EndpointRow] = {}
+    for r in rows:  # every row repeats its endpoint: one EndpointRow each
+        if r["endpoint_id"] not in endpoints:
+            endpoints[r["endpoint_id"]] = EndpointRow(
+                r["endpoint_id"],
+                TenantId(r["tenant_id"]),
+                r["url"],
+                r["status"],
+                r["secret"],
+                r["previous_secret"],
+                r["previous_secret_expires_at"],
+            )
     return Claim(claimed, endpoints)
 
 

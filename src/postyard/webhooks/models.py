@@ -97,21 +97,20 @@ class WebhookDelivery(Base):
 
 
 class WebhookAttempt(Base):
-    """One POST (or a refusal before any connection), kept 30 days."""
+    """One POST (or a refusal before any connection), kept 30 days. No foreign keys (each
+    would cost a lookup per recorded attempt): attempts are pruned by age, and a trigger on
+    webhook_endpoints deletes them with their endpoint (migration 0013)."""
 
     __tablename__ = "webhook_attempts"
     __table_args__ = (
         Index("ix_webhook_attempts_endpoint_id_id", "endpoint_id", "id"),
         Index("ix_webhook_attempts_created_at", "created_at"),
-        Index("ix_webhook_attempts_delivery_id", "delivery_id"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
     tenant_id: Mapped[uuid.UUID] = mapped_column()
     endpoint_id: Mapped[uuid.UUID] = mapped_column()
-    delivery_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("webhook_deliveries.id", ondelete="CASCADE")
-    )
+    delivery_id: Mapped[uuid.UUID] = mapped_column()
     event_type: Mapped[str] = mapped_column(String(64))
     attempt: Mapped[int] = mapped_column(Integer)
     status_code: Mapped[int | None] = mapped_column(Integer)

@@ -21,9 +21,14 @@ from postyard.sending.summaries import MessageSummary
 _PASSED = ("open", "click", "machine", "machine_reason", "bounce_type", "bounce_category")
 
 
+# Built once: json.dumps with options builds an encoder per call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def iso(moment: datetime) -> str:
     """Resend's timestamp form: ISO 8601 in UTC with milliseconds and a Z."""
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    utc = moment if moment.tzinfo is UTC else moment.astimezone(UTC)
+    return utc.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def message_id_header(event: StoredEvent) -> str:
@@ -40,7 +45,7 @@ def payload(event: StoredEvent, message: MessageSummary | None) -> bytes:
     else:
         data = dict(event.data)
     body = {"type": event.type, "created_at": iso(event.created_at), "data": data}
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    return _ENCODER.encode(body).encode()
 
 
 def _email_data(event: StoredEvent, message: MessageSummary | None) -> dict[str, Any]:

@@ -124,6 +124,7 @@ class AddressPolicy:
     def __init__(self, allowed_networks: Sequence[Network] = ()) -> None:
         self.allowed_networks = tuple(allowed_networks)
         self._memo: dict[IPAddress, str | None] = {}
+        self._allowed_memo: dict[IPAddress, bool] = {}
 
     def check(self, ip: IPAddress) -> str | None:
         """None when ``ip`` may be reached, else why not (e.g. "loopback").
@@ -142,6 +143,14 @@ class AddressPolicy:
         """True when ``ip`` (or the IPv4 address it embeds) is inside an allowed network."""
         if not self.allowed_networks:
             return False
+        allowed = self._allowed_memo.get(ip)
+        if allowed is None:
+            allowed = self._is_allowed_network(ip)
+            if len(self._allowed_memo) < 65536:  # bounded, as ``check``'s memo
+                self._allowed_memo[ip] = allowed
+        return allowed
+
+    def _is_allowed_network(self, ip: IPAddress) -> bool:
         ip = _without_zone(ip)
         embedded = _embedded_ipv4(ip)
         candidates = (ip,) if embedded is None else (ip, embedded[1])
