@@ -2,14 +2,14 @@
 key) committed together, in one transaction, each caller answered with its own result.
 
 A transaction's fixed costs (BEGIN with the tenant setting, the context read, the write
-statement's planning and round trips, COMMIT's WAL flush) dominate a single message's accept;
-shared by a group they almost vanish. Callers of ``submit`` wait while their item is in a
-group: a group starts ``window`` seconds after its first item arrives (or on the loop's next
-turn with a window of 0), and while it commits, the items that arrive queue for the next
-one, which starts as soon as the previous commit has finished and carries all of them (up to
-``max_items``). Under no load a caller waits for its own commit only; under load the groups
-grow with it. One group per key commits at a time; groups of different keys run side by
-side.
+statement's planning and round trips, COMMIT's WAL flush) dominate a single message's
+accept; shared by a group they almost vanish. Callers of ``submit`` wait while their item is
+in a group. A group starts ``window`` seconds after its first item arrives (on the loop's
+next turn with a window of 0; at once when ``max_items`` are waiting). While it commits, the
+items that arrive queue for the next group, which starts as soon as the previous commit has
+finished and carries all of them (up to ``max_items``). Under no load a caller waits for its
+own commit only; under load the groups grow with it. One group per key commits at a time;
+groups of different keys run side by side.
 
 What is guaranteed:
 
@@ -29,6 +29,7 @@ What is guaranteed:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
@@ -74,15 +75,20 @@ class GroupCommitter(Generic[K, T, R]):
         self._split_on = split_on
         self._waiting: dict[K, list[_Waiting[T, R]]] = {}
         self._groups: dict[K, asyncio.Task[None]] = {}
+        self._full: dict[K, asyncio.Event] = {}
+        """Set when ``max_items`` are waiting for a group that is still in its window."""
 
     async def submit(self, key: K, item: T) -> R:
         """``item``'s result once the transaction that held it committed. Raises the
         item's refusal, or the exception of its group's failed commit."""
         waiting: _Waiting[T, R] = _Waiting(item)
-        self._waiting.setdefault(key, []).append(waiting)
+        queue = self._waiting.setdefault(key, [])
+        queue.append(waiting)
         if key not in self._groups:
-            task = asyncio.get_running_loop().create_task(self._run(key))
-            self._groups[key] = task
+            self._full[key] = asyncio.Event()
+            self._groups[key] = asyncio.get_running_loop().create_task(self._run(key))
+        if len(queue) >= self._max_items and key in self._full:
+            self._full[key].set()
         return await waiting.answer
 
     async def aclose(self) -> None:
@@ -92,13 +98,20 @@ class GroupCommitter(Generic[K, T, R]):
 
     async def _run(self, key: K) -> None:
         try:
-            await asyncio.sleep(self._window)
+            if self._window > 0:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._window):
+                        await self._full[key].wait()
+            else:
+                await asyncio.sleep(0)
+            del self._full[key]  # the window is over: no need to say when it is full
             while group := self._take(key):
                 await self._commit_group(key, group)
         finally:
             # Nothing waits here unless this task was cancelled (the loop is closing): fail
             # those items rather than leave their callers waiting.
             del self._groups[key]
+            self._full.pop(key, None)
             for waiting in self._waiting.pop(key, []):
                 _answer(waiting, RuntimeError("group commit stopped"))
 
