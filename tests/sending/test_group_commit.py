@@ -102,7 +102,7 @@ async def test_keys_never_share_a_group() -> None:
     results = await asyncio.gather(
         committer.submit("t1", "a"), committer.submit("t2", "b"), committer.submit("t1", "c")
     )
-    assert results == ["id-a", "id-b", "id-c"]
+    assert list(results) == ["id-a", "id-b", "id-c"]
     assert sorted(ledger.groups) == [("t1", ["a", "c"]), ("t2", ["b"])]
 
 

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
@@ -34,7 +35,7 @@ from tests.smtp import (
 from tests.support.dns_server import DnsServer
 from tests.support.domains import verified_domain
 
-GROUP = {"group_commit_window": 60.0, "group_commit_max_messages": 3}
+GROUP: dict[str, Any] = {"group_commit_window": 60.0, "group_commit_max_messages": 3}
 """Never waited out: each test sends exactly three messages at once."""
 
 
