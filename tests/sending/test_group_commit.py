@@ -200,3 +200,13 @@ def test_settings_are_checked() -> None:
         GroupCommitter(ledger.commit, max_items=0)
     with pytest.raises(ValueError, match="window"):
         GroupCommitter(ledger.commit, window=-1)
+
+
+async def test_aclose_does_not_wait_out_a_window() -> None:
+    ledger = Ledger()
+    committer = GroupCommitter(ledger.commit, window=LONG_WINDOW, max_items=10)
+    caller = asyncio.ensure_future(committer.submit("t1", "a"))
+    await asyncio.sleep(0)  # "a" waits in its group's window
+    async with asyncio.timeout(60):  # a guard against a hang, not a measurement
+        await committer.aclose()
+    assert await caller == "id-a"

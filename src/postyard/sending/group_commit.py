@@ -92,7 +92,10 @@ class GroupCommitter(Generic[K, T, R]):
         return await waiting.answer
 
     async def aclose(self) -> None:
-        """Wait for the groups that are queued or committing (new submits still join)."""
+        """Start the groups still in their window now, and wait for every group (new
+        submits still join)."""
+        for full in self._full.values():
+            full.set()
         while self._groups:
             await asyncio.gather(*self._groups.values(), return_exceptions=True)
 
