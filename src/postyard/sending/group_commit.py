@@ -1,5 +1,6 @@
-"""Group commit: the accepts of concurrent callers with the same key (one tenant, one API
-key) committed together, in one transaction, each caller answered with its own result.
+"""Group commit: the accepts of concurrent callers with the same key (the SMTP relay's is
+the principal: one tenant, one API key) committed together, in one transaction, each caller
+answered with its own result.
 
 A transaction's fixed costs (BEGIN with the tenant setting, the context read, the write
 statement's planning and round trips, COMMIT's WAL flush) dominate a single message's
@@ -22,8 +23,9 @@ What is guaranteed:
 - An item's own refusal (``commit`` returns an exception in its place) fails that caller
   only.
 - A caller that is cancelled before its group starts is left out of it; once its group has
-  started, the commit goes on without it (the caller got no answer, so a retry is safe
-  wherever the item is idempotent or the client was never told it was stored).
+  started, the commit goes on without it, as when a connection drops between a commit and
+  its reply (the client may send the message again: RFC 5321 section 6.1 accepts that
+  duplicate rather than a loss).
 """
 
 from __future__ import annotations
