@@ -166,6 +166,8 @@ async def _run_roles(
                 rate_limit_per_second=settings.http.rate_limit_per_second,
                 require_verified_domain=settings.requires_verified_domain,
                 waker=waker,
+                group_commit_window=settings.http.group_commit_window,
+                group_commit_max_messages=settings.http.group_commit_max_messages,
             )
             tasks += _serve_http(services, runtime, sock, stop)
             if supervisor_pid is None:
