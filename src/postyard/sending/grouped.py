@@ -16,6 +16,9 @@ from postyard.sending.compose import ComposedMessage
 from postyard.sending.group_commit import GroupCommitter
 from postyard.tenancy.types import Principal
 
+# Larger messages commit alone: a group of them would be one statement of hundreds of MB.
+GROUP_COMMIT_MAX_MESSAGE_BYTES = 256 * 1024
+
 
 class GroupedAccept:
     """Per process and event loop: create it at start-up with the accept options of its
@@ -43,7 +46,12 @@ class GroupedAccept:
     async def accept(self, principal: Principal, message: ComposedMessage) -> uuid.UUID:
         """``message``'s id once the transaction that stored it committed. Raises its own
         refusal (DomainNotVerified) or its group's database error; nothing of it is stored
-        then."""
+        then. A message over GROUP_COMMIT_MAX_MESSAGE_BYTES has a transaction of its own."""
+        if len(message.raw) > GROUP_COMMIT_MAX_MESSAGE_BYTES:
+            (result,) = await self._store(principal, [message])
+            if isinstance(result, Exception):
+                raise result
+            return result
         return await self._groups.submit(principal, message)
 
     async def aclose(self) -> None:

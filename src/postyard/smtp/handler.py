@@ -6,25 +6,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Sequence
 from typing import Any
 
 from aiosmtpd.smtp import TLSSetupException
 
 from postyard.core.clock import Clock
-from postyard.core.db import Database, caused_by_data
+from postyard.core.db import Database
 from postyard.core.ids import uuid7
 from postyard.core.notify import Waker
 from postyard.sending import idempotency
-from postyard.sending.accept import AcceptOptions, accept_each, accept_messages
+from postyard.sending.accept import AcceptOptions, accept_messages
 from postyard.sending.addresses import InvalidAddress, parse_address
-from postyard.sending.compose import ComposedMessage
 from postyard.sending.errors import (
     ConcurrentIdempotentRequests,
     DomainNotVerified,
     InvalidIdempotentRequest,
 )
-from postyard.sending.group_commit import GroupCommitter
+from postyard.sending.grouped import GroupedAccept
 from postyard.smtp import replies
 from postyard.smtp.message import (
     InvalidSubmission,
@@ -41,8 +39,6 @@ log = logging.getLogger(__name__)
 # Parsing a message of megabytes holds the event loop for a noticeable time, and with it
 # every other connection: above this size it runs in a thread.
 PARSE_IN_THREAD_BYTES = 256 * 1024
-# Larger messages commit alone: a group of them would be one statement of hundreds of MB.
-GROUP_COMMIT_MAX_MESSAGE_BYTES = 256 * 1024
 
 
 def _addr_spec(address: str) -> str | None:
@@ -75,16 +71,17 @@ class SubmissionHandler:
         self._options = AcceptOptions(
             source="smtp", require_verified_domain=require_verified_domain, tracking=tracking
         )
-        self._groups: GroupCommitter[Principal, ComposedMessage, uuid.UUID] = GroupCommitter(
-            self._store_group,
+        self._grouped = GroupedAccept(
+            db,
+            clock,
+            self._options,
             window=group_commit_window,
-            max_items=group_commit_max_messages,
-            split_on=caused_by_data,
+            max_messages=group_commit_max_messages,
         )
 
     async def aclose(self) -> None:
         """Wait for the groups being committed."""
-        await self._groups.aclose()
+        await self._grouped.aclose()
 
     async def handle_EHLO(  # noqa: N802 - aiosmtpd finds hooks by name
         self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
@@ -177,10 +174,10 @@ class SubmissionHandler:
         """Store the message (or find the one stored under its idempotency key); returns the
         email id once the transaction that stored it has committed."""
         message, key = submission.message, submission.idempotency_key
-        if key is None and len(message.raw) <= GROUP_COMMIT_MAX_MESSAGE_BYTES:
-            return await self._groups.submit(principal, message)
+        if key is None:
+            return await self._grouped.accept(principal, message)
         # A keyed message commits alone, its key's lock and record in its transaction (as
-        # in the API); a large one too.
+        # in the API).
         tenant_id = principal.tenant_id
         async with self._db.tenant_conn(tenant_id) as conn:
             if key is not None:
@@ -195,17 +192,3 @@ class SubmissionHandler:
                     conn, tenant_id, key, submission.request_hash, {"id": str(message.id)}
                 )
         return message.id
-
-    async def _store_group(
-        self, principal: Principal, messages: Sequence[ComposedMessage]
-    ) -> list[uuid.UUID | Exception]:
-        """One group of the group commit in one tenant transaction: each message's id, or
-        its refusal (nothing of it stored). Raises when the transaction did not commit."""
-        async with self._db.tenant_conn(principal.tenant_id) as conn:
-            refusals = await accept_each(
-                conn, principal, list(messages), now=self._clock.now(), options=self._options
-            )
-        return [
-            message.id if refusal is None else refusal
-            for message, refusal in zip(messages, refusals, strict=True)
-        ]
