@@ -158,8 +158,14 @@ def _settings(sink_port: int, smtp_port: int, sessions: int) -> dict[str, str]:
         # Relay mode requires a verified From domain by default; the benchmark has no DNS.
         "POSTYARD_SENDING__REQUIRE_VERIFIED_DOMAIN": "false",
     }
-    # Process counts may be set for a run (e.g. to compare one SMTP process with several).
-    for name in ("POSTYARD_HTTP__WORKERS", "POSTYARD_SMTP__WORKERS"):
+    # Process counts and the SMTP group commit may be set for a run (e.g. to compare one SMTP
+    # process with several, or a window with none).
+    for name in (
+        "POSTYARD_HTTP__WORKERS",
+        "POSTYARD_SMTP__WORKERS",
+        "POSTYARD_SMTP__GROUP_COMMIT_WINDOW",
+        "POSTYARD_SMTP__GROUP_COMMIT_MAX_MESSAGES",
+    ):
         if name in os.environ:
             settings[name] = os.environ[name]
     if sessions > POSTYARD_CONNECTIONS_PER_IP:  # else the extra sessions would wait for a slot

@@ -20,6 +20,8 @@ from postyard.delivery.hold_routes import router as holds_router
 from postyard.delivery.routes import router as content_router
 from postyard.domains.routes import DomainDeps
 from postyard.domains.routes import router as domains_router
+from postyard.sending.accept import AcceptOptions
+from postyard.sending.grouped import GroupedAccept
 from postyard.sending.routes import router as emails_router
 from postyard.suppression.routes import router as suppressions_router
 from postyard.tenancy.routes import router as api_keys_router
@@ -82,6 +84,17 @@ def create_app(
     app.state.domain_deps = domain_deps
     app.state.webhook_deps = webhook_deps
     app.state.tracking = tracking
+    app.state.grouped_accept = GroupedAccept(
+        services.db,
+        services.clock,
+        AcceptOptions(
+            source="api",
+            require_verified_domain=services.require_verified_domain,
+            tracking=tracking,
+        ),
+        window=services.group_commit_window,
+        max_messages=services.group_commit_max_messages,
+    )
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=max_body_bytes)
     app.include_router(_health_router())

@@ -70,6 +70,12 @@ class HttpSettings(_Group):
     workers: int = Field(default=0, ge=0, le=64)
     """API processes `postyard up` runs on the one port (SO_REUSEPORT); 0: one per CPU core,
     at most 4."""
+    group_commit_window: float = Field(default=0.0, ge=0, le=60)
+    """Seconds a single send (POST /v1/emails without an Idempotency-Key) waits for others
+    of the same API key to share its transaction; 0: none (sends still share one while an
+    earlier transaction of that key commits)."""
+    group_commit_max_messages: int = Field(default=100, ge=1, le=1000)
+    """Most single sends stored in one transaction (group commit); 1: each alone."""
 
 
 class SmtpSettings(_Group):
@@ -106,6 +112,11 @@ class SmtpSettings(_Group):
     workers: int = Field(default=0, ge=0, le=64)
     """SMTP processes `postyard up` runs on the same ports (SO_REUSEPORT); 0: one per CPU
     core, at most 4."""
+    group_commit_window: float = Field(default=0.002, ge=0, le=60)
+    """Seconds the first message of a group waits for others of the same API key to share
+    its transaction; 0: none (messages still share one while an earlier one commits)."""
+    group_commit_max_messages: int = Field(default=100, ge=1, le=1000)
+    """Most messages stored in one transaction (group commit); 1: each message alone."""
 
     @model_validator(mode="after")
     def _certificate_with_key(self) -> SmtpSettings:

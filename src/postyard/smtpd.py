@@ -81,14 +81,17 @@ async def smtp_role(
         lockout=timedelta(seconds=smtp.auth_lockout_seconds),
         clock=clock,
     )
+    handler = SubmissionHandler(
+        db,
+        clock,
+        require_verified_domain=settings.requires_verified_domain,
+        waker=waker,
+        tracking=tracking,
+        group_commit_window=smtp.group_commit_window,
+        group_commit_max_messages=smtp.group_commit_max_messages,
+    )
     server = SubmissionServer(
-        SubmissionHandler(
-            db,
-            clock,
-            require_verified_domain=settings.requires_verified_domain,
-            waker=waker,
-            tracking=tracking,
-        ),
+        handler,
         ApiKeyAuthenticator(db, clock, throttle),
         ListenerConfig(
             hostname=hostname,
@@ -111,3 +114,4 @@ async def smtp_role(
         yield SmtpRole(host=smtp.host, port=port, implicit_tls_port=implicit_port)
     finally:
         await server.aclose(grace=SHUTDOWN_GRACE_SECONDS)
+        await handler.aclose()

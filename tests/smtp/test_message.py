@@ -117,11 +117,16 @@ def test_attachments_are_not_the_text() -> None:
 
 
 def test_the_request_hash_covers_envelope_and_bytes() -> None:
-    data = b"From: a@example.com\r\n\r\nx\r\n"
+    data = b"From: a@example.com\r\nResend-Idempotency-Key: k1\r\n\r\nx\r\n"
     first = parse(data).request_hash
+    assert first
     assert parse(data).request_hash == first
     assert parse(data, "bob@example.org").request_hash != first
     assert parse(data + b"y\r\n").request_hash != first
+
+
+def test_no_request_hash_without_an_idempotency_key() -> None:
+    assert parse(b"From: a@example.com\r\n\r\nx\r\n").request_hash == b""
 
 
 @pytest.mark.parametrize(

@@ -103,6 +103,24 @@ async def asyncpg_connect(url: str) -> asyncpg.Connection:
     return await asyncpg.connect(**connect_arguments(url))
 
 
+# SQLSTATE classes of errors that a statement's values cause (PostgreSQL's Appendix A):
+# data exceptions (22), integrity constraint violations (23) and program limits such as an
+# index row too large (54).
+_DATA_ERROR_CLASSES = frozenset({"22", "23", "54"})
+
+
+def caused_by_data(error: BaseException) -> bool:
+    """True when PostgreSQL refused a statement for the values it was given (a value it
+    cannot store, a constraint, a size limit): the same statement with other values may
+    pass. False for everything else: the connection, the server, a timeout."""
+    sqlstate = getattr(error, "sqlstate", None)
+    return (
+        isinstance(error, asyncpg.PostgresError)
+        and isinstance(sqlstate, str)
+        and sqlstate[:2] in _DATA_ERROR_CLASSES
+    )
+
+
 _NAMED_PARAMETER = re.compile(r"(?<![:\w]):([a-z_][a-z0-9_]*)")
 
 

@@ -49,6 +49,9 @@ class AppServices:
     require_verified_domain: bool = False
     waker: Waker | None = None
     """Wakes the delivery workers after a commit that queued mail (None: they poll)."""
+    group_commit_window: float = 0.0
+    group_commit_max_messages: int = 100
+    """Group commit of single sends (POSTYARD_HTTP__GROUP_COMMIT_*; 1: each alone)."""
 
 
 async def _services(request: Request) -> AppServices:

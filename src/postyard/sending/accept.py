@@ -160,15 +160,19 @@ async def read_context(
     return AcceptContext(domains=domains, verified=frozenset(verified), suppressed=suppressed)
 
 
+def _not_verified(domain: str) -> DomainNotVerified:
+    msg = (
+        f"The {domain} domain is not verified. Add it with POST /v1/domains, publish "
+        "its DNS records and verify it, or send from a verified domain."
+    )
+    return DomainNotVerified(msg)
+
+
 def require_verified(messages: list[ComposedMessage], verified: frozenset[str]) -> None:
     """Raise DomainNotVerified unless every message's From domain is verified (the rule
     POSTYARD_SENDING__REQUIRE_VERIFIED_DOMAIN switches on)."""
     for domain in sorted({m.sender_domain.lower() for m in messages} - verified):
-        msg = (
-            f"The {domain} domain is not verified. Add it with POST /v1/domains, publish "
-            "its DNS records and verify it, or send from a verified domain."
-        )
-        raise DomainNotVerified(msg)
+        raise _not_verified(domain)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -193,14 +197,53 @@ async def accept_messages(
     writing anything) when the rule is on and a From domain is not verified."""
     if not messages:
         return
-    tenant = principal.tenant_id
-    context = await read_context(conn, tenant, messages, now)
+    context = await read_context(conn, principal.tenant_id, messages, now)
     if options.require_verified_domain:
         require_verified(messages, context.verified)
+    await _write(conn, principal, messages, context, now=now, options=options)
+
+
+async def accept_each(
+    conn: asyncpg.Connection,
+    principal: Principal,
+    messages: list[ComposedMessage],
+    *,
+    now: datetime,
+    options: AcceptOptions,
+) -> list[DomainNotVerified | None]:
+    """``accept_messages`` for messages that are independent of each other (a group
+    commit of single sends): each is judged on its own. Returns, in order, None for a
+    message written, or the DomainNotVerified that refused it (nothing of it is written)
+    when the rule is on and its From domain is not verified. Two statements, as for a
+    batch."""
+    if not messages:
+        return []
+    context = await read_context(conn, principal.tenant_id, messages, now)
+    refusals: list[DomainNotVerified | None] = [
+        _not_verified(m.sender_domain)
+        if options.require_verified_domain and m.sender_domain not in context.verified
+        else None
+        for m in messages
+    ]
+    accepted = [m for m, refusal in zip(messages, refusals, strict=True) if refusal is None]
+    if accepted:
+        await _write(conn, principal, accepted, context, now=now, options=options)
+    return refusals
+
+
+async def _write(
+    conn: asyncpg.Connection,
+    principal: Principal,
+    messages: list[ComposedMessage],
+    context: AcceptContext,
+    *,
+    now: datetime,
+    options: AcceptOptions,
+) -> None:
     tracked: list[NewTrackedMessage] = []
     if options.tracking is not None:
         messages, tracked = apply_tracking(
-            tenant, messages, options.tracking, context.domains, now=now
+            principal.tenant_id, messages, options.tracking, context.domains, now=now
         )
     params = _accept_parameters(
         principal, messages, tracked, context.suppressed, now=now, options=options

@@ -164,6 +164,11 @@ def compose_message(
         raise ValidationFailed(msg)
     if request.html is None and request.text is None:
         raise MissingRequiredField("Either the `html` or the `text` field is required.")
+    texts = (("subject", request.subject), ("html", request.html), ("text", request.text))
+    for name, value in texts:
+        if value is not None and "\x00" in value:
+            msg = f"The `{name}` field must not contain NUL characters (U+0000)."
+            raise ValidationFailed(msg)
     attachments = tuple(
         _decode_attachment(i, item) for i, item in enumerate(request.attachments or [])
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Header, Query
+from fastapi import APIRouter, Body, Depends, Header, Query, Request
 from pydantic import ValidationError
 
 from postyard.core.errors import AppError, ValidationFailed
@@ -15,6 +15,7 @@ from postyard.core.pagination import PageRequest
 from postyard.sending import idempotency, service
 from postyard.sending.accept import AcceptOptions, accept_messages
 from postyard.sending.compose import ComposedMessage, compose_message
+from postyard.sending.grouped import GroupedAccept
 from postyard.sending.models import Message
 from postyard.sending.schemas import (
     BatchError,
@@ -32,13 +33,21 @@ from postyard.sending.schemas import (
     UpdateEmailRequest,
 )
 from postyard.tenancy.auth import AnyKey, FullAccess
-from postyard.tracking.routes import Config as TrackingConfigDep
 from postyard.tracking.service import get_engagement
-from postyard.tracking.types import Engagement, TrackingConfig
+from postyard.tracking.types import Engagement
 
 router = APIRouter(prefix="/emails", tags=["Emails"])
 MAX_BATCH = 100
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key")]
+
+
+async def _grouped(request: Request) -> GroupedAccept:
+    # async: a plain function dependency would cost a threadpool hop on every request
+    grouped: GroupedAccept = request.app.state.grouped_accept
+    return grouped
+
+
+Grouped = Annotated[GroupedAccept, Depends(_grouped)]
 
 
 def _email_out(m: Message, engagement: Engagement | None = None) -> EmailOut:
@@ -80,13 +89,10 @@ async def _accept(
     *,
     key: str | None,
     request_hash: Callable[[], bytes],
-    tracking: TrackingConfig,
+    options: AcceptOptions,
 ) -> dict[str, Any]:
     """One transaction: replay check, the ledger rows, the idempotency record. The request's
     fingerprint is computed only when an Idempotency-Key needs it."""
-    options = AcceptOptions(
-        source="api", require_verified_domain=services.require_verified_domain, tracking=tracking
-    )
     async with services.db.tenant_conn(principal.tenant_id) as conn:
         fingerprint = request_hash() if key is not None else b""
         if key is not None:
@@ -106,12 +112,19 @@ async def send_email(
     body: SendEmailRequest,
     principal: AnyKey,
     services: Services,
-    tracking: TrackingConfigDep,
+    grouped: Grouped,
     idempotency_key: IdempotencyKey = None,
 ) -> dict[str, Any]:
     """Send an email. The response comes after the email is durably queued."""
     key = idempotency.validate_key(idempotency_key) if idempotency_key is not None else None
     composed = compose_message(body, message_id=uuid7(), now=services.clock.now())
+    if key is None:
+        # Concurrent single sends of one key share a transaction (group commit); each
+        # answer still waits for the commit that stored its email.
+        await grouped.accept(principal, composed)
+        if services.waker is not None and composed.scheduled_at is None:
+            services.waker.poke()
+        return {"id": str(composed.id)}
 
     def request_hash() -> bytes:
         payload = body.model_dump(by_alias=True, mode="json", exclude_none=True)
@@ -124,7 +137,7 @@ async def send_email(
         {"id": str(composed.id)},
         key=key,
         request_hash=request_hash,
-        tracking=tracking,
+        options=grouped.options,
     )
 
 
@@ -142,7 +155,7 @@ async def send_batch(
     principal: AnyKey,
     services: Services,
     *,
-    tracking: TrackingConfigDep,
+    grouped: Grouped,
     body: Annotated[list[Any], Body(description="Up to 100 emails, each as in POST /emails.")],
     idempotency_key: IdempotencyKey = None,
     batch_validation: Annotated[str, Header(alias="x-batch-validation")] = "strict",
@@ -176,7 +189,7 @@ async def send_batch(
         request_hash=lambda: idempotency.fingerprint(
             f"POST /emails/batch {batch_validation}", body
         ),
-        tracking=tracking,
+        options=grouped.options,
     )
 
 

@@ -22,6 +22,7 @@ from postyard.sending.errors import (
     DomainNotVerified,
     InvalidIdempotentRequest,
 )
+from postyard.sending.grouped import GroupedAccept
 from postyard.smtp import replies
 from postyard.smtp.message import (
     InvalidSubmission,
@@ -49,7 +50,9 @@ def _addr_spec(address: str) -> str | None:
 
 
 class SubmissionHandler:
-    """The hooks; holds the database and the clock, no per-connection state."""
+    """The hooks; holds the database, the clock and the process's group commit (the
+    messages of concurrent sessions of one API key stored in one transaction), no
+    per-connection state. ``aclose`` once the connections are closed."""
 
     def __init__(
         self,
@@ -59,12 +62,26 @@ class SubmissionHandler:
         require_verified_domain: bool = False,
         waker: Waker | None = None,
         tracking: TrackingConfig | None = None,
+        group_commit_window: float = 0.0,
+        group_commit_max_messages: int = 100,
     ) -> None:
         self._waker = waker
-        self._tracking = tracking
         self._db = db
         self._clock = clock
-        self._require_verified_domain = require_verified_domain
+        self._options = AcceptOptions(
+            source="smtp", require_verified_domain=require_verified_domain, tracking=tracking
+        )
+        self._grouped = GroupedAccept(
+            db,
+            clock,
+            self._options,
+            window=group_commit_window,
+            max_messages=group_commit_max_messages,
+        )
+
+    async def aclose(self) -> None:
+        """Wait for the groups being committed."""
+        await self._grouped.aclose()
 
     async def handle_EHLO(  # noqa: N802 - aiosmtpd finds hooks by name
         self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
@@ -154,22 +171,21 @@ class SubmissionHandler:
         return parse_submission(data, envelope, message_id=message_id, now=now)
 
     async def _commit(self, principal: Principal, submission: Submission) -> uuid.UUID:
-        """Store the message (or find the one stored under its idempotency key) in one
-        transaction; returns the email id once it has committed."""
+        """Store the message (or find the one stored under its idempotency key); returns the
+        email id once the transaction that stored it has committed."""
         message, key = submission.message, submission.idempotency_key
+        if key is None:
+            return await self._grouped.accept(principal, message)
+        # A keyed message commits alone, its key's lock and record in its transaction (as
+        # in the API).
         tenant_id = principal.tenant_id
-        options = AcceptOptions(
-            source="smtp",
-            require_verified_domain=self._require_verified_domain,
-            tracking=self._tracking,
-        )
         async with self._db.tenant_conn(tenant_id) as conn:
             if key is not None:
                 replay = await idempotency.begin(conn, tenant_id, key, submission.request_hash)
                 if replay is not None:
                     return uuid.UUID(str(replay["id"]))
             await accept_messages(
-                conn, principal, [message], now=self._clock.now(), options=options
+                conn, principal, [message], now=self._clock.now(), options=self._options
             )
             if key is not None:
                 await idempotency.complete(

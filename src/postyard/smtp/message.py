@@ -85,7 +85,8 @@ class Submission:
     message: ComposedMessage
     idempotency_key: str | None
     request_hash: bytes
-    """What a replay under the same key must match: the envelope and the submitted bytes."""
+    """What a replay under the same key must match: the envelope and the submitted bytes
+    (empty without a key: nothing will compare it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -375,4 +376,4 @@ def parse_submission(
             f.lower in {"list-unsubscribe", "list-unsubscribe-post"} for f in fields
         ),
     )
-    return Submission(composed, key, _request_hash(envelope, data))
+    return Submission(composed, key, _request_hash(envelope, data) if key is not None else b"")

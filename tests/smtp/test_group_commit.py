@@ -1,0 +1,211 @@
+"""Group commit on the SMTP relay, over real sockets and the real database: concurrent
+sessions' messages stored in one transaction, each answered with its own id; a refused or
+unstorable message fails alone; a failed transaction is a 451 for every message in it, and
+nothing is answered 250 before the commit.
+
+The relay runs with a window far longer than any test and groups of three, so a group
+starts exactly when the third message arrives: nothing depends on timing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import smtplib
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from postyard.core.db import Database, TenantId
+from postyard.settings import SendingSettings, Settings
+from tests.conftest import TEST_KEK, TEST_POLICY, Tenant
+from tests.smtp import (
+    GUARD_SECONDS,
+    TlsFiles,
+    compose,
+    connect,
+    message_count,
+    queued_id,
+    running_relay,
+    unreachable_database,
+)
+from tests.support.dns_server import DnsServer
+from tests.support.domains import verified_domain
+
+GROUP: dict[str, Any] = {"group_commit_window": 60.0, "group_commit_max_messages": 3}
+"""Never waited out: each test sends exactly three messages at once."""
+
+
+def _send(port: int, token: str, data: bytes, sender: str = "app@example.com") -> tuple[int, bytes]:
+    with connect(port) as client:
+        client.ehlo("client.example")
+        client.login("anything", token)
+        code, text = client.mail(sender)
+        if code != 250:
+            return code, text
+        assert client.rcpt("ann@example.org") == (250, b"2.1.5 Recipient OK")
+        try:
+            return client.data(data)
+        except smtplib.SMTPDataError as exc:
+            error = exc.smtp_error
+            return exc.smtp_code, error if isinstance(error, bytes) else error.encode()
+
+
+async def _send_together(
+    port: int, token: str, messages: list[tuple[bytes, str]]
+) -> list[tuple[int, bytes]]:
+    return list(
+        await asyncio.gather(
+            *(asyncio.to_thread(_send, port, token, data, sender) for data, sender in messages)
+        )
+    )
+
+
+async def _transactions(db: Database, tenant_id: TenantId, ids: list[str]) -> set[str]:
+    """The transaction ids (xmin) that wrote these messages' rows."""
+    async with db.tenant_conn(tenant_id) as conn:
+        rows = await conn.fetch(
+            "SELECT CAST(xmin AS text) AS tx FROM messages WHERE id = ANY($1::uuid[])",
+            [uuid.UUID(i) for i in ids],
+        )
+    assert len(rows) == len(ids)
+    return {row["tx"] for row in rows}
+
+
+async def test_concurrent_sessions_share_one_transaction_and_each_gets_its_own_id(
+    settings: Settings, db: Database, tmp_path: Path, tls: TlsFiles, tenant: Tenant
+) -> None:
+    tenant_id = TenantId(tenant.org.id)
+    messages = [(compose(subject=f"n{i}"), "app@example.com") for i in range(3)]
+    async with running_relay(settings, db, data_dir=tmp_path, tls=tls, **GROUP) as relay:
+        replies = await _send_together(relay.port, tenant.key.token, messages)
+    ids = [queued_id(reply) for reply in replies]
+    assert len(set(ids)) == 3
+    assert len(await _transactions(db, tenant_id, ids)) == 1
+    async with db.tenant_conn(tenant_id) as conn:
+        rows = await conn.fetch(
+            """
+            SELECT m.id, m.subject, m.source,
+                   (SELECT count(*) FROM deliveries d WHERE d.message_id = m.id) AS deliveries,
+                   (SELECT array_agg(e.type) FROM events e WHERE e.message_id = m.id) AS events
+              FROM messages m
+            """
+        )
+    # Each message has its own rows, as when it was committed alone.
+    assert sorted((str(r["id"]), r["subject"]) for r in rows) == sorted(
+        (ids[i], f"n{i}") for i in range(3)
+    )
+    assert {(r["source"], r["deliveries"], tuple(r["events"])) for r in rows} == {
+        ("smtp", 1, ("email.sent",))
+    }
+
+
+async def test_a_refused_message_does_not_fail_the_others_of_its_group(
+    settings: Settings,
+    db: Database,
+    tmp_path: Path,
+    tls: TlsFiles,
+    tenant: Tenant,
+    dns_server: DnsServer,
+) -> None:
+    tenant_id = TenantId(tenant.org.id)
+    name = f"d{uuid.uuid4().hex[:8]}.example.com"
+    await verified_domain(db, dns_server, tenant_id, name, kek=TEST_KEK, policy=TEST_POLICY)
+    strict = settings.model_copy(update={"sending": SendingSettings(require_verified_domain=True)})
+    messages = [
+        (compose(sender=f"App <app@{name}>", subject="ok 1"), f"app@{name}"),
+        (compose(sender="App <app@unverified.example>", subject="refused"), "app@example.com"),
+        (compose(sender=f"App <app@{name}>", subject="ok 2"), f"app@{name}"),
+    ]
+    async with running_relay(strict, db, data_dir=tmp_path, tls=tls, **GROUP) as relay:
+        first, refused, second = await _send_together(relay.port, tenant.key.token, messages)
+    assert refused == (
+        553,
+        b"5.7.1 Sender domain is not a verified domain of this organization",
+    )
+    ids = [queued_id(first), queued_id(second)]
+    assert len(await _transactions(db, tenant_id, ids)) == 1
+    assert await message_count(db, tenant_id) == 2
+
+
+async def test_a_message_the_database_cannot_store_fails_alone(
+    settings: Settings, db: Database, tmp_path: Path, tls: TlsFiles, tenant: Tenant
+) -> None:
+    # PostgreSQL's text cannot hold NUL: the group's statement fails for this message's
+    # data, and the group is committed again one message at a time.
+    tenant_id = TenantId(tenant.org.id)
+    messages = [
+        (compose(subject="ok 1"), "app@example.com"),
+        (compose(subject="nul", body="Hello \x00 there\r\n"), "app@example.com"),
+        (compose(subject="ok 2"), "app@example.com"),
+    ]
+    async with running_relay(settings, db, data_dir=tmp_path, tls=tls, **GROUP) as relay:
+        first, failed, second = await _send_together(relay.port, tenant.key.token, messages)
+    assert failed == (451, b"4.3.0 Message not stored; try again later")
+    ids = [queued_id(first), queued_id(second)]
+    assert len(await _transactions(db, tenant_id, ids)) == 2  # one by one
+    assert await message_count(db, tenant_id) == 2
+
+
+class _UnreachableTenants(Database):
+    """Keys are looked up in the real database; tenant transactions go to ``broken``."""
+
+    def __init__(self, broken: Database, real: Database) -> None:
+        super().__init__(broken.app_engine, real.system_engine, real.drivers)
+        self._broken = broken
+
+    def tenant_conn(self, tenant_id: TenantId) -> AbstractAsyncContextManager[asyncpg.Connection]:
+        return self._broken.tenant_conn(tenant_id)
+
+
+async def test_database_trouble_is_451_for_every_message_of_the_group(
+    settings: Settings, db: Database, tmp_path: Path, tls: TlsFiles, tenant: Tenant
+) -> None:
+    messages = [(compose(subject=f"n{i}"), "app@example.com") for i in range(3)]
+    async with unreachable_database() as broken:
+        relay_db = _UnreachableTenants(broken, db)
+        async with running_relay(settings, relay_db, data_dir=tmp_path, tls=tls, **GROUP) as relay:
+            replies = await _send_together(relay.port, tenant.key.token, messages)
+    assert replies == [(451, b"4.3.0 Message not stored; try again later")] * 3
+    assert await message_count(db, TenantId(tenant.org.id)) == 0
+
+
+class _CommitFails(Database):
+    """The real database, but each tenant transaction, its statements done, stops before
+    COMMIT until the test lets it go on, and then loses its connection: the commit fails."""
+
+    def __init__(self, real: Database) -> None:
+        super().__init__(real.app_engine, real.system_engine, real.drivers)
+        self.before_commit = asyncio.Event()
+        self.go_on = asyncio.Event()
+
+    def tenant_conn(self, tenant_id: TenantId) -> AbstractAsyncContextManager[asyncpg.Connection]:
+        return self._failing(tenant_id)
+
+    @asynccontextmanager
+    async def _failing(self, tenant_id: TenantId) -> AsyncIterator[asyncpg.Connection]:
+        async with self.drivers.tenant(tenant_id) as conn:
+            yield conn
+            self.before_commit.set()
+            await self.go_on.wait()
+            await conn.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+
+
+async def test_nothing_is_answered_250_before_the_commit(
+    settings: Settings, db: Database, tmp_path: Path, tls: TlsFiles, tenant: Tenant
+) -> None:
+    failing = _CommitFails(db)
+    messages = [(compose(subject=f"n{i}"), "app@example.com") for i in range(3)]
+    async with running_relay(settings, failing, data_dir=tmp_path, tls=tls, **GROUP) as relay:
+        sending = asyncio.ensure_future(_send_together(relay.port, tenant.key.token, messages))
+        async with asyncio.timeout(GUARD_SECONDS):
+            await failing.before_commit.wait()
+        # The group's statements ran; its commit has not: no session has its reply.
+        assert not sending.done()
+        failing.go_on.set()
+        replies = await sending
+    assert replies == [(451, b"4.3.0 Message not stored; try again later")] * 3
+    assert await message_count(db, TenantId(tenant.org.id)) == 0
