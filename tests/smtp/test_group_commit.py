@@ -19,7 +19,7 @@ from typing import Any
 
 import asyncpg
 
-from postyard.core.db import Database, TenantId
+from postyard.core.db import Database, TenantId, caused_by_data
 from postyard.settings import SendingSettings, Settings
 from tests.conftest import TEST_KEK, TEST_POLICY, Tenant
 from tests.smtp import (
@@ -131,23 +131,39 @@ async def test_a_refused_message_does_not_fail_the_others_of_its_group(
     assert await message_count(db, tenant_id) == 2
 
 
-async def test_a_message_the_database_cannot_store_fails_alone(
+async def test_a_nul_character_is_refused_for_good_before_it_could_join_a_group(
     settings: Settings, db: Database, tmp_path: Path, tls: TlsFiles, tenant: Tenant
 ) -> None:
-    # PostgreSQL's text cannot hold NUL: the group's statement fails for this message's
-    # data, and the group is committed again one message at a time.
-    tenant_id = TenantId(tenant.org.id)
-    messages = [
-        (compose(subject="ok 1"), "app@example.com"),
-        (compose(subject="nul", body="Hello \x00 there\r\n"), "app@example.com"),
-        (compose(subject="ok 2"), "app@example.com"),
-    ]
+    # PostgreSQL's text cannot hold NUL: a 451 would be retried forever, so it is a 554 at
+    # parse time, and the message never joins a group (a group of three never forms here).
+    nul = compose(subject="nul", body="Hello \x00 there\r\n")
     async with running_relay(settings, db, data_dir=tmp_path, tls=tls, **GROUP) as relay:
-        first, failed, second = await _send_together(relay.port, tenant.key.token, messages)
-    assert failed == (451, b"4.3.0 Message not stored; try again later")
-    ids = [queued_id(first), queued_id(second)]
-    assert len(await _transactions(db, tenant_id, ids)) == 2  # one by one
-    assert await message_count(db, tenant_id) == 2
+        reply = await asyncio.to_thread(_send, relay.port, tenant.key.token, nul)
+    assert reply == (554, b"5.6.0 The message text contains a NUL character (U+0000).")
+    assert await message_count(db, TenantId(tenant.org.id)) == 0
+
+
+async def test_database_errors_caused_by_values_are_told_apart_from_trouble(db: Database) -> None:
+    """``caused_by_data`` (the group commit's split rule) on real PostgreSQL errors: a value
+    PostgreSQL cannot store or a constraint is the data's fault; a lost connection is not."""
+    async with db.system_conn(reason="test") as conn:
+        try:
+            await conn.execute("SELECT CAST($1 AS integer)", "not a number")
+        except asyncpg.PostgresError as exc:
+            assert caused_by_data(exc)  # 22P02: invalid text representation
+        else:
+            raise AssertionError("PostgreSQL accepted a bad integer")
+        try:
+            await conn.execute(
+                "CREATE TEMP TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1), (1)"
+            )
+        except asyncpg.PostgresError as exc:
+            assert caused_by_data(exc)  # 23505: unique violation
+        else:
+            raise AssertionError("PostgreSQL accepted a duplicate key")
+    assert not caused_by_data(asyncpg.exceptions.AdminShutdownError("terminating"))
+    assert not caused_by_data(ConnectionResetError())
+    assert not caused_by_data(TimeoutError())
 
 
 class _UnreachableTenants(Database):

@@ -352,6 +352,9 @@ def parse_submission(
     policy = email.policy.SMTPUTF8 if smtputf8 else email.policy.SMTP
     parts = _single_text_part(fields, rest)
     html, text = parts if parts is not None else text_parts_with_stdlib(raw, policy)
+    if any(value is not None and "\x00" in value for value in (subject, html, text)):
+        # PostgreSQL's text cannot hold NUL: refused for good (a 451 would be retried forever).
+        raise InvalidSubmission("The message text contains a NUL character (U+0000).")
     recipients = _recipients(envelope, lists["to"], lists["cc"])
     composed = ComposedMessage(
         id=message_id,
