@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
@@ -26,6 +26,7 @@ from tests.conftest import TEST_KEK, TEST_POLICY, AppFactory, Tenant, start_serv
 from tests.smtp import GUARD_SECONDS, unreachable_database
 from tests.support.dns_server import DnsServer
 from tests.support.domains import verified_domain
+from tests.support.failing_db import CommitFails, UnreachableTenants
 
 UNAVAILABLE = "service_unavailable"
 
@@ -137,23 +138,12 @@ async def test_nul_characters_are_refused_before_anything_is_stored(
     assert await _rows(db, TenantId(tenant.org.id)) == []
 
 
-class _UnreachableTenants(Database):
-    """Keys are looked up in the real database; tenant transactions go to ``broken``."""
-
-    def __init__(self, broken: Database, real: Database) -> None:
-        super().__init__(broken.app_engine, real.system_engine, real.drivers)
-        self._broken = broken
-
-    def tenant_conn(self, tenant_id: TenantId) -> AbstractAsyncContextManager[asyncpg.Connection]:
-        return self._broken.tenant_conn(tenant_id)
-
-
 async def test_database_trouble_is_503_for_every_email_of_the_group(
     app_factory: AppFactory, db: Database, tenant: Tenant
 ) -> None:
     async with (
         unreachable_database() as broken,
-        _serving(app_factory, _UnreachableTenants(broken, db)) as client,
+        _serving(app_factory, UnreachableTenants(broken, db)) as client,
     ):
         replies = await _send_together(client, tenant, [_email(f"n{i}") for i in range(3)])
     assert [(r.status_code, r.json()["name"]) for r in replies] == [(503, UNAVAILABLE)] * 3
@@ -161,31 +151,10 @@ async def test_database_trouble_is_503_for_every_email_of_the_group(
     assert await _rows(db, TenantId(tenant.org.id)) == []
 
 
-class _CommitFails(Database):
-    """The real database, but each tenant transaction, its statements done, stops before
-    COMMIT until the test lets it go on, and then loses its connection: the commit fails."""
-
-    def __init__(self, real: Database) -> None:
-        super().__init__(real.app_engine, real.system_engine, real.drivers)
-        self.before_commit = asyncio.Event()
-        self.go_on = asyncio.Event()
-
-    def tenant_conn(self, tenant_id: TenantId) -> AbstractAsyncContextManager[asyncpg.Connection]:
-        return self._failing(tenant_id)
-
-    @asynccontextmanager
-    async def _failing(self, tenant_id: TenantId) -> AsyncIterator[asyncpg.Connection]:
-        async with self.drivers.tenant(tenant_id) as conn:
-            yield conn
-            self.before_commit.set()
-            await self.go_on.wait()
-            await conn.execute("SELECT pg_terminate_backend(pg_backend_pid())")
-
-
 async def test_no_answer_leaves_before_the_commit(
     app_factory: AppFactory, db: Database, tenant: Tenant
 ) -> None:
-    failing = _CommitFails(db)
+    failing = CommitFails(db)
     async with _serving(app_factory, failing) as client:
         sending = asyncio.ensure_future(
             _send_together(client, tenant, [_email(f"n{i}") for i in range(3)])

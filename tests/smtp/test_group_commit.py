@@ -12,8 +12,6 @@ from __future__ import annotations
 import asyncio
 import smtplib
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +32,7 @@ from tests.smtp import (
 )
 from tests.support.dns_server import DnsServer
 from tests.support.domains import verified_domain
+from tests.support.failing_db import CommitFails, UnreachableTenants
 
 GROUP: dict[str, Any] = {"group_commit_window": 60.0, "group_commit_max_messages": 3}
 """Never waited out: each test sends exactly three messages at once."""
@@ -166,54 +165,22 @@ async def test_database_errors_caused_by_values_are_told_apart_from_trouble(db: 
     assert not caused_by_data(TimeoutError())
 
 
-class _UnreachableTenants(Database):
-    """Keys are looked up in the real database; tenant transactions go to ``broken``."""
-
-    def __init__(self, broken: Database, real: Database) -> None:
-        super().__init__(broken.app_engine, real.system_engine, real.drivers)
-        self._broken = broken
-
-    def tenant_conn(self, tenant_id: TenantId) -> AbstractAsyncContextManager[asyncpg.Connection]:
-        return self._broken.tenant_conn(tenant_id)
-
-
 async def test_database_trouble_is_451_for_every_message_of_the_group(
     settings: Settings, db: Database, tmp_path: Path, tls: TlsFiles, tenant: Tenant
 ) -> None:
     messages = [(compose(subject=f"n{i}"), "app@example.com") for i in range(3)]
     async with unreachable_database() as broken:
-        relay_db = _UnreachableTenants(broken, db)
+        relay_db = UnreachableTenants(broken, db)
         async with running_relay(settings, relay_db, data_dir=tmp_path, tls=tls, **GROUP) as relay:
             replies = await _send_together(relay.port, tenant.key.token, messages)
     assert replies == [(451, b"4.3.0 Message not stored; try again later")] * 3
     assert await message_count(db, TenantId(tenant.org.id)) == 0
 
 
-class _CommitFails(Database):
-    """The real database, but each tenant transaction, its statements done, stops before
-    COMMIT until the test lets it go on, and then loses its connection: the commit fails."""
-
-    def __init__(self, real: Database) -> None:
-        super().__init__(real.app_engine, real.system_engine, real.drivers)
-        self.before_commit = asyncio.Event()
-        self.go_on = asyncio.Event()
-
-    def tenant_conn(self, tenant_id: TenantId) -> AbstractAsyncContextManager[asyncpg.Connection]:
-        return self._failing(tenant_id)
-
-    @asynccontextmanager
-    async def _failing(self, tenant_id: TenantId) -> AsyncIterator[asyncpg.Connection]:
-        async with self.drivers.tenant(tenant_id) as conn:
-            yield conn
-            self.before_commit.set()
-            await self.go_on.wait()
-            await conn.execute("SELECT pg_terminate_backend(pg_backend_pid())")
-
-
 async def test_nothing_is_answered_250_before_the_commit(
     settings: Settings, db: Database, tmp_path: Path, tls: TlsFiles, tenant: Tenant
 ) -> None:
-    failing = _CommitFails(db)
+    failing = CommitFails(db)
     messages = [(compose(subject=f"n{i}"), "app@example.com") for i in range(3)]
     async with running_relay(settings, failing, data_dir=tmp_path, tls=tls, **GROUP) as relay:
         sending = asyncio.ensure_future(_send_together(relay.port, tenant.key.token, messages))
