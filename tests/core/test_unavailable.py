@@ -3,9 +3,11 @@ retry, never as a 500."""
 
 from __future__ import annotations
 
+import logging
 import socket
 
 import httpx
+import pytest
 from sqlalchemy import exc as sa_exc
 
 from postyard.core.clock import SystemClock
@@ -32,7 +34,7 @@ def test_pool_exhaustion_and_lost_connections_count_as_unavailable() -> None:
 
 
 async def test_unreachable_database_answers_503_with_retry_after(
-    app_factory: AppFactory,
+    app_factory: AppFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     url = f"postgresql+asyncpg://nobody:secret@127.0.0.1:{_closed_port()}/postyard"
     db = Database.connect(DatabaseUrls(owner=url, app=url, system=url), pool_size=1, name="t")
@@ -47,3 +49,7 @@ async def test_unreachable_database_answers_503_with_retry_after(
     assert got.status_code == 503
     assert got.headers["retry-after"] == "1"
     assert got.json()["name"] == "service_unavailable"
+    # An expected overload is one warning, not an application error logged by the server.
+    warnings = [r for r in caplog.records if "database unavailable" in r.getMessage()]
+    assert [(r.name, r.levelno) for r in warnings] == [("postyard.http", logging.WARNING)]
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []

@@ -73,6 +73,16 @@ def error_response(
     )
 
 
+def unavailable_response() -> JSONResponse:
+    """The database could not be reached in time: nothing changed, retry shortly (503)."""
+    return error_response(
+        503,
+        "service_unavailable",
+        "The service is overloaded or its database is unreachable; retry shortly.",
+        headers={"retry-after": str(UNAVAILABLE_RETRY_AFTER_SECONDS)},
+    )
+
+
 def _field(loc: tuple[Any, ...]) -> str:
     parts = [str(p) for p in loc if p not in {"body", "query", "path", "header"}]
     return ".".join(parts)
@@ -156,18 +166,6 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        if database_unavailable(exc):
-            log.warning(
-                "database unavailable: %s",
-                type(exc).__name__,
-                extra={"path": request.url.path, "request_id": request.scope.get("request_id")},
-            )
-            return error_response(
-                503,
-                "service_unavailable",
-                "The service is overloaded or its database is unreachable; retry shortly.",
-                headers={"retry-after": str(UNAVAILABLE_RETRY_AFTER_SECONDS)},
-            )
         log.error(
             "unhandled error",
             exc_info=exc,
@@ -211,7 +209,19 @@ class RequestContextMiddleware:
             )
             await response(scope, receive, send_with_id)
         else:
-            await self.app(scope, self._limited(receive), send_with_id)
+            try:
+                await self.app(scope, self._limited(receive), send_with_id)
+            except Exception as exc:
+                if status or not database_unavailable(exc):
+                    raise  # a bug: the server's error handler answers 500 and logs it
+                # Answered here rather than by an `Exception` handler, which Starlette
+                # re-raises so that the server logs an expected overload as an error.
+                log.warning(
+                    "database unavailable: %s",
+                    type(exc).__name__,
+                    extra={"path": scope["path"], "request_id": request_id},
+                )
+                await unavailable_response()(scope, receive, send_with_id)
         log.info(
             "request",
             extra={
