@@ -116,6 +116,25 @@ def connect(port: int) -> smtplib.SMTP:
     return smtplib.SMTP("127.0.0.1", port, timeout=GUARD_SECONDS)
 
 
+def submit(
+    port: int, token: str, data: bytes, sender: str = "app@example.com"
+) -> tuple[int, bytes]:
+    """One message to ann@example.org in a session of its own (AUTH with ``token``): the
+    reply to MAIL if it was refused, else the reply to the data."""
+    with connect(port) as client:
+        client.ehlo("client.example")
+        client.login("anything", token)
+        code, text = client.mail(sender)
+        if code != 250:
+            return code, text
+        assert client.rcpt("ann@example.org") == (250, b"2.1.5 Recipient OK")
+        try:
+            return client.data(data)
+        except smtplib.SMTPDataError as exc:
+            error = exc.smtp_error
+            return exc.smtp_code, error if isinstance(error, bytes) else error.encode()
+
+
 class RawClient:
     """A plain socket to the server that reads one reply at a time (replies that arrive in
     one segment are split)."""

@@ -10,7 +10,6 @@ starts exactly when the third message arrives: nothing depends on timing.
 from __future__ import annotations
 
 import asyncio
-import smtplib
 import uuid
 from pathlib import Path
 from typing import Any
@@ -24,10 +23,10 @@ from tests.smtp import (
     GUARD_SECONDS,
     TlsFiles,
     compose,
-    connect,
     message_count,
     queued_id,
     running_relay,
+    submit,
     unreachable_database,
 )
 from tests.support.dns_server import DnsServer
@@ -38,27 +37,12 @@ GROUP: dict[str, Any] = {"group_commit_window": 60.0, "group_commit_max_messages
 """Never waited out: each test sends exactly three messages at once."""
 
 
-def _send(port: int, token: str, data: bytes, sender: str = "app@example.com") -> tuple[int, bytes]:
-    with connect(port) as client:
-        client.ehlo("client.example")
-        client.login("anything", token)
-        code, text = client.mail(sender)
-        if code != 250:
-            return code, text
-        assert client.rcpt("ann@example.org") == (250, b"2.1.5 Recipient OK")
-        try:
-            return client.data(data)
-        except smtplib.SMTPDataError as exc:
-            error = exc.smtp_error
-            return exc.smtp_code, error if isinstance(error, bytes) else error.encode()
-
-
 async def _send_together(
     port: int, token: str, messages: list[tuple[bytes, str]]
 ) -> list[tuple[int, bytes]]:
     return list(
         await asyncio.gather(
-            *(asyncio.to_thread(_send, port, token, data, sender) for data, sender in messages)
+            *(asyncio.to_thread(submit, port, token, data, sender) for data, sender in messages)
         )
     )
 
@@ -137,7 +121,7 @@ async def test_a_nul_character_is_refused_for_good_before_it_could_join_a_group(
     # parse time, and the message never joins a group (a group of three never forms here).
     nul = compose(subject="nul", body="Hello \x00 there\r\n")
     async with running_relay(settings, db, data_dir=tmp_path, tls=tls, **GROUP) as relay:
-        reply = await asyncio.to_thread(_send, relay.port, tenant.key.token, nul)
+        reply = await asyncio.to_thread(submit, relay.port, tenant.key.token, nul)
     assert reply == (554, b"5.6.0 The message text contains a NUL character (U+0000).")
     assert await message_count(db, TenantId(tenant.org.id)) == 0
 

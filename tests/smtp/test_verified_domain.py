@@ -4,7 +4,6 @@ DKIM-signed (both algorithms, checked by dkimpy) with a VERP return path."""
 from __future__ import annotations
 
 import asyncio
-import smtplib
 import uuid
 from pathlib import Path
 
@@ -22,25 +21,10 @@ from postyard.tenancy.types import Scope
 from tests.conftest import TEST_KEK, TEST_POLICY, Isolated
 from tests.delivery.test_signing import VERP_KEY, _dnsfunc
 from tests.delivery.test_worker import _transport
-from tests.smtp import compose, connect, queued_id, running_relay
+from tests.smtp import compose, queued_id, running_relay, submit
 from tests.support.dns_server import DnsServer
 from tests.support.domains import verified_domain
 from tests.support.smtp_sink import SmtpSink
-
-
-def _submit(port: int, token: str, data: bytes, sender: str) -> tuple[int, bytes]:
-    with connect(port) as client:
-        client.ehlo("client.example")
-        client.login("anything", token)
-        code, text = client.mail(sender)
-        if code != 250:
-            return code, text
-        client.rcpt("ann@example.org")
-        try:
-            return client.data(data)
-        except smtplib.SMTPDataError as exc:
-            error = exc.smtp_error
-            return exc.smtp_code, error if isinstance(error, bytes) else error.encode()
 
 
 async def test_smtp_needs_a_verified_domain_and_its_mail_is_signed(
@@ -58,12 +42,12 @@ async def test_smtp_needs_a_verified_domain_and_its_mail_is_signed(
         update={"sending": SendingSettings(require_verified_domain=True)}
     )
     async with running_relay(settings, db, data_dir=tmp_path, tls=None) as relay:
-        refused = await asyncio.to_thread(_submit, relay.port, key.token, data, f"app@{name}")
+        refused = await asyncio.to_thread(submit, relay.port, key.token, data, f"app@{name}")
         assert refused[0] == 553, refused
         assert b"5.7.1" in refused[1]
 
         await verified_domain(db, dns_server, org.id, name, kek=TEST_KEK, policy=TEST_POLICY)
-        accepted = await asyncio.to_thread(_submit, relay.port, key.token, data, f"app@{name}")
+        accepted = await asyncio.to_thread(submit, relay.port, key.token, data, f"app@{name}")
         email_id = queued_id(accepted)
 
     transport = _transport()
