@@ -198,6 +198,7 @@ async def worker_role(
             lanes=delivery.lanes,
             concurrency=delivery.concurrency,
             lease=timedelta(seconds=delivery.lease_seconds),
+            claim_interval=delivery.claim_interval,
             # Look for expired leases often enough that a dead worker's rows wait at most
             # about a lease and a quarter.
             maintenance_interval=min(15.0, delivery.lease_seconds / 4),
@@ -242,6 +243,7 @@ async def worker_role(
                 lanes=settings.webhooks.lanes,
                 per_endpoint=share.part(settings.webhooks.concurrency_per_endpoint),
                 lease=timedelta(seconds=settings.webhooks.lease_seconds),
+                claim_interval=settings.webhooks.claim_interval,
                 maintenance_interval=min(15.0, settings.webhooks.lease_seconds / 4),
             ),
             clock,

@@ -114,7 +114,13 @@ async def _run_roles(
     stop = _stop_on_signals(supervisor_pid)
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(db.dispose)
-        waker = Waker(db, WAKE_CHANNEL)
+        # Workers claim at most once per claim interval while work keeps coming, so waking
+        # them more often than that after commits only costs CPU on both sides.
+        waker = Waker(
+            db,
+            WAKE_CHANNEL,
+            min_interval=min(settings.delivery.claim_interval, settings.webhooks.claim_interval),
+        )
         stack.push_async_callback(waker.aclose)
         children = Children(stop)
         stack.push_async_callback(children.aclose)

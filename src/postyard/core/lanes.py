@@ -16,8 +16,64 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class ClaimGate(Generic[T]):
+    """Lanes of one process claim one at a time, and while work trickles in, not more often
+    than every ``settle`` seconds.
+
+    Every commit wakes every lane. A lane claiming for itself ran a claim to find what the
+    first one took, and a lane that claimed again right after its batch took the one or two
+    rows committed meanwhile: most of a process's CPU per row went on claims when rows
+    arrive one by one. Through the gate, a lane that asked while a claim ran skips its own
+    when a claim that began after it asked took every due row (that claim saw all it was
+    woken for). And after a claim that took every due row, the next waits until ``settle``
+    seconds have passed since, so rows committed meanwhile are claimed together; with a
+    backlog (a claim that left rows behind) the next claim starts at once.
+    """
+
+    def __init__(
+        self,
+        settle: float = 0.0,
+        *,
+        monotonic: Callable[[], float] | None = None,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    ) -> None:
+        self._settle = settle
+        self._monotonic = monotonic
+        self._sleep = sleep
+        self._lock = asyncio.Lock()
+        self._begun = 0
+        self._took_all_at = 0
+        """The number of the last claim that left no due row behind (0: none yet)."""
+        self._took_all_ended = 0.0
+        """When that claim ended (``monotonic`` time)."""
+
+    def _now(self) -> float:
+        return self._monotonic() if self._monotonic else asyncio.get_running_loop().time()
+
+    async def claim(self, run: Callable[[], Awaitable[tuple[T, bool]]]) -> T | None:
+        """``run()``'s result, or None when a claim that began after this call took every
+        due row. ``run`` returns its result and whether it took every due row."""
+        asked = self._begun
+        async with self._lock:
+            if self._took_all_at > asked:
+                return None
+            if self._settle > 0 and self._took_all_at == self._begun > 0:
+                wait = self._took_all_ended + self._settle - self._now()
+                if wait > 0:
+                    await self._sleep(wait)
+            self._begun += 1
+            begun = self._begun
+            result, took_all = await run()
+            if took_all:
+                self._took_all_at = begun
+                self._took_all_ended = self._now()
+        return result
 
 
 @dataclass(frozen=True, slots=True)

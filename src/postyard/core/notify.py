@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from postyard.core.db import Database, asyncpg_connect
@@ -36,12 +36,24 @@ class Waker:
     A NOTIFY inside the accepting transaction would serialise every commit behind
     PostgreSQL's global notify-queue lock (no group commit: one fsync per request). Instead
     the adapter calls ``poke()`` after its commit; at most one NOTIFY is in flight per
-    process, sent on its own autocommit statement. Losing one only costs a poll interval.
+    process, sent on its own autocommit statement, and after one is sent the next waits
+    until ``min_interval`` seconds have passed (pokes meanwhile share it): the first commit
+    after a quiet spell wakes the workers at once, a steady stream at most that often.
+    Losing one only costs a poll interval.
     """
 
-    def __init__(self, db: Database, channel: str) -> None:
+    def __init__(
+        self,
+        db: Database,
+        channel: str,
+        *,
+        min_interval: float = 0.0,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    ) -> None:
         self._db = db
         self._channel = channel
+        self._min_interval = min_interval
+        self._sleep = sleep
         self._pending: asyncio.Task[None] | None = None
         self._again = False
 
@@ -52,14 +64,18 @@ class Waker:
         self._pending = asyncio.create_task(self._notify())
 
     async def _notify(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             self._again = False
+            sent_at = loop.time()
             try:
                 async with self._db.system_conn(reason="wake workers") as conn:
                     await conn.execute("SELECT pg_notify($1, '')", self._channel)
             except Exception:  # a trigger only: the workers' poll picks the rows up anyway
                 log.warning("could not notify workers", exc_info=True)
                 return
+            if self._min_interval > 0:
+                await self._sleep(max(0.0, sent_at + self._min_interval - loop.time()))
             if not self._again:
                 return
 

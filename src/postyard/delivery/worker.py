@@ -19,7 +19,7 @@ from typing import Protocol
 
 from postyard.core.clock import Clock
 from postyard.core.db import Database, TenantId
-from postyard.core.lanes import Lanes
+from postyard.core.lanes import ClaimGate, Lanes
 from postyard.delivery import ippools, shaping_state, verp
 from postyard.delivery.claim import Claim, claim_batch
 from postyard.delivery.holds import Hold, hold_for
@@ -92,6 +92,8 @@ class WorkerConfig:
     concurrency: int = 100
     lease: timedelta = timedelta(minutes=15)
     poll_interval: float = 1.0
+    claim_interval: float = 0.0
+    """Seconds after a claim that took every due row before the next (``ClaimGate``)."""
     maintenance_interval: float = 15.0
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     warmups: WarmupPolicy = field(default_factory=lambda: WarmupPolicy(schedule=()))
@@ -125,10 +127,9 @@ class DeliveryWorker:
         self._clock = clock
         self._rand = rand
         self._sending = asyncio.Semaphore(config.concurrency)
-        self._claiming = asyncio.Lock()
-        self._claims_begun = 0
-        self._took_all_due_at = 0
-        """The number of the last claim that left no due row behind (0: none yet)."""
+        self._gate = ClaimGate[tuple[Claim, list[ClaimedDelivery], list[DeliveryResult]]](
+            config.claim_interval
+        )
         self.wake = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -194,34 +195,27 @@ class DeliveryWorker:
     async def _claim(
         self,
     ) -> tuple[Claim, list[ClaimedDelivery], list[DeliveryResult]] | None:
-        """One claim, or None when a claim that began after this call took every due row.
+        """One claim through the gate (``core.lanes.ClaimGate``), or None when a claim that
+        began after this call took every due row."""
+        return await self._gate.claim(self._claim_now)
 
-        Every commit wakes all lanes; each ran a claim of its own to find what the first
-        one took, which was most of a worker's CPU per message when messages arrive one by
-        one. Now lanes claim one at a time, and those that asked while a claim ran share
-        the next one: it began after they asked, so it sees every row they were woken for."""
+    async def _claim_now(
+        self,
+    ) -> tuple[tuple[Claim, list[ClaimedDelivery], list[DeliveryResult]], bool]:
         cfg = self._config
-        asked = self._claims_begun
-        async with self._claiming:
-            if self._took_all_due_at > asked:
-                return None
-            self._claims_begun += 1
-            begun = self._claims_begun
-            async with self._db.system_tx(reason="delivery worker: claim") as session:
-                claim = await claim_batch(
-                    session, owner=cfg.owner, limit=cfg.batch_size, lease=cfg.lease,
-                    now=self._clock.now(), warmups=cfg.warmups,
-                    source_of=self._source_of if self._pools is not None else None,
-                )  # fmt: skip
-                # Addresses suppressed after their email was accepted (scheduled, retried).
-                to_send, suppressed = (
-                    await ledger.hold_back_suppressed(session, claim.claimed, now=self._clock.now())
-                    if claim.claimed
-                    else ([], [])
-                )
-            if claim.took_all_due:
-                self._took_all_due_at = begun
-        return claim, to_send, suppressed
+        async with self._db.system_tx(reason="delivery worker: claim") as session:
+            claim = await claim_batch(
+                session, owner=cfg.owner, limit=cfg.batch_size, lease=cfg.lease,
+                now=self._clock.now(), warmups=cfg.warmups,
+                source_of=self._source_of if self._pools is not None else None,
+            )  # fmt: skip
+            # Addresses suppressed after their email was accepted (scheduled, retried).
+            to_send, suppressed = (
+                await ledger.hold_back_suppressed(session, claim.claimed, now=self._clock.now())
+                if claim.claimed
+                else ([], [])
+            )
+        return (claim, to_send, suppressed), claim.took_all_due
 
     async def _prepare(
         self, messages: dict[uuid.UUID, OutboundMessage]

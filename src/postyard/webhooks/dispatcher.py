@@ -24,7 +24,7 @@ from typing import Protocol
 from postyard.core.clock import Clock
 from postyard.core.crypto import SecretDecryptionError
 from postyard.core.db import Database
-from postyard.core.lanes import Lanes
+from postyard.core.lanes import ClaimGate, Lanes
 from postyard.events.service import get_events_unscoped
 from postyard.events.types import StoredEvent
 from postyard.sending.summaries import MessageSummary, message_summaries_unscoped
@@ -51,6 +51,8 @@ class DispatcherConfig:
     per_endpoint: int = 16
     lease: timedelta = timedelta(minutes=10)
     poll_interval: float = 1.0
+    claim_interval: float = 0.0
+    """Seconds after a claim that took every due delivery before the next (``ClaimGate``)."""
     maintenance_interval: float = 15.0
 
 
@@ -76,6 +78,7 @@ class WebhookDispatcher:
         self._db, self._sender, self._config, self._clock = db, sender, config, clock
         self._kek, self._rand = kek, rand
         self._slots = weakref.WeakValueDictionary[uuid.UUID, asyncio.Semaphore]()
+        self._gate = ClaimGate[_Batch | None](config.claim_interval)
         self.wake = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -108,6 +111,11 @@ class WebhookDispatcher:
             self.wake.set()
 
     async def _claim(self) -> _Batch | None:
+        """One claim through the gate (``core.lanes.ClaimGate``): None when nothing was due
+        or a claim that began after this call took every due delivery."""
+        return await self._gate.claim(self._claim_now)
+
+    async def _claim_now(self) -> tuple[_Batch | None, bool]:
         cfg = self._config
         # The claim is one statement; the events and messages it names are committed and
         # immutable, so they are read after it on the same connection, with no transaction.
@@ -119,12 +127,13 @@ class WebhookDispatcher:
                 lease=cfg.lease,
                 now=self._clock.now(),
             )
+            took_all = len(claim.deliveries) < cfg.batch_size
             if not claim.deliveries:
-                return None
+                return None, took_all
             events = await get_events_unscoped(conn, [c.event_id for c in claim.deliveries])
             message_ids = [e.message_id for e in events.values() if e.message_id is not None]
             messages = await message_summaries_unscoped(conn, message_ids)
-        return _Batch(claim.deliveries, claim.endpoints, events, messages)
+        return _Batch(claim.deliveries, claim.endpoints, events, messages), took_all
 
     async def _batch(self) -> int:
         batch = await self._claim()
