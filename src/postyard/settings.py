@@ -168,9 +168,10 @@ class DeliverySettings(_Group):
     lanes: int = Field(default=4, ge=1, le=64)
     """Concurrent claim-deliver-record loops per worker process."""
     claim_interval: float = Field(default=0.05, ge=0, le=5)
-    """Seconds a worker process waits after a claim that took every due recipient before
-    claiming again, so recipients committed meanwhile are claimed together (a claim that
-    left some behind is followed at once); 0: claim as soon as woken."""
+    """Seconds a worker waits after a claim that took every due recipient before claiming
+    again, so recipients committed meanwhile are claimed together (a claim that left some
+    behind is followed at once); each of `postyard up`'s N worker processes waits N times
+    this. 0: claim as soon as woken."""
     concurrency: int = Field(default=100, ge=1, le=10000)
     """SMTP transactions in flight per worker process."""
     max_connections_per_destination: int = Field(default=10, ge=1, le=1000)
@@ -324,9 +325,10 @@ class WebhookSettings(_Group):
     lanes: int = Field(default=2, ge=1, le=64)
     """Concurrent claim-send-record loops per worker process."""
     claim_interval: float = Field(default=0.05, ge=0, le=5)
-    """Seconds a worker process waits after a claim that took every due delivery before
-    claiming again, so events committed meanwhile are claimed together (a claim that left
-    some behind is followed at once); 0: claim as soon as woken."""
+    """Seconds a dispatcher waits after a claim that took every due delivery before claiming
+    again, so events committed meanwhile are claimed together (a claim that left some behind
+    is followed at once); each of `postyard up`'s N worker processes waits N times this.
+    0: claim as soon as woken."""
     lease_seconds: float = Field(default=600, gt=0)
     """How long a worker holds deliveries it claimed; after that another worker retries them."""
     rotation_overlap_hours: float = Field(default=24, gt=0, le=24 * 30)

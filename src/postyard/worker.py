@@ -198,7 +198,9 @@ async def worker_role(
             lanes=delivery.lanes,
             concurrency=delivery.concurrency,
             lease=timedelta(seconds=delivery.lease_seconds),
-            claim_interval=delivery.claim_interval,
+            # The processes of `up` share the interval: together they claim about once per
+            # interval while mail trickles in, as one process would (each claim as big).
+            claim_interval=delivery.claim_interval * share.count,
             # Look for expired leases often enough that a dead worker's rows wait at most
             # about a lease and a quarter.
             maintenance_interval=min(15.0, delivery.lease_seconds / 4),
@@ -243,7 +245,7 @@ async def worker_role(
                 lanes=settings.webhooks.lanes,
                 per_endpoint=share.part(settings.webhooks.concurrency_per_endpoint),
                 lease=timedelta(seconds=settings.webhooks.lease_seconds),
-                claim_interval=settings.webhooks.claim_interval,
+                claim_interval=settings.webhooks.claim_interval * share.count,
                 maintenance_interval=min(15.0, settings.webhooks.lease_seconds / 4),
             ),
             clock,

@@ -424,6 +424,30 @@ async def test_a_connection_the_server_dropped_is_replaced(
     assert [message.connection for message in sink.messages] == [1, 2]
 
 
+@pytest.mark.parametrize("pipelining", [True, False])
+async def test_a_session_the_server_is_closing_is_replaced_and_nothing_is_lost(
+    dns_server: DnsServer, client_tls: ssl.SSLContext, pipelining: bool
+) -> None:
+    """The RSET that starts a reused session's transaction (in the envelope's write with
+    PIPELINING) gets 421 and the server closes: the message goes on a new session, once."""
+    async with (
+        SmtpSink(pipelining=pipelining) as sink,
+        transport_for(dns_server, sink.port, client_tls) as transport,
+    ):
+        await transport.deliver_direct("example.test", envelope("a@example.test"))
+        sink.script_rset("421 4.4.2 sink.test closing: idle too long")
+        [outcome] = await transport.deliver_direct("example.test", envelope("b@example.test"))
+        assert outcome.kind is OutcomeKind.DELIVERED
+        [outcome] = await transport.deliver_direct("example.test", envelope("c@example.test"))
+        assert outcome.kind is OutcomeKind.DELIVERED
+    assert [(m.recipients, m.connection) for m in sink.messages] == [
+        (("a@example.test",), 1),
+        (("b@example.test",), 2),
+        (("c@example.test",), 2),
+    ]
+    assert sink.rsets == 2  # one on the stale session, one before c on the new one
+
+
 async def test_idle_connections_are_closed(
     dns_server: DnsServer, client_tls: ssl.SSLContext
 ) -> None:

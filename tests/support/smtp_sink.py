@@ -79,6 +79,7 @@ class SmtpSink:
         self._open: set[_SinkSMTP] = set()
         self._mail_script: deque[str] = deque()
         self._data_script: deque[str] = deque()
+        self._rset_script: deque[str] = deque()
         self._rcpt_script: dict[str, deque[str]] = {}
         self._arrived = asyncio.Condition()
         self._hold_after: int | None = None
@@ -104,6 +105,11 @@ class SmtpSink:
         the returned event is set: the client is stuck mid-transaction (crash tests)."""
         self._hold_after = count
         return self._release
+
+    def script_rset(self, *replies: str) -> None:
+        """Answer the next RSET commands (in any connection) with ``replies``, in order; a
+        ``421`` reply then closes that connection, as a server timing out a session does."""
+        self._rset_script.extend(replies)
 
     def script_data(self, *replies: str) -> None:
         """Answer the next DATA commands (after the final dot) with ``replies``, in order."""
@@ -257,7 +263,11 @@ class _Handler:
 
     async def handle_RSET(self, server: _SinkSMTP, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd finds hooks by name
         self._sink.rsets += 1
-        return "250 2.0.0 OK"
+        reply = _next(self._sink._rset_script)
+        if reply is not None and reply.startswith("421") and server.transport is not None:
+            # Closed once the reply is written: the client's next commands go unanswered.
+            asyncio.get_running_loop().call_soon(server.transport.close)
+        return reply or "250 2.0.0 OK"
 
     async def handle_DATA(self, server: _SinkSMTP, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd finds hooks by name
         reply = _next(self._sink._data_script)

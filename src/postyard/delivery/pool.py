@@ -2,7 +2,9 @@
 
 Reusing a session saves the TCP handshake, the greeting, EHLO and (with TLS) the STARTTLS
 round trips; it costs one RSET per reuse (Postfix CONNECTION_CACHE_README; measured at
-1.5-1.9x the messages per second with aiosmtplib). The pool bounds, per destination, how
+1.5-1.9x the messages per second with aiosmtplib), which the next transaction sends
+(``transaction.run_transaction``), in the same write as its envelope where the server
+offers PIPELINING. The pool bounds, per destination, how
 many sessions exist at once (in use, idle or closing) and how many messages one session
 carries, because receivers limit both. Idle sessions are closed after ``idle_timeout`` seconds.
 
@@ -38,9 +40,10 @@ class PooledSession:
 class Lease:
     """One slot of a destination, held for one transaction.
 
-    ``session`` is a reused session (already RSET) or None; the holder opens a session and
-    assigns it when it is None. Set ``reusable`` once the session is back in a known state
-    (a transaction ended with a reply); otherwise the session is closed when the lease ends.
+    ``session`` is a reused session (the holder starts with RSET) or None; the holder opens
+    a session and assigns it when it is None. Set ``reusable`` once the session is back in a
+    known state (a transaction ended with a reply); otherwise the session is closed when the
+    lease ends.
     """
 
     session: PooledSession | None
@@ -98,7 +101,7 @@ class ConnectionPool:
         destination.users += 1
         try:
             async with destination.slots:
-                lease = Lease(await self._take_idle(destination), max_messages=max_messages)
+                lease = Lease(self._take_idle(destination), max_messages=max_messages)
                 try:
                     yield lease
                 finally:
@@ -122,23 +125,12 @@ class ConnectionPool:
             destination.idle.clear()
         await asyncio.gather(*(self._quit(session) for session in idle), *self._retiring)
 
-    async def _take_idle(self, destination: _Destination) -> PooledSession | None:
+    def _take_idle(self, destination: _Destination) -> PooledSession | None:
         while destination.idle:
             session = destination.idle.pop()  # the most recently used is the least likely stale
             _cancel_timer(session)
-            if not session.smtp.is_connected:
-                continue
-            try:
-                # RFC 5321 §4.1.1.5: start from a clean state; this also finds the sessions
-                # the server has timed out since we parked them.
-                await session.smtp.rset(timeout=self._command_timeout)
-            except (aiosmtplib.SMTPException, OSError):
-                session.smtp.close()
-                continue
-            except BaseException:
-                session.smtp.close()
-                raise
-            return session
+            if session.smtp.is_connected:
+                return session
         return None
 
     async def _give_back(self, key: Hashable, destination: _Destination, lease: Lease) -> None:

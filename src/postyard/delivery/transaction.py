@@ -27,6 +27,16 @@ _BARE_LINE_END = re.compile(rb"\r\n|\r|\n")
 _FORBIDDEN_IN_ADDRESS = re.compile(r"[\x00-\x1f\x7f<>]")
 _DATA = b"DATA\r\n"
 _END_OF_DATA = b".\r\n"
+_RSET = b"RSET\r\n"
+
+
+@dataclass(frozen=True, slots=True)
+class StaleSession:
+    """A reused session the server had closed or was closing: the RSET that began the
+    transaction got no answer, or not a 2yz one. The server has not taken the message (no
+    final dot was sent); it goes on a new session."""
+
+    detail: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,12 +80,17 @@ def wire_data(data: bytes) -> bytes:
 
 
 async def run_transaction(
-    session: PooledSession, envelope: Envelope
-) -> tuple[list[RecipientOutcome] | HostFailure, bool]:
+    session: PooledSession, envelope: Envelope, *, reset: bool = False
+) -> tuple[list[RecipientOutcome] | HostFailure | StaleSession, bool]:
     """One MAIL/RCPT/DATA transaction. Returns the result and whether the session is
     reusable. A 4xx to MAIL FROM, or a connection lost before it was answered, is a
     ``HostFailure`` (the next MX host may take the message); everything after that is
-    decided per recipient."""
+    decided per recipient.
+
+    ``reset`` (a session reused from the pool) starts with RSET (RFC 5321 section
+    4.1.1.5), in the same write as the envelope where the server offers PIPELINING: it
+    finds the sessions the server has timed out since they were parked, without a round
+    trip of its own; such a session gives ``StaleSession``."""
     smtp, label = session.smtp, session.label
     encoding = "utf-8" if envelope.smtputf8 else "ascii"
     options: list[str] = []
@@ -96,18 +111,37 @@ async def run_transaction(
     ]
     session.messages += 1
     if smtp.supports_extension("pipelining"):
-        return await _pipelined(session, envelope, commands)
+        return await _pipelined(session, envelope, commands, reset=reset)
+    if reset:
+        try:
+            [reply] = await exchange(smtp, [_RSET])
+        except SessionLost as exc:
+            return StaleSession(f"{label} closed the session before RSET: {exc}"), False
+        if reply.code // 100 != 2:
+            return StaleSession(f"{label} answered RSET with {reply}"), False
     return await _one_by_one(session, envelope, commands)
 
 
 async def _pipelined(
-    session: PooledSession, envelope: Envelope, commands: list[bytes]
-) -> tuple[list[RecipientOutcome] | HostFailure, bool]:
+    session: PooledSession, envelope: Envelope, commands: list[bytes], *, reset: bool
+) -> tuple[list[RecipientOutcome] | HostFailure | StaleSession, bool]:
     label = session.label
     try:
-        replies = await exchange(session.smtp, [*commands, _DATA])
+        replies = await exchange(
+            session.smtp, [_RSET, *commands, _DATA] if reset else [*commands, _DATA]
+        )
     except SessionLost as exc:
-        return _lost(envelope, label, exc.replies, str(exc)), False
+        got = exc.replies
+        if reset:
+            if not got or got[0].code // 100 != 2:
+                return StaleSession(f"{label} closed the session before RSET: {exc}"), False
+            got = got[1:]
+        return _lost(envelope, label, got, str(exc)), False
+    if reset:
+        if replies[0].code // 100 != 2:
+            # Closed without the final dot even if DATA got its 354: no message is taken.
+            return StaleSession(f"{label} answered RSET with {replies[0]}"), False
+        replies = replies[1:]
     mail_reply, rcpt_replies, data_reply = replies[0], replies[1:-1], replies[-1]
     refused_mail = mail_reply.code // 100 != 2
     outcomes, accepted = _rcpt_outcomes(envelope, label, rcpt_replies)

@@ -20,7 +20,7 @@ from postyard.delivery.outcome import OutcomeKind, RecipientOutcome, SmtpReply
 from postyard.delivery.pool import ConnectionPool, PooledSession
 from postyard.delivery.session import HostFailure, Route, SourceAddress, TlsPolicy, open_session
 from postyard.delivery.sites import site_of_domain, site_of_mx
-from postyard.delivery.transaction import Envelope, run_transaction
+from postyard.delivery.transaction import Envelope, StaleSession, run_transaction
 
 __all__ = ["Envelope", "Relay", "SmtpTransport", "TlsPolicy", "opportunistic_tls_context"]
 
@@ -222,13 +222,17 @@ class SmtpTransport:
         self, route: Route, envelope: Envelope, max_messages: int | None = None
     ) -> list[RecipientOutcome] | HostFailure:
         async with self._pool.lease(route.key, max_messages=max_messages) as lease:
-            if lease.session is None:
-                opened = await self._open(route)
-                if isinstance(opened, HostFailure):
-                    return opened
-                lease.session = opened
-            result, lease.reusable = await run_transaction(lease.session, envelope)
-            return result
+            if lease.session is not None:
+                result, lease.reusable = await run_transaction(lease.session, envelope, reset=True)
+                if not isinstance(result, StaleSession):
+                    return result
+                lease.session.smtp.close()  # the server has not taken the message: again, anew
+            opened = await self._open(route)
+            if isinstance(opened, HostFailure):
+                return opened
+            lease.session = opened
+            fresh, lease.reusable = await run_transaction(opened, envelope)
+            return HostFailure(fresh.detail) if isinstance(fresh, StaleSession) else fresh
 
     async def _open(self, route: Route) -> PooledSession | HostFailure:
         # MX hosts resolve through our resolver (RFC 5321 §5.1: try each address); a relay is
