@@ -174,6 +174,11 @@ class DeliverySettings(_Group):
     this. 0: claim as soon as woken."""
     concurrency: int = Field(default=100, ge=1, le=10000)
     """SMTP transactions in flight per worker process."""
+    nice: int = Field(default=10, ge=0, le=19)
+    """How much lower the CPU priority of a process running only the worker role is
+    (`postyard worker`, `postyard up`'s worker processes; Unix nice): when they compete for
+    CPU, accepting mail (API, SMTP relay), which clients wait on, goes first and delivery
+    catches up in bigger batches. 0: the same priority."""
     max_connections_per_destination: int = Field(default=10, ge=1, le=1000)
     """Open SMTP connections per relay or MX host, divided among the worker processes of
     `postyard up` in relay and mx mode (in capture mode each has a capture server of its own)."""

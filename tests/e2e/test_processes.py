@@ -76,6 +76,14 @@ def test_api_and_smtp_processes_share_the_ports_and_stop_together(tmp_path: Path
         _wait_listening(children["api"], http_port)
         _wait_listening(children["smtp"], smtp_port)
         assert http_port not in _listening_ports(children["smtp"])
+        # Delivery yields the CPU to accepting mail (POSTYARD_DELIVERY__NICE, default 10).
+        base_nice = parent.nice()
+        assert sorted((role, child.nice() - base_nice) for role, child in every) == [
+            ("api", 0),
+            ("smtp", 0),
+            ("worker", 10),
+            ("worker", 10),
+        ]
 
         # Whichever process the kernel hands a connection to, it answers.
         key = run_cli(["keys", "create", "--org", "acme", "--name", "ci", "--json"], env)

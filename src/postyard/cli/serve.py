@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import signal
 import socket
 import sys
@@ -362,6 +363,8 @@ def worker(supervisor_pid: int | None = SupervisorPid, share: str = ShareOption)
         parsed = Share.parse(share)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint=SHARE_OPTION) from exc
+    if settings.delivery.nice:
+        os.nice(settings.delivery.nice)  # lowering one's own priority needs no privilege
     uvloop.run(
         _run_roles(
             settings,
