@@ -112,7 +112,7 @@ class SmtpSettings(_Group):
     workers: int = Field(default=0, ge=0, le=64)
     """SMTP processes `postyard up` runs on the same ports (SO_REUSEPORT); 0: one per CPU
     core, at most 4."""
-    group_commit_window: float = Field(default=0.002, ge=0, le=60)
+    group_commit_window: float = Field(default=0.005, ge=0, le=60)
     """Seconds the first message of a group waits for others of the same API key to share
     its transaction; 0: none (messages still share one while an earlier one commits)."""
     group_commit_max_messages: int = Field(default=100, ge=1, le=1000)
