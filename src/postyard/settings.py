@@ -167,7 +167,7 @@ class DeliverySettings(_Group):
     """Recipients a worker lane claims at once."""
     lanes: int = Field(default=4, ge=1, le=64)
     """Concurrent claim-deliver-record loops per worker process."""
-    claim_interval: float = Field(default=0.05, ge=0, le=5)
+    claim_interval: float = Field(default=0.1, ge=0, le=5)
     """Seconds a worker waits after a claim that took every due recipient before claiming
     again, so recipients committed meanwhile are claimed together (a claim that left some
     behind is followed at once); each of `postyard up`'s N worker processes waits N times
@@ -329,7 +329,7 @@ class WebhookSettings(_Group):
     """Deliveries a dispatcher lane claims at once."""
     lanes: int = Field(default=2, ge=1, le=64)
     """Concurrent claim-send-record loops per worker process."""
-    claim_interval: float = Field(default=0.05, ge=0, le=5)
+    claim_interval: float = Field(default=0.1, ge=0, le=5)
     """Seconds a dispatcher waits after a claim that took every due delivery before claiming
     again, so events committed meanwhile are claimed together (a claim that left some behind
     is followed at once); each of `postyard up`'s N worker processes waits N times this.
