@@ -3,10 +3,10 @@
 Reusing a session saves the TCP handshake, the greeting, EHLO and (with TLS) the STARTTLS
 round trips; it costs one RSET per reuse (Postfix CONNECTION_CACHE_README; measured at
 1.5-1.9x the messages per second with aiosmtplib), which the next transaction sends
-(``transaction.run_transaction``), in the same write as its envelope where the server
-offers PIPELINING. The pool bounds, per destination, how
-many sessions exist at once (in use, idle or closing) and how many messages one session
-carries, because receivers limit both. Idle sessions are closed after ``idle_timeout`` seconds.
+(``transaction.run_transaction``), in the same write as its envelope where the server offers
+PIPELINING. The pool bounds, per destination, how many sessions exist at once (in use, idle
+or closing) and how many messages one session carries, because receivers limit both. Idle
+sessions are closed after ``idle_timeout`` seconds.
 
 The pool does not open sessions: the caller leases a slot, gets an idle session or None, and
 opens one itself when it gets None. Sessions are used by one lease at a time.
