@@ -24,26 +24,26 @@ T = TypeVar("T")
 
 class ClaimGate(Generic[T]):
     """Lanes of one process claim one at a time, and while work trickles in, not more often
-    than every ``settle`` seconds.
+    than every ``interval`` seconds (the claim interval).
 
     Every commit wakes every lane. A lane claiming for itself ran a claim to find what the
     first one took, and a lane that claimed again right after its batch took the one or two
     rows committed meanwhile: most of a process's CPU per row went on claims when rows
     arrive one by one. Through the gate, a lane that asked while a claim ran skips its own
     when a claim that began after it asked took every due row (that claim saw all it was
-    woken for). And after a claim that took every due row, the next waits until ``settle``
+    woken for). And after a claim that took every due row, the next waits until ``interval``
     seconds have passed since, so rows committed meanwhile are claimed together; with a
     backlog (a claim that left rows behind) the next claim starts at once.
     """
 
     def __init__(
         self,
-        settle: float = 0.0,
+        interval: float = 0.0,
         *,
         monotonic: Callable[[], float] | None = None,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
     ) -> None:
-        self._settle = settle
+        self._interval = interval
         self._monotonic = monotonic
         self._sleep = sleep
         self._lock = asyncio.Lock()
@@ -63,8 +63,8 @@ class ClaimGate(Generic[T]):
         async with self._lock:
             if self._took_all_at > asked:
                 return None
-            if self._settle > 0 and self._took_all_at == self._begun > 0:
-                wait = self._took_all_ended + self._settle - self._now()
+            if self._interval > 0 and self._took_all_at == self._begun > 0:
+                wait = self._took_all_ended + self._interval - self._now()
                 if wait > 0:
                     await self._sleep(wait)
             self._begun += 1
