@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
@@ -11,8 +12,15 @@ from pathlib import Path
 
 import asyncpg
 
-from postyard.core.db import Database, DatabaseUrls, role_password, role_urls
-from postyard.core.embedded import DATABASE_NAME, EmbeddedServer, ensure_data_dir, start_embedded
+from postyard.core import connections
+from postyard.core.db import Database, DatabaseUrls, asyncpg_connect, role_password, role_urls
+from postyard.core.embedded import (
+    DATABASE_NAME,
+    EmbeddedServer,
+    ensure_data_dir,
+    restart_embedded,
+    start_embedded,
+)
 from postyard.core.errors import ConfigurationError
 from postyard.core.secrets import derive, load_or_create_secret
 from postyard.migrations.runner import RoleSpec, current_revision, schema_head
@@ -106,6 +114,60 @@ async def require_current_schema(runtime: Runtime) -> str:
         )
         raise ConfigurationError(msg)
     return head
+
+
+async def _read_slots(conn: asyncpg.Connection) -> connections.Slots:
+    rows = await conn.fetch(
+        "SELECT name, setting FROM pg_settings WHERE name IN "
+        "('max_connections', 'superuser_reserved_connections', 'reserved_connections')"
+    )
+    settings = {row["name"]: int(row["setting"]) for row in rows}
+    return connections.Slots(
+        max_connections=settings["max_connections"],
+        reserved=settings["superuser_reserved_connections"]
+        + settings.get("reserved_connections", 0),
+    )
+
+
+async def fit_connections(runtime: Runtime, *, processes: int) -> Runtime:
+    """Make room for the connections ``processes`` serving processes may open (see
+    ``core/connections.py``). The embedded server gets a larger max_connections (ALTER
+    SYSTEM, then a restart while this process is its only user; else at its next start); an
+    external server is only checked, with a warning naming the figures when it is short.
+    Returns the runtime (with the restarted server's pid)."""
+    needed = connections.budget(processes, runtime.settings.db.pool_size)
+    conn = await asyncpg_connect(runtime.urls.owner)
+    try:
+        slots = await _read_slots(conn)
+        if slots.available >= needed:
+            return runtime
+        if runtime.embedded is None:
+            log.warning(
+                "PostgreSQL leaves %d connections to Postyard, but its %d processes may open "
+                "up to %d (POSTYARD_DB__POOL_SIZE=%d): raise max_connections or lower the pool "
+                "size or the process counts, or requests may fail under load",
+                slots.available,
+                processes,
+                needed,
+                runtime.settings.db.pool_size,
+            )
+            return runtime
+        target = slots.max_connections_for(needed)
+        await conn.execute(f"ALTER SYSTEM SET max_connections = {int(target)}")
+    finally:
+        await conn.close()
+    restarted = await asyncio.to_thread(restart_embedded, runtime.embedded)
+    if restarted is None:
+        log.warning(
+            "the embedded PostgreSQL allows %d connections until its next start (another "
+            "process uses it); Postyard's %d processes may open up to %d",
+            slots.available,
+            processes,
+            needed,
+        )
+        return runtime
+    log.info("embedded postgresql max_connections raised", extra={"max_connections": target})
+    return dataclasses.replace(runtime, embedded=restarted)
 
 
 def connect(runtime: Runtime, *, name: str) -> Database:

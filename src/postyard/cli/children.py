@@ -95,6 +95,12 @@ class Processes:
     smtp: int
     workers: int
 
+    @property
+    def total(self) -> int:
+        """Processes in all: this one (an API and an SMTP process), the other API and SMTP
+        processes, and the workers."""
+        return 1 + (self.http - 1) + (self.smtp - 1) + self.workers
+
 
 async def start_workers(children: Children, processes: Processes) -> None:
     """Start the worker processes, each with its share (``INDEX/COUNT``) of the limits."""

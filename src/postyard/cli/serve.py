@@ -41,7 +41,14 @@ from postyard.domains.policy import dns_policy
 from postyard.domains.routes import DomainDeps
 from postyard.migrations.runner import migrate as run_migrations
 from postyard.mxd import mx_role
-from postyard.runtime import Runtime, connect, prepare, require_current_schema, tracking_config
+from postyard.runtime import (
+    Runtime,
+    connect,
+    fit_connections,
+    prepare,
+    require_current_schema,
+    tracking_config,
+)
 from postyard.sending.service import WAKE_CHANNEL
 from postyard.settings import Settings, auto_workers
 from postyard.smtpd import SmtpRole, smtp_role
@@ -108,6 +115,8 @@ async def _run_roles(
             first=supervise is not None,
         )
     runtime, head = await _runtime(settings, migrate=run_migrations_first)
+    if supervise is not None:
+        runtime = await fit_connections(runtime, processes=supervise.total)
     flags = (("api", api), ("worker", worker), ("smtp", smtp), ("mx", mx))
     roles = [name for name, on in flags if on]
     db = connect(runtime, name="+".join(roles))

@@ -77,6 +77,47 @@ def _pid_alive(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[:1] != ["Z"]
 
 
+def _live_holders(path: Path) -> list[int]:
+    try:
+        pids = json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return []
+    return [int(pid) for pid in pids if _pid_alive(int(pid))]
+
+
+def restart_embedded(server: EmbeddedServer) -> EmbeddedServer | None:
+    """Restart the server (to apply a setting that needs a restart, such as max_connections)
+    when this process is its only holder; None, and no restart, when another process uses
+    it. Holds pgserver's lock meanwhile, so no process joins during the restart."""
+    from pgserver import _commands  # noqa: PLC0415  (only when embedded is used)
+    from pgserver.postgres_server import PostgresServer, get_server  # noqa: PLC0415
+
+    # pgserver runs the server as its own system user when started by root (PostgreSQL
+    # refuses root); its pg_ctl wrapper is generated at import, hence getattr.
+    pg_ctl = getattr(_commands, "pg_ctl")  # noqa: B009
+    system_user = "pgserver" if os.geteuid() == 0 else None
+    handle = get_server(server.pgdata, cleanup_mode="stop")  # this process's, from start
+    with PostgresServer._lock:  # pgserver exposes no public lock
+        if _live_holders(server.pgdata / ".handle_pids.json") != [os.getpid()]:
+            return None
+        try:
+            pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=system_user)
+            # pgserver's own start, so that its exit hook knows the new server to stop.
+            handle.ensure_postgres_running()
+        except Exception as exc:
+            msg = f"cannot restart the embedded PostgreSQL in {server.pgdata}: {exc}"
+            raise ConfigurationError(msg) from exc
+    info = handle.get_postmaster_info()
+    restarted = EmbeddedServer(
+        pgdata=server.pgdata, socket_dir=Path(info.socket_dir), pid=int(info.pid)
+    )
+    if restarted.socket_dir != server.socket_dir:  # the URLs in use name the socket dir
+        msg = f"the embedded PostgreSQL moved its socket to {restarted.socket_dir} on restart"
+        raise ConfigurationError(msg)
+    log.info("embedded postgresql restarted", extra={"pgdata": str(server.pgdata)})
+    return restarted
+
+
 def start_embedded(data_dir: Path) -> EmbeddedServer:
     """Start (or join) the embedded server; it stops when the last holder process exits."""
     pgdata = ensure_data_dir(data_dir) / "pg"

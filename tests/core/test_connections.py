@@ -1,0 +1,109 @@
+"""The connection budget of `postyard up`'s processes against the server's max_connections:
+the sums, and making room on a real embedded server (a fresh one of this test's own, so the
+shared test server is never restarted)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import pytest
+
+from postyard.core import connections
+from postyard.core.db import asyncpg_connect
+from postyard.core.embedded import EmbeddedServer
+from postyard.runtime import Runtime, fit_connections, prepare
+from postyard.settings import DbSettings, Settings
+
+
+def test_a_process_may_open_its_four_pools_and_a_listener() -> None:
+    # SQLAlchemy app and system engines, the asyncpg app pool (10 each), its system pool
+    # (a quarter, at least 2) and LISTEN.
+    assert connections.per_process(10) == 10 + 10 + 10 + 2 + 1
+    assert connections.per_process(2) == 2 + 2 + 2 + 2 + 1
+    assert connections.budget(5, 10) == 5 * 33 + connections.OUTSIDE_RESERVE
+
+
+def test_reserved_slots_count_against_the_server_s_limit() -> None:
+    slots = connections.Slots(max_connections=100, reserved=3)
+    assert slots.available == 97
+    assert slots.max_connections_for(175) == 178
+
+
+async def _max_connections(runtime: Runtime) -> int:
+    conn = await asyncpg_connect(runtime.urls.owner)
+    try:
+        return int(await conn.fetchval("SHOW max_connections"))
+    finally:
+        await conn.close()
+
+
+def _over(limit: int, pool_size: int) -> int:
+    """A process count whose budget is over ``limit`` connections."""
+    return limit // connections.per_process(pool_size) + 1
+
+
+async def test_the_embedded_server_is_raised_to_the_budget_and_restarted_once(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(data_dir=tmp_path / "data", db=DbSettings(pool_size=4))
+    runtime = await prepare(settings)
+    before = runtime.embedded
+    assert isinstance(before, EmbeddedServer)
+    processes = _over(await _max_connections(runtime), 4)
+
+    raised = await fit_connections(runtime, processes=processes)
+
+    assert raised.embedded is not None
+    assert raised.embedded.pid != before.pid  # restarted: max_connections needs it
+    conn = await asyncpg_connect(raised.urls.owner)
+    try:
+        reserved = int(await conn.fetchval("SHOW superuser_reserved_connections")) + int(
+            await conn.fetchval("SHOW reserved_connections")
+        )
+        limit = int(await conn.fetchval("SHOW max_connections"))
+    finally:
+        await conn.close()
+    assert limit - reserved == connections.budget(processes, 4)
+    # Room enough now: nothing changes, no second restart.
+    again = await fit_connections(raised, processes=processes)
+    assert again is raised
+    assert await _max_connections(again) == limit
+
+
+async def test_an_external_server_is_only_checked_and_warned_about(
+    runtime: Runtime, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert runtime.embedded is None  # the tests' server is reached by URL: "external"
+    limit = await _max_connections(runtime)
+    processes = _over(limit, runtime.settings.db.pool_size)
+    with caplog.at_level(logging.WARNING, logger="postyard.runtime"):
+        same = await fit_connections(runtime, processes=processes)
+    assert same is runtime
+    assert await _max_connections(runtime) == limit
+    (record,) = [r for r in caplog.records if "raise max_connections" in r.getMessage()]
+    needed = connections.budget(processes, runtime.settings.db.pool_size)
+    assert f"may open up to {needed}" in record.getMessage()
+
+
+async def test_an_embedded_server_another_process_uses_is_not_restarted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = Settings(data_dir=tmp_path / "data", db=DbSettings(pool_size=4))
+    runtime = await prepare(settings)
+    assert runtime.embedded is not None
+    limit = await _max_connections(runtime)
+    holders = runtime.embedded.pgdata / ".handle_pids.json"
+    mine = holders.read_text()
+    assert json.loads(mine) == [os.getpid()]
+    holders.write_text(json.dumps([os.getpid(), os.getppid()]))  # a second live user
+    try:
+        with caplog.at_level(logging.WARNING, logger="postyard.runtime"):
+            same = await fit_connections(runtime, processes=_over(limit, 4))
+    finally:
+        holders.write_text(mine)
+    assert same is runtime  # same server process: not restarted under the other user
+    assert await _max_connections(runtime) == limit  # the new limit waits for a restart
+    assert any("until its next start" in r.getMessage() for r in caplog.records)
