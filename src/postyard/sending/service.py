@@ -29,6 +29,8 @@ from postyard.sending.scheduling import parse_scheduled_at
 
 WAKE_CHANNEL = "postyard_deliveries"
 _PENDING = ("queued", "scheduled", "deferred")
+_CANCELABLE = (*_PENDING, "held")
+"""Recipients no worker holds a lease on: waiting, scheduled, retrying, or kept by a hold."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,17 +126,18 @@ async def reschedule_email(
 
 
 async def cancel_email(session: AsyncSession, tenant_id: TenantId, email_id: str) -> uuid.UUID:
-    """Cancel every recipient not yet handed to a worker; raises NotFound, or
-    ValidationFailed when nothing is left to cancel (already sent, bounced or canceled)."""
+    """Cancel every recipient not yet handed to a worker (held ones included: releasing
+    their hold later leaves them canceled); raises NotFound, or ValidationFailed when
+    nothing is left to cancel (already sent, bounced or canceled)."""
     message = await _require_message(session, tenant_id, email_id)
     canceled = await session.execute(
         update(Delivery)
         .where(
             Delivery.tenant_id == tenant_id,
             Delivery.message_id == message.id,
-            Delivery.status.in_(_PENDING),
+            Delivery.status.in_(_CANCELABLE),
         )
-        .values(status="canceled", updated_at=func.now())
+        .values(status="canceled", held_by=None, updated_at=func.now())
     )
     if canceled.rowcount == 0:  # type: ignore[attr-defined]
         msg = "This email cannot be canceled: it was already sent or canceled."
