@@ -343,6 +343,24 @@ async def test_failing_for_five_days_disables_with_an_event_then_replay_since(
     assert {r["status"] for r in await env.deliveries(failing["id"])} == {"succeeded"}
 
 
+async def test_a_429_s_retry_after_sets_the_next_attempt(env: Env) -> None:
+    env.receiver.respond("/hook", Reply(status=429, headers=(("Retry-After", "3600"),)))
+    created = await env.create()
+    await env.send()
+    dispatcher = env.dispatcher()
+    assert await dispatcher.run_once() == 1
+    [row] = await env.deliveries(created["id"])
+    assert (row["status"], row["last_status_code"]) == ("pending", 429)
+    assert row["next_attempt_at"] - env.clock.now() == timedelta(hours=1)  # the rung: 5 s
+    env.clock.current += LADDER[1]
+    assert await dispatcher.run_once() == 0  # the rung alone would have retried by now
+    env.clock.current = row["next_attempt_at"]
+    env.receiver.respond("/hook", Reply(status=204, body=b""))
+    assert await dispatcher.run_once() == 1
+    [row] = await env.deliveries(created["id"])
+    assert (row["status"], row["attempts"]) == ("succeeded", 2)
+
+
 async def test_410_disables_the_endpoint_at_once(env: Env) -> None:
     env.receiver.respond("/hook", Reply(status=410, body=b"gone"))
     created = await env.create()

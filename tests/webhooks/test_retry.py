@@ -6,7 +6,15 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from postyard.webhooks.retry import DISABLE_AFTER, LADDER, Verdict, decide, should_disable
+from postyard.webhooks.retry import (
+    DISABLE_AFTER,
+    LADDER,
+    MAX_RETRY_AFTER,
+    Verdict,
+    decide,
+    retry_after_delay,
+    should_disable,
+)
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 
@@ -68,3 +76,40 @@ def test_disable_after_five_days_of_failures() -> None:
     assert not should_disable(None, NOW)
     assert not should_disable(NOW - DISABLE_AFTER + timedelta(seconds=1), NOW)
     assert should_disable(NOW - DISABLE_AFTER, NOW)
+
+
+def _after(status: int, retry_after: str, attempts: int = 1) -> datetime | None:
+    decision = decide(
+        status=status,
+        error=f"HTTP {status}",
+        attempts=attempts,
+        now=NOW,
+        rand=lambda: 0.5,
+        retry_after=retry_after,
+    )
+    assert decision.verdict is Verdict.RETRY
+    return decision.next_attempt_at
+
+
+def test_a_429_or_503_waits_what_its_retry_after_asks() -> None:
+    assert _after(429, "120") == NOW + timedelta(seconds=120)  # the rung is 5 s
+    assert _after(503, "Tue, 01 Dec 2026 13:00:00 GMT") == NOW + timedelta(hours=1)
+    assert _after(429, " 3600 ", attempts=3) == NOW + timedelta(hours=1)
+
+
+def test_retry_after_never_shortens_the_rung_nor_parks_a_delivery_for_long() -> None:
+    assert _after(429, "1", attempts=3) == NOW + LADDER[3]  # asks 1 s, the rung is 30 min
+    assert _after(429, "Tue, 01 Dec 2026 11:00:00 GMT") == NOW + LADDER[1]  # a past date
+    assert _after(503, "99999999999999999999") == NOW + MAX_RETRY_AFTER
+    assert _after(429, "Sun, 01 Dec 2030 12:00:00 GMT") == NOW + MAX_RETRY_AFTER
+
+
+@pytest.mark.parametrize("value", ["", "soon", "-5", "1.5", "Tue, 99 Foo 2026"])
+def test_a_retry_after_that_means_nothing_is_ignored(value: str) -> None:
+    assert retry_after_delay(value, NOW) is None
+    assert _after(429, value) == NOW + LADDER[1]
+
+
+def test_retry_after_counts_only_on_429_and_503() -> None:
+    assert _after(500, "3600") == NOW + LADDER[1]
+    assert _after(502, "3600") == NOW + LADDER[1]

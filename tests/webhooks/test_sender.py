@@ -132,6 +132,20 @@ async def test_error_statuses_are_recorded_with_an_excerpt(
     assert result.error is not None
 
 
+@pytest.mark.parametrize(
+    ("status", "retry_after"),
+    [(429, "120"), (503, "Wed, 02 Dec 2026 12:00:00 GMT"), (500, "60"), (200, "")],
+)
+async def test_the_retry_after_field_is_passed_on_for_the_retry_ladder(
+    dns_server: DnsServer, receiver: HttpReceiver, status: int, retry_after: str
+) -> None:
+    fields = (("Retry-After", retry_after),) if retry_after else ()
+    receiver.respond("/hook", Reply(status=status, headers=fields))
+    async with sender_for(dns_server, LOOPBACK) as sender:
+        result = await sender.post(receiver.url("/hook"), BODY, headers())
+    assert (result.status, result.retry_after) == (status, retry_after)
+
+
 async def test_nul_bytes_are_replaced_in_the_excerpt(
     dns_server: DnsServer, receiver: HttpReceiver
 ) -> None:

@@ -229,6 +229,7 @@ class WebhookDispatcher:
             attempts=claimed.attempts,
             now=now,
             rand=self._rand,
+            retry_after=result.retry_after,
         )
         status = {
             Verdict.SUCCEEDED: "succeeded",

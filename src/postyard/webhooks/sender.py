@@ -68,6 +68,8 @@ class SendResult:
     duration_ms: float
     error: str | None
     refused: bool = False
+    retry_after: str = ""
+    """The response's Retry-After field as sent ("" without one); ``retry`` reads it."""
 
 
 class WebhookSender:
@@ -120,11 +122,13 @@ class WebhookSender:
             started = loop.time()
             try:
                 async with asyncio.timeout(self._timeouts.total):
-                    status, excerpt, error, refused = await self._attempt(parsed, request)
+                    outcome = await self._attempt(parsed, request)
             except TimeoutError:
-                status, excerpt, refused = None, "", False
-                error = f"no answer within the {self._timeouts.total:g} s total timeout"
-            return SendResult(status, excerpt, (loop.time() - started) * 1000, error, refused)
+                why = f"no answer within the {self._timeouts.total:g} s total timeout"
+                outcome = None, "", why, False, ""
+            status, excerpt, error, refused, retry_after = outcome
+            duration_ms = (loop.time() - started) * 1000
+            return SendResult(status, excerpt, duration_ms, error, refused, retry_after)
 
     def _parse(self, url: str) -> ParsedUrl | str:
         """``parse_url``'s verdict (the parsed URL or why it is refused), memoised: it depends
@@ -153,10 +157,10 @@ class WebhookSender:
     async def _attempt(self, url: ParsedUrl, request: bytes) -> _Outcome:
         addresses = [url.ip] if url.ip is not None else await self._resolve(url.host)
         if isinstance(addresses, str):
-            return None, "", addresses, False
+            return None, "", addresses, False, ""
         reason = self._policy.check_destination(url, addresses)
         if reason is not None:
-            return None, "", reason, True
+            return None, "", reason, True, ""
         connection = self._take_idle(url, addresses)
         if connection is not None:
             outcome = await self._exchange(connection, request, True)
@@ -164,7 +168,7 @@ class WebhookSender:
                 return outcome
         connected = await self._connect(url, addresses)
         if isinstance(connected, str):
-            return None, "", connected, False
+            return None, "", connected, False, ""
         outcome = await self._exchange(connected, request, False)
         assert outcome is not None  # only a reused connection can turn out stale
         return outcome
@@ -282,7 +286,8 @@ class WebhookSender:
 
 
 _Key = tuple[IPAddress, int, str, bool]  # address, port, host name, tls
-_Outcome = tuple[int | None, str, str | None, bool]  # status, excerpt, error, refused
+_Outcome = tuple[int | None, str, str | None, bool, str]
+"""status, excerpt, error, refused, Retry-After."""
 
 
 class _Connection(asyncio.Protocol):
@@ -301,6 +306,7 @@ class _Connection(asyncio.Protocol):
     def _reset(self) -> None:
         self.status: int | None = None
         self.location = ""
+        self.retry_after = ""
         self.body = bytearray()  # at most ``cap`` bytes kept
         self.body_seen = self.received = 0
         self.complete = self.timed_out = self.keep_alive = False
@@ -373,8 +379,11 @@ class _Connection(asyncio.Protocol):
 
     # httptools callbacks
     def on_header(self, name: bytes, value: bytes) -> None:
-        if name.lower() == b"location":
+        lower = name.lower()
+        if lower == b"location":
             self.location = value.decode("latin-1")[:200]
+        elif lower == b"retry-after":
+            self.retry_after = value.decode("latin-1")[:100]
 
     def on_headers_complete(self) -> None:
         self.status = self._parser.get_status_code()
@@ -403,16 +412,17 @@ def _outcome(response: _Connection) -> _Outcome:
     excerpt = _excerpt(bytes(response.body))
     if response.timed_out:
         waiting = "an answer" if status is None else "the rest of the answer"
-        return status, excerpt, f"timed out waiting for {waiting} from {label}", False
+        return status, excerpt, f"timed out waiting for {waiting} from {label}", False, ""
     if status is None:
-        return None, excerpt, f"no answer from {label}: {response.error or 'closed'}", False
+        return None, excerpt, f"no answer from {label}: {response.error or 'closed'}", False, ""
     if response.error is not None and not response.complete:
-        return status, excerpt, f"incomplete answer from {label}: {response.error}", False
+        return status, excerpt, f"incomplete answer from {label}: {response.error}", False, ""
     if 200 <= status < 300:
-        return status, excerpt, None, False
+        return status, excerpt, None, False, ""
     if 300 <= status < 400:
-        return status, excerpt, f"redirect ({status} to {response.location!r}) not followed", False
-    return status, excerpt, f"HTTP {status}", False
+        error = f"redirect ({status} to {response.location!r}) not followed"
+        return status, excerpt, error, False, response.retry_after
+    return status, excerpt, f"HTTP {status}", False, response.retry_after
 
 
 def _excerpt(body: bytes) -> str:
