@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Literal, overload
 
 from postyard.delivery.exchange import SessionLost, exchange
 from postyard.delivery.outcome import (
@@ -79,6 +80,18 @@ def wire_data(data: bytes) -> bytes:
     return stuffed + _END_OF_DATA
 
 
+@overload
+async def run_transaction(
+    session: PooledSession, envelope: Envelope, *, reset: Literal[False] = False
+) -> tuple[list[RecipientOutcome] | HostFailure, bool]: ...
+
+
+@overload
+async def run_transaction(
+    session: PooledSession, envelope: Envelope, *, reset: Literal[True]
+) -> tuple[list[RecipientOutcome] | HostFailure | StaleSession, bool]: ...
+
+
 async def run_transaction(
     session: PooledSession, envelope: Envelope, *, reset: bool = False
 ) -> tuple[list[RecipientOutcome] | HostFailure | StaleSession, bool]:
@@ -90,7 +103,8 @@ async def run_transaction(
     ``reset`` (a session reused from the pool) starts with RSET (RFC 5321 section
     4.1.1.5), in the same write as the envelope where the server offers PIPELINING: it
     finds the sessions the server has timed out since they were parked, without a round
-    trip of its own; such a session gives ``StaleSession``."""
+    trip of its own; such a session gives ``StaleSession`` (only then: every StaleSession
+    below is under ``reset``)."""
     smtp, label = session.smtp, session.label
     encoding = "utf-8" if envelope.smtputf8 else "ascii"
     options: list[str] = []

@@ -232,7 +232,7 @@ class SmtpTransport:
                 return opened
             lease.session = opened
             fresh, lease.reusable = await run_transaction(opened, envelope)
-            return HostFailure(fresh.detail) if isinstance(fresh, StaleSession) else fresh
+            return fresh
 
     async def _open(self, route: Route) -> PooledSession | HostFailure:
         # MX hosts resolve through our resolver (RFC 5321 §5.1: try each address); a relay is
