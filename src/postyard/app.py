@@ -18,11 +18,14 @@ from postyard.core.http import (
 from postyard.delivery.destination_routes import router as destinations_router
 from postyard.delivery.hold_routes import router as holds_router
 from postyard.delivery.routes import router as content_router
+from postyard.delivery.warmup import WarmupPolicy
+from postyard.delivery.warmup_routes import router as warmups_router
 from postyard.domains.routes import DomainDeps
 from postyard.domains.routes import router as domains_router
 from postyard.sending.accept import AcceptOptions
 from postyard.sending.grouped import GroupedAccept
 from postyard.sending.routes import router as emails_router
+from postyard.settings import WarmupSettings
 from postyard.suppression.routes import router as suppressions_router
 from postyard.tenancy.routes import router as api_keys_router
 from postyard.tracking.routes import router as tracking_router
@@ -70,6 +73,7 @@ def create_app(
     domain_deps: DomainDeps,
     webhook_deps: WebhookDeps,
     tracking: TrackingConfig,
+    warmup_policy: WarmupPolicy | None = None,
 ) -> FastAPI:
     app = FastAPI(
         title="Postyard",
@@ -84,6 +88,9 @@ def create_app(
     app.state.domain_deps = domain_deps
     app.state.webhook_deps = webhook_deps
     app.state.tracking = tracking
+    # What GET /v1/warmups shows for domains on the instance's ramp (default: the settings'
+    # default ramp).
+    app.state.warmup_policy = warmup_policy or WarmupPolicy(tuple(WarmupSettings().schedule))
     app.state.grouped_accept = GroupedAccept(
         services.db,
         services.clock,
@@ -107,6 +114,7 @@ def create_app(
         domains_router,
         webhooks_router,
         holds_router,
+        warmups_router,
         destinations_router,
         suppressions_router,
     ):

@@ -92,6 +92,17 @@ class WorkerRole:
         await asyncio.gather(self.worker.run(stop), self.webhooks.run(stop))
 
 
+def warmup_policy(settings: Settings) -> WarmupPolicy:
+    """The warm-up ramps and switches of the settings."""
+    w = settings.warmup
+    return WarmupPolicy(
+        schedule=tuple(w.schedule),
+        automatic=w.automatic,
+        ip_schedule=tuple(w.ip_schedule),
+        ips_automatic=w.ips_automatic,
+    )
+
+
 def _transport(settings: Settings, share: Share) -> SmtpTransport:
     delivery = settings.delivery
     connections = delivery.max_connections_per_destination
@@ -204,12 +215,7 @@ async def worker_role(
             # Look for expired leases often enough that a dead worker's rows wait at most
             # about a lease and a quarter.
             maintenance_interval=min(15.0, delivery.lease_seconds / 4),
-            warmups=WarmupPolicy(
-                schedule=tuple(settings.warmup.schedule),
-                automatic=settings.warmup.automatic,
-                ip_schedule=tuple(settings.warmup.ip_schedule),
-                ips_automatic=settings.warmup.ips_automatic,
-            ),
+            warmups=warmup_policy(settings),
             policy=RetryPolicy(
                 delays=tuple(timedelta(seconds=s) for s in delivery.retry_delays),
                 max_age=timedelta(hours=delivery.max_age_hours),

@@ -21,6 +21,7 @@ from postyard.delivery.warmup import WarmupPolicy, WarmupState
 from postyard.delivery.worker import DeliveryWorker, WorkerConfig
 from postyard.sending.ledger import Candidate
 from postyard.sending.models import Delivery
+from postyard.settings import WarmupSettings
 from postyard.tenancy import service as tenancy
 from postyard.tenancy.types import Scope
 from tests.conftest import Isolated
@@ -98,6 +99,61 @@ async def test_day_one_allowance_is_honoured_and_the_rest_goes_the_next_day(
     async with db.tenant_tx(org.id) as s:
         [state] = await warmup.list_warmups(s, org.id)
     assert (state.counted_on, state.sent) == (tomorrow.date(), 2)
+
+
+async def test_an_organization_sees_where_its_domains_are_on_their_ramps(
+    isolated: Isolated,
+) -> None:
+    db = isolated.db
+    tokens = {}
+    async with db.system_tx(reason="test") as s:
+        org = await tenancy.create_organization(s, name="w", slug=f"w-{uuid.uuid4().hex[:10]}")
+        other = await tenancy.create_organization(s, name="o", slug=f"o-{uuid.uuid4().hex[:10]}")
+    for name, tenant, scope in (
+        ("full", org.id, Scope.FULL),
+        ("sending", org.id, Scope.SENDING),
+        ("other", other.id, Scope.FULL),
+    ):
+        async with db.tenant_tx(tenant) as s:
+            tokens[name] = (await tenancy.create_api_key(s, tenant, name=name, scope=scope)).token
+    now = datetime.now(UTC)
+    today = now.date()
+    async with db.tenant_tx(org.id) as s:
+        await warmup.set_warmup(
+            s, org.id, "warm.test", started_on=today - timedelta(days=1), schedule=(5, 10, 20)
+        )
+        await warmup.set_warmup(
+            s, org.id, "done.test", started_on=today - timedelta(days=30), schedule=(1, 2)
+        )
+        await warmup.set_warmup(s, org.id, "ramp.test", started_on=today, schedule=None)
+        await warmup.record_sent(s, {(org.id, "warm.test"): 3}, now=now)
+
+    async def listed(token: str) -> httpx.Response:
+        async with httpx.AsyncClient(base_url=isolated.base_url) as http:
+            return await http.get("/v1/warmups", headers={"Authorization": f"Bearer {token}"})
+
+    response = await listed(tokens["full"])
+    assert response.status_code == 200, response.text
+    done, ramp, warm = response.json()["data"]
+    assert warm == {
+        "object": "warmup",
+        "domain": "warm.test",
+        "started_on": (today - timedelta(days=1)).isoformat(),
+        "schedule": [5, 10, 20],
+        "day": 2,
+        "finished": False,
+        "allowance_today": 10,
+        "sent_today": 3,
+        "ends_on": (today + timedelta(days=2)).isoformat(),
+    }
+    assert (done["domain"], done["day"], done["finished"]) == ("done.test", 31, True)
+    assert (done["allowance_today"], done["sent_today"]) == (None, 0)
+    default_ramp = list(WarmupSettings().schedule)  # the test app's: the settings' default
+    assert (ramp["domain"], ramp["schedule"], ramp["day"]) == ("ramp.test", default_ramp, 1)
+    assert ramp["allowance_today"] == default_ramp[0]
+    assert (await listed(tokens["other"])).json()["data"] == []
+    refused = await listed(tokens["sending"])
+    assert (refused.status_code, refused.json()["name"]) == (401, "restricted_api_key")
 
 
 def _candidate(domain: str) -> Candidate:

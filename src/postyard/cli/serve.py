@@ -54,7 +54,7 @@ from postyard.settings import Settings, auto_workers
 from postyard.smtpd import SmtpRole, smtp_role
 from postyard.webhooks.routes import WebhookDeps
 from postyard.webhooks.ssrf import AddressPolicy
-from postyard.worker import ONE_PROCESS, Share, worker_role
+from postyard.worker import ONE_PROCESS, Share, warmup_policy, worker_role
 
 log = logging.getLogger(__name__)
 
@@ -266,6 +266,7 @@ def _serve_http(
         domain_deps=domain_deps(runtime.settings, runtime.secret),
         webhook_deps=webhook_deps(runtime.settings, runtime.secret),
         tracking=tracking_config(runtime.settings, runtime.secret),
+        warmup_policy=warmup_policy(runtime.settings),
     )
     config = uvicorn.Config(
         app, log_config=None, access_log=False, lifespan="off", server_header=False

@@ -15,6 +15,7 @@ from postyard.delivery import ip_warmup, warmup
 from postyard.delivery.ip_warmup import IpWarmupState
 from postyard.delivery.warmup import WarmupPolicy, WarmupState
 from postyard.tenancy import service as tenancy
+from postyard.worker import warmup_policy
 
 app = typer.Typer(
     help="Warm up sending domains and source addresses (a daily volume ramp).",
@@ -45,8 +46,7 @@ def _human(row: dict[str, Any]) -> str:
 
 
 def _policy() -> WarmupPolicy:
-    w = load_settings().warmup
-    return WarmupPolicy(tuple(w.schedule), w.automatic, tuple(w.ip_schedule), w.ips_automatic)
+    return warmup_policy(load_settings())
 
 
 def _first_day(start: str | None) -> date:
