@@ -129,44 +129,51 @@ async def _read_slots(conn: asyncpg.Connection) -> connections.Slots:
     )
 
 
+def _warn_short(runtime: Runtime, available: int, processes: int, needed: int) -> None:
+    log.warning(
+        "PostgreSQL leaves %d connections to Postyard, but its %d processes may open up to "
+        "%d (POSTYARD_DB__POOL_SIZE=%d): raise max_connections or lower the pool size or the "
+        "process counts, or requests may fail under load",
+        available,
+        processes,
+        needed,
+        runtime.settings.db.pool_size,
+    )
+
+
 async def fit_connections(runtime: Runtime, *, processes: int) -> Runtime:
     """Make room for the connections ``processes`` serving processes may open (see
     ``core/connections.py``). The embedded server gets a larger max_connections (ALTER
-    SYSTEM, then a restart while this process is its only user; else at its next start); an
-    external server is only checked, with a warning naming the figures when it is short.
-    Returns the runtime (with the restarted server's pid)."""
+    SYSTEM, then a restart while this process is its only user; else at its next start), up
+    to a cap; an external server is only checked. A shortfall left is logged as a warning
+    naming the figures. Returns the runtime (with the restarted server's pid)."""
     needed = connections.budget(processes, runtime.settings.db.pool_size)
     conn = await asyncpg_connect(runtime.urls.owner)
     try:
         slots = await _read_slots(conn)
         if slots.available >= needed:
             return runtime
-        if runtime.embedded is None:
-            log.warning(
-                "PostgreSQL leaves %d connections to Postyard, but its %d processes may open "
-                "up to %d (POSTYARD_DB__POOL_SIZE=%d): raise max_connections or lower the pool "
-                "size or the process counts, or requests may fail under load",
-                slots.available,
-                processes,
-                needed,
-                runtime.settings.db.pool_size,
-            )
+        target = connections.embedded_target(slots, needed) if runtime.embedded else None
+        if runtime.embedded is None or target is None:
+            _warn_short(runtime, slots.available, processes, needed)
             return runtime
-        target = slots.max_connections_for(needed)
         await conn.execute(f"ALTER SYSTEM SET max_connections = {int(target)}")
     finally:
         await conn.close()
+    raised = connections.Slots(max_connections=target, reserved=slots.reserved)
     restarted = await asyncio.to_thread(restart_embedded, runtime.embedded)
     if restarted is None:
         log.warning(
-            "the embedded PostgreSQL allows %d connections until its next start (another "
-            "process uses it); Postyard's %d processes may open up to %d",
-            slots.available,
-            processes,
-            needed,
+            "the embedded PostgreSQL keeps max_connections %d until its next start (another "
+            "process uses it), then %d",
+            slots.max_connections,
+            target,
         )
+        _warn_short(runtime, slots.available, processes, needed)
         return runtime
     log.info("embedded postgresql max_connections raised", extra={"max_connections": target})
+    if raised.available < needed:  # capped
+        _warn_short(runtime, raised.available, processes, needed)
     return dataclasses.replace(runtime, embedded=restarted)
 
 

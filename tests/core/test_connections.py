@@ -32,6 +32,16 @@ def test_reserved_slots_count_against_the_server_s_limit() -> None:
     assert slots.max_connections_for(175) == 178
 
 
+def test_the_embedded_server_is_raised_when_short_and_never_past_the_cap() -> None:
+    slots = connections.Slots(max_connections=100, reserved=3)
+    assert connections.embedded_target(slots, 97) is None  # room enough
+    assert connections.embedded_target(slots, 175) == 178
+    cap = connections.EMBEDDED_MAX_CONNECTIONS
+    assert connections.embedded_target(slots, 5000) == cap
+    at_cap = connections.Slots(max_connections=cap, reserved=3)
+    assert connections.embedded_target(at_cap, 5000) is None  # nothing more to gain
+
+
 async def _max_connections(runtime: Runtime) -> int:
     conn = await asyncpg_connect(runtime.urls.owner)
     try:
@@ -106,4 +116,6 @@ async def test_an_embedded_server_another_process_uses_is_not_restarted(
         holders.write_text(mine)
     assert same is runtime  # same server process: not restarted under the other user
     assert await _max_connections(runtime) == limit  # the new limit waits for a restart
-    assert any("until its next start" in r.getMessage() for r in caplog.records)
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("until its next start" in m for m in messages)
+    assert any("raise max_connections" in m for m in messages)

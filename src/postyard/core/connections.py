@@ -17,6 +17,10 @@ from postyard.core.driver_pools import system_pool_size
 
 OUTSIDE_RESERVE = 10
 """Slots left for what is not a serving process: CLI commands, a psql session, backups."""
+EMBEDDED_MAX_CONNECTIONS = 1000
+"""The most the embedded server is raised to: each slot costs shared memory whether used or
+not, and a server that cannot get it does not start. Dozens of processes need an external
+server."""
 
 
 def per_process(pool_size: int) -> int:
@@ -45,3 +49,13 @@ class Slots:
     def max_connections_for(self, needed: int) -> int:
         """The max_connections that leaves ``needed`` slots to ordinary roles."""
         return needed + self.reserved
+
+
+def embedded_target(slots: Slots, needed: int) -> int | None:
+    """The max_connections to give the embedded server so that ``needed`` slots are left to
+    Postyard's roles (at most EMBEDDED_MAX_CONNECTIONS), or None to leave it as it is (room
+    enough already, or already at the cap)."""
+    if slots.available >= needed:
+        return None
+    target = min(slots.max_connections_for(needed), EMBEDDED_MAX_CONNECTIONS)
+    return target if target > slots.max_connections else None
