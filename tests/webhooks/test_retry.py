@@ -104,7 +104,7 @@ def test_retry_after_never_shortens_the_rung_nor_parks_a_delivery_for_long() -> 
     assert _after(429, "Sun, 01 Dec 2030 12:00:00 GMT") == NOW + MAX_RETRY_AFTER
 
 
-@pytest.mark.parametrize("value", ["", "soon", "-5", "1.5", "Tue, 99 Foo 2026"])
+@pytest.mark.parametrize("value", ["", "soon", "-5", "1.5", "\u00b2", "Tue, 99 Foo 2026"])
 def test_a_retry_after_that_means_nothing_is_ignored(value: str) -> None:
     assert retry_after_delay(value, NOW) is None
     assert _after(429, value) == NOW + LADDER[1]

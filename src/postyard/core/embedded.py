@@ -54,11 +54,8 @@ def _prune_dead_holders(pgdata: Path, server_class: Any) -> None:
     # forever; drop pids that no longer exist, under pgserver's own lock.
     path = pgdata / ".handle_pids.json"
     with server_class._lock:  # pgserver exposes no public lock
-        try:
-            pids = json.loads(path.read_text())
-        except (FileNotFoundError, ValueError):
-            return
-        alive = [pid for pid in pids if _pid_alive(int(pid))]
+        pids = _holders(path)
+        alive = _alive(pids)
         if alive != pids:
             path.write_text(json.dumps(alive))
 
@@ -77,12 +74,16 @@ def _pid_alive(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[:1] != ["Z"]
 
 
-def _live_holders(path: Path) -> list[int]:
+def _holders(path: Path) -> list[int]:
+    """The pids in pgserver's list of the processes holding the server."""
     try:
-        pids = json.loads(path.read_text())
-    except (FileNotFoundError, ValueError):
+        return [int(pid) for pid in json.loads(path.read_text())]
+    except (FileNotFoundError, ValueError, TypeError):
         return []
-    return [int(pid) for pid in pids if _pid_alive(int(pid))]
+
+
+def _alive(pids: list[int]) -> list[int]:
+    return [pid for pid in pids if _pid_alive(pid)]
 
 
 def restart_embedded(server: EmbeddedServer) -> EmbeddedServer | None:
@@ -98,7 +99,7 @@ def restart_embedded(server: EmbeddedServer) -> EmbeddedServer | None:
     system_user = "pgserver" if os.geteuid() == 0 else None
     handle = get_server(server.pgdata, cleanup_mode="stop")  # this process's, from start
     with PostgresServer._lock:  # pgserver exposes no public lock
-        if _live_holders(server.pgdata / ".handle_pids.json") != [os.getpid()]:
+        if _alive(_holders(server.pgdata / ".handle_pids.json")) != [os.getpid()]:
             return None
         try:
             pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=system_user)

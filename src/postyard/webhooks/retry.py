@@ -49,7 +49,7 @@ def retry_after_delay(value: str, now: datetime) -> timedelta | None:
     """A Retry-After field's wait from ``now``: delay-seconds or an HTTP-date (RFC 9110
     section 10.2.3); None when it is neither (or empty). A date in the past waits 0."""
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # not "²": str.isdigit takes it, int() does not
         return timedelta(seconds=min(int(value), int(MAX_RETRY_AFTER.total_seconds())))
     try:
         when = parsedate_to_datetime(value)
