@@ -27,14 +27,14 @@ BODY = b"From: a@sender.test\r\nSubject: hi\r\n\r\n.dot first\r\nbody\r\n"
 
 
 @contextlib.asynccontextmanager
-async def transport() -> AsyncIterator[SmtpTransport]:
+async def transport(command_timeout: float = 10.0) -> AsyncIterator[SmtpTransport]:
     smtp = SmtpTransport(
         ssl_context=opportunistic_tls_context(),
         opportunistic_context=opportunistic_tls_context(),
         resolver=make_resolver(["127.0.0.1"], timeout=1.0, lifetime=1.0),
         helo_name="postyard.test",
         connect_timeout=10.0,
-        command_timeout=10.0,
+        command_timeout=command_timeout,
     )
     try:
         yield smtp
@@ -208,3 +208,62 @@ async def test_mail_rcpt_and_data_go_in_one_group_and_every_reply_is_read() -> N
         server.bodies[0],
     ]
     assert server.connections == 1
+
+
+class SlowRepliesServer:
+    """Answers each command of a pipelined group ``gap`` seconds after the one before, and
+    after ``answers`` replies of a transaction answers nothing more."""
+
+    def __init__(self, gap: float, answers: int = 100) -> None:
+        self.gap, self.answers, self.port = gap, answers, 0
+        self.delivered = 0
+
+    async def __aenter__(self) -> SlowRepliesServer:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._server.close()
+        await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 slow.test ESMTP\r\n")
+        await reader.readline()  # EHLO
+        writer.write(b"250-slow.test\r\n250 PIPELINING\r\n")
+        replies = [b"250 2.1.0 ok", b"250 2.1.5 ok", b"250 2.1.5 ok", b"354 go on"]
+        try:
+            for count, reply in enumerate(replies):
+                line = await reader.readline()
+                if count >= self.answers or not line:
+                    await reader.read()  # silent until the client gives up
+                    return
+                await asyncio.sleep(self.gap)
+                writer.write(reply + b"\r\n")
+            while await reader.readline() not in (b".\r\n", b""):
+                pass
+            self.delivered += 1
+            writer.write(b"250 2.0.0 queued\r\n")
+            await reader.read()
+        finally:
+            writer.close()
+
+
+async def test_each_reply_gets_the_whole_command_timeout() -> None:
+    # Four replies half a second apart: two seconds in all, each within the 1.5 s allowed.
+    async with SlowRepliesServer(gap=0.5) as server, transport(command_timeout=1.5) as smtp:
+        outcomes = await smtp.deliver_via_relay(
+            relay(server.port), envelope("a@example.test", "b@example.test")
+        )
+    assert [o.kind for o in outcomes] == [OutcomeKind.DELIVERED, OutcomeKind.DELIVERED]
+    assert server.delivered == 1
+
+
+async def test_a_server_that_stops_answering_mid_group_defers() -> None:
+    async with SlowRepliesServer(gap=0, answers=1) as server, transport(0.5) as smtp:
+        outcomes = await smtp.deliver_via_relay(
+            relay(server.port), envelope("a@example.test", "b@example.test")
+        )
+    assert [o.kind for o in outcomes] == [OutcomeKind.DEFERRED, OutcomeKind.DEFERRED]
+    assert all("timed out waiting for a reply" in o.detail for o in outcomes), outcomes
+    assert server.delivered == 0

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import cast
 
 import aiosmtplib
@@ -31,6 +32,10 @@ class SessionLost(Exception):
         self.replies = list(replies)
 
 
+_SEPARATORS = (b"-", b" ", b"\r", b"\n")
+_CACHED_TEXT = 200  # the replies to MAIL, RCPT and DATA repeat; longer texts are not kept
+
+
 def _parse(buffer: bytearray) -> tuple[SmtpReply | None, int]:
     """The first complete reply in ``buffer`` (RFC 5321 section 4.2: lines ``ddd-text``
     then a last ``ddd text``) and the bytes it took, or (None, 0) when it is incomplete.
@@ -40,13 +45,23 @@ def _parse(buffer: bytearray) -> tuple[SmtpReply | None, int]:
     while (end := buffer.find(b"\n", offset)) >= 0:
         line = bytes(buffer[offset : end + 1])
         offset = end + 1
-        code = line[:3]
-        if not code.isdigit() or len(code) != 3 or line[3:4] not in (b"-", b" ", b"\r", b"\n"):
+        code, separator = line[:3], line[3:4]
+        if not code.isdigit() or len(code) != 3 or separator not in _SEPARATORS:
             raise ValueError(f"malformed reply line {line[:80]!r}")
         lines.append(line[4:].strip(b" \t\r\n").decode("utf-8", "surrogateescape"))
-        if line[3:4] != b"-":
-            return SmtpReply.parse(int(code), "\n".join(lines)), offset
+        if separator != b"-":
+            text = lines[0] if len(lines) == 1 else "\n".join(lines)
+            if len(text) > _CACHED_TEXT:
+                return SmtpReply.parse(int(code), text), offset
+            return _reply(int(code), text), offset
     return None, 0
+
+
+@lru_cache(maxsize=256)
+def _reply(code: int, text: str) -> SmtpReply:
+    """``SmtpReply.parse`` of a short reply; replies are immutable values, so one can be
+    shared by every session that gets the same line."""
+    return SmtpReply.parse(code, text)
 
 
 class _Replies(asyncio.Protocol):
@@ -132,12 +147,16 @@ async def exchange(smtp: aiosmtplib.SMTP, commands: Sequence[bytes]) -> list[Smt
     replies = _Replies(protocol)
     transport.set_protocol(replies)
     received: list[SmtpReply] = []
+    loop = asyncio.get_running_loop()
     try:
         cast(asyncio.WriteTransport, transport).write(b"".join(commands))
-        for _ in commands:
-            async with asyncio.timeout(smtp.timeout):
-                reply = await replies.next_reply()
-            received.append(reply)
+        # One deadline, moved on only before a wait for a reply that has not arrived:
+        # pipelined replies mostly come together, and a timer per reply was measurable.
+        async with asyncio.timeout_at(_deadline(loop, smtp.timeout)) as deadline:
+            for index in range(len(commands)):
+                if index and not replies.replies:
+                    deadline.reschedule(_deadline(loop, smtp.timeout))
+                received.append(await replies.next_reply())
     except TimeoutError:
         transport.close()
         raise SessionLost("timed out waiting for a reply", received) from None
@@ -149,3 +168,7 @@ async def exchange(smtp: aiosmtplib.SMTP, commands: Sequence[bytes]) -> list[Smt
     if replies.unread:
         transport.close()  # out of step with the server: no later reply could be trusted
     return received
+
+
+def _deadline(loop: asyncio.AbstractEventLoop, timeout: float | None) -> float | None:
+    return None if timeout is None else loop.time() + timeout

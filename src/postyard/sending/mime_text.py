@@ -12,12 +12,12 @@ images keep the stdlib path.
 from __future__ import annotations
 
 import hashlib
-import re
 from email import quoprimime
 
 _FOLD_AT = 78  # RFC 5322 section 2.1.1
 _QP_LINE = 76  # RFC 2045 section 6.7
-_SEVEN_BIT_TEXT = re.compile(r"[\t\n\r -~]*")
+# What 7bit text may hold as we send it: TAB, LF, CR and printable ASCII.
+_SEVEN_BIT_BYTES = bytes([9, 10, 13, *range(32, 127)])
 
 
 def well_formed(text: str) -> str:
@@ -32,16 +32,26 @@ def well_formed(text: str) -> str:
 def is_seven_bit(content: str) -> bool:
     """RFC 2045 section 2.7 allows 7bit for ASCII without NUL in lines of up to 998 octets;
     we keep it to lines of 78, which no relay re-wraps, and use quoted-printable otherwise."""
-    short = max(map(len, content.splitlines()), default=0) <= _FOLD_AT
-    return short and _SEVEN_BIT_TEXT.fullmatch(content) is not None
+    encoded = content.encode("utf-8", "surrogatepass")
+    return _seven_bit(encoded, encoded.splitlines())
+
+
+def _seven_bit(encoded: bytes, lines: list[bytes]) -> bool:
+    """``is_seven_bit`` of text already encoded and split. For text of only the bytes of
+    ``_SEVEN_BIT_BYTES`` the lines of ``bytes.splitlines`` are those of ``str.splitlines``
+    (the other line breaks that ``str`` knows are excluded). Written with C loops:
+    ``translate`` deletes the allowed bytes, anything left is a control character."""
+    if not encoded.isascii() or encoded.translate(None, _SEVEN_BIT_BYTES):
+        return False
+    return max(map(len, lines), default=0) <= _FOLD_AT
 
 
 def text_part(content: str, subtype: str) -> tuple[bytes, bytes]:
     """The part's header block and its encoded body (CRLF line ends, ending in CRLF), for a
     ``text/<subtype>`` part in UTF-8."""
-    content = well_formed(content)
-    lines = content.encode("utf-8").splitlines()
-    if is_seven_bit(content):
+    utf8 = well_formed(content).encode("utf-8")
+    lines = utf8.splitlines()
+    if _seven_bit(utf8, lines):
         cte, body = "7bit", b"\r\n".join(lines) + b"\r\n"
     else:
         # RFC 2045 section 6.7; the stdlib encoder, fed what its content manager feeds it.
