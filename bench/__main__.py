@@ -102,7 +102,7 @@ def summary_rows(outcomes: list[Outcome]) -> list[tuple[str, ...]]:
                 verdict = "n/a" if met is None else "met" if met else f"missed{target.gap(f)}"
             rows.append((
                 f"{f.label} (`{outcome.name}`)", _value(f), ref, ratio,
-                target.text if target else "-", verdict,
+                target.label if target else "-", verdict,
             ))  # fmt: skip
     return rows
 
@@ -135,7 +135,7 @@ def render(
         for o in outcomes
     )
     table = h.markdown_table(
-        ("Figure", "Value", "Reference (same run)", "Ratio", "Target (issue 8)", "Met?"),
+        ("Figure", "Value", "Reference (same run)", "Ratio", "Target", "Met?"),
         summary_rows(outcomes),
     )
     ran = {o.name for o in outcomes}

@@ -48,6 +48,8 @@ class Report:
     paced: h.PacedResult | None = None
     batch: Run | None = None
     copy: CopyResult | None = None
+    unsigned: Run | None = None
+    """Batch sends From a domain without DKIM keys, after the COPY reference."""
     scale: list[Stage] = field(default_factory=list)
     memory: h.PeakMemory | None = None
     postgres: str = "unknown"
@@ -62,7 +64,7 @@ class Report:
     @property
     def errors(self) -> Counter[str]:
         total: Counter[str] = Counter()
-        for run in (self.single, self.batch):
+        for run in (self.single, self.batch, self.unsigned):
             if run is not None:
                 total += run.load.errors
         if self.paced is not None:
@@ -128,6 +130,15 @@ def figures(report: Report) -> list[tuple[str, str, str, str]]:
              _rate(batch.delivered_rate), f"Postfix {_rate(pf_deliver)}",
              _ratio(batch.delivered_rate, pf_deliver)),
         ]  # fmt: skip
+    if (unsigned := report.unsigned) is not None:
+        rows += [
+            ("API accept rate, batch sends From a domain without DKIM keys",
+             _rate(unsigned.accept_rate), f"COPY {_rate(copy_rate)}",
+             _ratio(unsigned.accept_rate, copy_rate)),
+            ("End-to-end delivered rate, not signed, batch sends",
+             _rate(unsigned.delivered_rate), f"Postfix {_rate(pf_deliver)}",
+             _ratio(unsigned.delivered_rate, pf_deliver)),
+        ]  # fmt: skip
     if report.copy is not None:
         rows.append((
             f"Reference: COPY of the batch run's rows ({report.copy.describe()}), "
@@ -181,9 +192,9 @@ def render(report: Report) -> str:
         f"{report.postgres} (embedded); Postyard {version('postyard')} "
         f"(git {h.git_revision(h.REPOSITORY)}); Postfix {h.postfix_version()}. CPU busy with "
         f"other work: {report.busy_before:.0f}% just before the run, {report.busy_after:.0f}% "
-        f"just after. DKIM: every message signed for {report.signing}; log lines of the run "
-        f""
-        f"that are warnings or errors: {sum(report.log_problems.values()):,}, of which mention "
+        f"just after. DKIM: every message of the other rows signed for {report.signing}; the "
+        '"not signed" rows send From a domain without keys; log lines of the run that are '
+        f"warnings or errors: {sum(report.log_problems.values()):,}, of which mention "
         f"DKIM (a signing failure would): {dkim}."
     )
     table = h.markdown_table(("Figure", "Value", "Reference", "Ratio"), figures(report))
@@ -242,6 +253,11 @@ def summary_figures(report: Report) -> list[h.Figure]:
             h.Figure("delivery.e2e_batch", "End-to-end delivered, DKIM on, batch sends",
                      report.batch.delivered_rate, "msgs/s", pf_label, pf_rate),
         ]  # fmt: skip
+    if report.unsigned is not None:
+        out.append(h.Figure(
+            "delivery.e2e_batch_unsigned", "End-to-end delivered, not signed, batch sends",
+            report.unsigned.delivered_rate, "msgs/s", pf_label, pf_rate,
+        ))  # fmt: skip
     if report.memory is not None:
         out += [
             h.Figure(f"delivery.rss.{role}", f"Peak RSS, {role}", rss / 2**20, "MiB")

@@ -1,5 +1,6 @@
-"""The targets of issue 8 for this round (2 cores), by figure key. A figure without a
-target is shown with "-". A key ending in ``*`` matches every key with that prefix."""
+"""The targets of the issues for this round (2 cores), by figure key: issue 8's, and issue
+3's end-to-end rate. A figure without a target is shown with "-". A key ending in ``*``
+matches every key with that prefix."""
 
 from __future__ import annotations
 
@@ -17,6 +18,11 @@ class Target:
     at_most: float | None = None
     of_reference: bool = False
     """Compare the ratio to the reference rather than the value itself."""
+    issue: int = 8
+
+    @property
+    def label(self) -> str:
+        return f"{self.text} (issue {self.issue})"
 
     def met(self, figure: Figure) -> bool | None:
         value = figure.ratio if self.of_reference else figure.value
@@ -45,6 +51,7 @@ TARGETS: dict[str, Target] = {
     "delivery.api_batch": Target(">= 0.5x COPY", at_least=0.5, of_reference=True),
     "delivery.e2e_single": Target(">= 1.0x Postfix", at_least=1.0, of_reference=True),
     "delivery.e2e_batch": Target(">= 1.0x Postfix", at_least=1.0, of_reference=True),
+    "delivery.e2e_batch_unsigned": Target(">= 2,000 msgs/s", at_least=2000.0, issue=3),
     "delivery.rss.*": _RSS,
     "delivery.full.1000000.rss.*": _RSS,
     "smtp_ingest.smtp_accept": Target(">= 1.0x Postfix", at_least=1.0, of_reference=True),

@@ -45,6 +45,7 @@ from _signing_domain import DnsServer, verified_domain
 
 ORG = "bench"
 SENDER_DOMAIN = "postyard.example"
+UNSIGNED_DOMAIN = "unsigned.example"
 PROFILES = h.REPOSITORY / "docs" / "profiles"
 STALL_SECONDS = 60.0
 PACED_CONNECTIONS = 128
@@ -56,9 +57,9 @@ def _text(size: int) -> str:
     return "".join(f"{line[:71]}\n" for _ in range(size // 72 + 1))[:size]
 
 
-def _message_template() -> tuple[bytes, bytes]:
+def _message_template(domain: str) -> tuple[bytes, bytes]:
     payload = {
-        "from": f"Bench <bench@{SENDER_DOMAIN}>",
+        "from": f"Bench <bench@{domain}>",
         "to": f"rcpt{_MARK}@sink.example",
         "subject": "Delivery benchmark",
         "text": _text(MESSAGE_BYTES),
@@ -67,7 +68,8 @@ def _message_template() -> tuple[bytes, bytes]:
     return prefix, suffix
 
 
-_PREFIX, _SUFFIX = _message_template()
+_PREFIX, _SUFFIX = _message_template(SENDER_DOMAIN)
+_UNSIGNED = _message_template(UNSIGNED_DOMAIN)
 
 
 def one_message(index: int) -> bytes:
@@ -77,6 +79,13 @@ def one_message(index: int) -> bytes:
 def one_batch(index: int) -> bytes:
     first = index * BATCH
     return b"[" + b",".join(one_message(first + k) for k in range(BATCH)) + b"]"
+
+
+def one_unsigned_batch(index: int) -> bytes:
+    """A batch From a domain the organization never added: no key signs it."""
+    prefix, suffix = _UNSIGNED
+    first = index * BATCH
+    return b"[" + b",".join(prefix + b"%d" % (first + k) + suffix for k in range(BATCH)) + b"]"
 
 
 async def send_and_deliver(
@@ -122,8 +131,11 @@ def _settings(sink_port: int, nameserver: str) -> dict[str, str]:
         "POSTYARD_DELIVERY__MODE": "relay",
         "POSTYARD_DELIVERY__RELAY_URL": f"smtp://{h.LOOPBACK}:{sink_port}",
         "POSTYARD_DELIVERY__RELAY_TLS": "none",
-        # The From domain is verified against the benchmark's own DNS server.
+        # The From domain is verified against the benchmark's own DNS server, so its mail is
+        # signed; the unsigned run sends from a domain that was never added, which the rule
+        # that a From domain must be verified would refuse.
         "POSTYARD_DNS__NAMESERVERS": nameserver,
+        "POSTYARD_SENDING__REQUIRE_VERIFIED_DOMAIN": "false",
     }
 
 
@@ -227,6 +239,11 @@ async def _measure_phases(
         )  # fmt: skip
         print("reference: COPY of the rows the batch run wrote, into a scratch schema")
         report.copy = await _copy_reference.copy_reference(data, since=since, per_transaction=BATCH)
+        print(f"POST /v1/emails/batch, unsigned: {args.messages} messages From {UNSIGNED_DOMAIN}")
+        report.unsigned = await send_and_deliver(
+            ledger, h.HttpTarget(port, "/v1/emails/batch", token), one_unsigned_batch,
+            messages=args.messages, per_request=BATCH, concurrency=args.concurrency,
+        )  # fmt: skip
     finally:
         sampler.cancel()
         await ledger.close()
