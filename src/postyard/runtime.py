@@ -17,6 +17,7 @@ from postyard.core.db import Database, DatabaseUrls, asyncpg_connect, role_passw
 from postyard.core.embedded import (
     DATABASE_NAME,
     EmbeddedServer,
+    auto_conf,
     ensure_data_dir,
     restart_embedded,
     start_embedded,
@@ -157,11 +158,12 @@ async def fit_connections(runtime: Runtime, *, processes: int) -> Runtime:
         if runtime.embedded is None or target is None:
             _warn_short(runtime, slots.available, processes, needed)
             return runtime
+        undo = await asyncio.to_thread(auto_conf(runtime.embedded.pgdata).read_bytes)
         await conn.execute(f"ALTER SYSTEM SET max_connections = {int(target)}")
     finally:
         await conn.close()
     raised = connections.Slots(max_connections=target, reserved=slots.reserved)
-    restarted = await asyncio.to_thread(restart_embedded, runtime.embedded)
+    restarted = await asyncio.to_thread(restart_embedded, runtime.embedded, undo=undo)
     if restarted is None:
         log.warning(
             "the embedded PostgreSQL keeps max_connections %d until its next start (another "
@@ -171,10 +173,19 @@ async def fit_connections(runtime: Runtime, *, processes: int) -> Runtime:
         )
         _warn_short(runtime, slots.available, processes, needed)
         return runtime
+    if restarted.undone is not None:
+        log.warning(
+            "the embedded PostgreSQL did not start with max_connections %d, so it keeps %d: %s",
+            target,
+            slots.max_connections,
+            restarted.undone,
+        )
+        _warn_short(runtime, slots.available, processes, needed)
+        return dataclasses.replace(runtime, embedded=restarted.server)
     log.info("embedded postgresql max_connections raised", extra={"max_connections": target})
     if raised.available < needed:  # capped
         _warn_short(runtime, raised.available, processes, needed)
-    return dataclasses.replace(runtime, embedded=restarted)
+    return dataclasses.replace(runtime, embedded=restarted.server)
 
 
 def connect(runtime: Runtime, *, name: str) -> Database:

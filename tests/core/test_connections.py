@@ -4,6 +4,7 @@ shared test server is never restarted)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -11,9 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from postyard import runtime as runtime_module
 from postyard.core import connections
 from postyard.core.db import asyncpg_connect
-from postyard.core.embedded import EmbeddedServer
+from postyard.core.embedded import EmbeddedServer, Restarted, auto_conf, restart_embedded
+from postyard.core.errors import ConfigurationError
 from postyard.runtime import Runtime, fit_connections, prepare
 from postyard.settings import DbSettings, Settings
 
@@ -119,3 +122,54 @@ async def test_an_embedded_server_another_process_uses_is_not_restarted(
     messages = [r.getMessage() for r in caplog.records]
     assert any("until its next start" in m for m in messages)
     assert any("raise max_connections" in m for m in messages)
+
+
+# Accepted by ALTER SYSTEM, refused at start at once: the library to load does not exist.
+UNSTARTABLE = "shared_preload_libraries = 'postyard_test_missing'\n"
+
+
+async def test_a_raise_the_server_does_not_start_with_is_undone(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = Settings(data_dir=tmp_path / "data", db=DbSettings(pool_size=4))
+    runtime = await prepare(settings)
+    assert runtime.embedded is not None
+    limit = await _max_connections(runtime)
+    before = auto_conf(runtime.embedded.pgdata).read_bytes()
+
+    def restart_unstartable(server: EmbeddedServer, *, undo: bytes) -> Restarted | None:
+        # The server's own failure to start, as when it cannot get the memory for the raise.
+        with auto_conf(server.pgdata).open("a") as file:
+            file.write(UNSTARTABLE)
+        return restart_embedded(server, undo=undo)
+
+    monkeypatch.setattr(runtime_module, "restart_embedded", restart_unstartable)
+    with caplog.at_level(logging.WARNING, logger="postyard.runtime"):
+        after = await fit_connections(runtime, processes=_over(limit, 4))
+
+    assert after.embedded is not None
+    assert after.embedded.pid != runtime.embedded.pid  # stopped, then started as it was
+    assert await _max_connections(after) == limit
+    assert auto_conf(runtime.embedded.pgdata).read_bytes() == before  # the next start too
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("did not start with max_connections" in m for m in messages), messages
+    assert any("raise max_connections" in m for m in messages)
+
+
+async def test_a_server_that_starts_neither_way_is_a_readable_error(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "data", db=DbSettings(pool_size=4))
+    runtime = await prepare(settings)
+    assert runtime.embedded is not None
+    conn = await asyncpg_connect(runtime.urls.owner)
+    try:  # a setting from before, which the undo keeps
+        await conn.execute("ALTER SYSTEM SET shared_preload_libraries = 'postyard_test_missing'")
+    finally:
+        await conn.close()
+    restarted = None
+    with pytest.raises(ConfigurationError, match="cannot restart the embedded PostgreSQL"):
+        restarted = await asyncio.to_thread(
+            restart_embedded,
+            runtime.embedded,
+            undo=auto_conf(runtime.embedded.pgdata).read_bytes(),
+        )
+    assert restarted is None

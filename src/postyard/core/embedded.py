@@ -8,6 +8,7 @@ holding it (under an inter-process lock) and the last one to exit stops the serv
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import logging
 import os
@@ -33,6 +34,20 @@ class EmbeddedServer:
     def url(self, database: str = DATABASE_NAME) -> str:
         """Superuser URL (the owner role) of ``database`` on this server."""
         return f"postgresql://postgres@/{database}?host={quote(str(self.socket_dir))}"
+
+
+@dataclass(frozen=True, slots=True)
+class Restarted:
+    """The server after ``restart_embedded``; ``undone`` says why the settings it was
+    restarted for were undone (it did not start with them), when they were."""
+
+    server: EmbeddedServer
+    undone: str | None = None
+
+
+def auto_conf(pgdata: Path) -> Path:
+    """The file ``ALTER SYSTEM`` writes, read at start."""
+    return pgdata / "postgresql.auto.conf"
 
 
 def ensure_data_dir(data_dir: Path) -> Path:
@@ -86,25 +101,39 @@ def _alive(pids: list[int]) -> list[int]:
     return [pid for pid in pids if _pid_alive(pid)]
 
 
-def restart_embedded(server: EmbeddedServer) -> EmbeddedServer | None:
+def restart_embedded(server: EmbeddedServer, *, undo: bytes | None = None) -> Restarted | None:
     """Restart the server (to apply a setting that needs a restart, such as max_connections)
     when this process is its only holder; None, and no restart, when another process uses
-    it. Holds pgserver's lock meanwhile, so no process joins during the restart."""
+    it. Holds pgserver's lock meanwhile, so no process joins during the restart.
+
+    ``undo`` is ``postgresql.auto.conf`` as it was before the new settings: when the server
+    does not start with them (shared memory it cannot get), the file is put back and the
+    server started as it was, so that neither this start nor the next fails for them."""
     from pgserver import _commands  # noqa: PLC0415  (only when embedded is used)
     from pgserver.postgres_server import PostgresServer, get_server  # noqa: PLC0415
 
     # pgserver runs the server as its own system user when started by root (PostgreSQL
     # refuses root); its pg_ctl wrapper is generated at import, hence getattr.
     pg_ctl = getattr(_commands, "pg_ctl")  # noqa: B009
-    system_user = "pgserver" if os.geteuid() == 0 else None
+    user = "pgserver" if os.geteuid() == 0 else None
     handle = get_server(server.pgdata, cleanup_mode="stop")  # this process's, from start
+    undone: str | None = None
     with PostgresServer._lock:  # pgserver exposes no public lock
         if _alive(_holders(server.pgdata / ".handle_pids.json")) != [os.getpid()]:
             return None
         try:
-            pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=system_user)
-            # pgserver's own start, so that its exit hook knows the new server to stop.
-            handle.ensure_postgres_running()
+            pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=user)
+            try:
+                # pgserver's own start, so that its exit hook knows the new server to stop.
+                handle.ensure_postgres_running()
+            except Exception as exc:
+                if undo is None:
+                    raise
+                undone = f"{exc} (see {server.pgdata}/log)"
+                with contextlib.suppress(Exception):  # a start that timed out may still run
+                    pg_ctl(["-w", "-m", "immediate", "stop"], pgdata=server.pgdata, user=user)
+                auto_conf(server.pgdata).write_bytes(undo)  # as the owner left it: mode kept
+                handle.ensure_postgres_running()
         except Exception as exc:
             msg = f"cannot restart the embedded PostgreSQL in {server.pgdata}: {exc}"
             raise ConfigurationError(msg) from exc
@@ -116,7 +145,7 @@ def restart_embedded(server: EmbeddedServer) -> EmbeddedServer | None:
         msg = f"the embedded PostgreSQL moved its socket to {restarted.socket_dir} on restart"
         raise ConfigurationError(msg)
     log.info("embedded postgresql restarted", extra={"pgdata": str(server.pgdata)})
-    return restarted
+    return Restarted(restarted, undone)
 
 
 def start_embedded(data_dir: Path) -> EmbeddedServer:
