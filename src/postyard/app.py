@@ -22,6 +22,7 @@ from postyard.delivery.warmup import WarmupPolicy
 from postyard.delivery.warmup_routes import router as warmups_router
 from postyard.domains.routes import DomainDeps
 from postyard.domains.routes import router as domains_router
+from postyard.ops.routes import router as metrics_router
 from postyard.sending.accept import AcceptOptions
 from postyard.sending.grouped import GroupedAccept
 from postyard.sending.routes import router as emails_router
@@ -105,6 +106,7 @@ def create_app(
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=max_body_bytes)
     app.include_router(_health_router())
+    app.include_router(metrics_router)
     # Each router straight under the app (no /v1 router in between: FastAPI walks nested
     # routers on every request), the sending endpoints first: they take most requests.
     for router in (

@@ -76,6 +76,16 @@ class HttpSettings(_Group):
     earlier transaction of that key commits)."""
     group_commit_max_messages: int = Field(default=100, ge=1, le=1000)
     """Most single sends stored in one transaction (group commit); 1: each alone."""
+    metrics_token: SecretStr | None = None
+    """Bearer token of GET /metrics (Prometheus), at least 16 characters; unset: the path is
+    not served."""
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _metrics_token_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value().strip()) < 16:
+            raise ValueError("the metrics token must be at least 16 characters long")
+        return value
 
 
 class SmtpSettings(_Group):

@@ -175,6 +175,7 @@ async def _run_roles(
             lines += await start_servers(children, supervise, sock, smtp_running)
         tasks += children.watchers
         if sock is not None:
+            metrics = settings.http.metrics_token
             services = AppServices(
                 db=db,
                 clock=clock,
@@ -184,6 +185,7 @@ async def _run_roles(
                 waker=waker,
                 group_commit_window=settings.http.group_commit_window,
                 group_commit_max_messages=settings.http.group_commit_max_messages,
+                metrics_token=metrics.get_secret_value() if metrics else None,
             )
             tasks += _serve_http(services, runtime, sock, stop)
             if supervisor_pid is None:

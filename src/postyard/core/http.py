@@ -52,6 +52,8 @@ class AppServices:
     group_commit_window: float = 0.0
     group_commit_max_messages: int = 100
     """Group commit of single sends (POSTYARD_HTTP__GROUP_COMMIT_*; 1: each alone)."""
+    metrics_token: str | None = None
+    """The bearer token of GET /metrics (None: the path is not served)."""
 
 
 async def _services(request: Request) -> AppServices:
