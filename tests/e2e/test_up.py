@@ -116,14 +116,20 @@ def _mx_refuses_strangers(banner: str) -> None:
 def test_two_processes_share_one_embedded_server(tmp_path: Path) -> None:
     data = tmp_path / "data"
     env = _env(data)
+    token = "metrics-token-of-the-api-process"
     first = Role(["up"], env).start()
-    second = Role(["api"], env)
+    second = Role(["api"], {**env, "POSTYARD_HTTP__METRICS_TOKEN": token})
     try:
-        first.wait_ready()
+        first_base = first.wait_ready()
         pg_pid = postmaster_pid(data)
         second.start()
         base = second.wait_ready()
         assert postmaster_pid(data) == pg_pid, "the second process must join, not start another"
+        # The setting reaches the app: only the process that has a token serves /metrics.
+        assert httpx.get(f"{first_base}/metrics").status_code == 404
+        metrics = httpx.get(f"{base}/metrics", headers={"Authorization": f"Bearer {token}"})
+        assert metrics.status_code == 200, metrics.text
+        assert 'postyard_organizations{status="active"} 0' in metrics.text
         assert first.interrupt() == 0
         # the server stays up for the process still holding it
         assert postmaster_pid(data) == pg_pid

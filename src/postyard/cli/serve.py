@@ -8,17 +8,11 @@ import gc
 import logging
 import os
 import signal
-import socket
-import sys
-from datetime import timedelta
-from pathlib import Path
 
 import typer
-import uvicorn
 import uvloop
 
 from postyard import __version__
-from postyard.app import create_app
 from postyard.cli.children import (
     SHARE_OPTION,
     SUPERVISOR_OPTION,
@@ -29,16 +23,12 @@ from postyard.cli.children import (
     stop_with_supervisor,
 )
 from postyard.cli.context import JsonOption, emit, load_settings
+from postyard.cli.http_role import app_services, banner, serve_http
 from postyard.core.clock import SystemClock
-from postyard.core.crypto import derive_kek
 from postyard.core.db import Database
-from postyard.core.http import AppServices
 from postyard.core.logging import configure_logging
 from postyard.core.notify import Waker
-from postyard.core.serving import ServerWithoutSignals, bind_tcp
-from postyard.delivery.mx import make_resolver
-from postyard.domains.policy import dns_policy
-from postyard.domains.routes import DomainDeps
+from postyard.core.serving import bind_tcp
 from postyard.migrations.runner import migrate as run_migrations
 from postyard.mxd import mx_role
 from postyard.runtime import (
@@ -52,43 +42,9 @@ from postyard.runtime import (
 from postyard.sending.service import WAKE_CHANNEL
 from postyard.settings import Settings, auto_workers
 from postyard.smtpd import SmtpRole, smtp_role
-from postyard.webhooks.routes import WebhookDeps
-from postyard.webhooks.ssrf import AddressPolicy
-from postyard.worker import ONE_PROCESS, Share, warmup_policy, worker_role
+from postyard.worker import ONE_PROCESS, Share, worker_role
 
 log = logging.getLogger(__name__)
-
-
-def _cli_name() -> str:
-    venv_bin = Path(sys.prefix) / "bin" / "postyard"
-    try:
-        return str(venv_bin.relative_to(Path.cwd()))
-    except ValueError:
-        return "postyard"
-
-
-def _banner(runtime: Runtime, host: str, port: int, extra: list[str]) -> str:
-    base = runtime.settings.http.public_url or f"http://{host}:{port}"
-    db = (
-        f"embedded PostgreSQL in {runtime.embedded.pgdata}"
-        if runtime.embedded
-        else "PostgreSQL at POSTYARD_DATABASE_URL"
-    )
-    cli = _cli_name()
-    return "\n".join(
-        [
-            f"Postyard {__version__} is up.",
-            f"  API:       {base}/v1",
-            f"  API docs:  {base}/v1/docs",
-            f"  Health:    {base}/readyz",
-            f"  Database:  {db}",
-            *extra,
-            "Create an organization and an API key:",
-            f"  {cli} orgs create acme --json",
-            f"  {cli} keys create --org acme --name dev --json",
-            "Stop with Ctrl-C.",
-        ]
-    )
 
 
 async def _run_roles(
@@ -175,21 +131,10 @@ async def _run_roles(
             lines += await start_servers(children, supervise, sock, smtp_running)
         tasks += children.watchers
         if sock is not None:
-            metrics = settings.http.metrics_token
-            services = AppServices(
-                db=db,
-                clock=clock,
-                schema_head=head,
-                rate_limit_per_second=settings.http.rate_limit_per_second,
-                require_verified_domain=settings.requires_verified_domain,
-                waker=waker,
-                group_commit_window=settings.http.group_commit_window,
-                group_commit_max_messages=settings.http.group_commit_max_messages,
-                metrics_token=metrics.get_secret_value() if metrics else None,
-            )
-            tasks += _serve_http(services, runtime, sock, stop)
+            services = app_services(settings, db, clock, head, waker)
+            tasks += serve_http(services, runtime, sock, stop)
             if supervisor_pid is None:
-                typer.echo(_banner(runtime, settings.http.host, sock.getsockname()[1], lines))
+                typer.echo(banner(runtime, settings.http.host, sock.getsockname()[1], lines))
         else:
             # The first worker's line completes the banner of `up`.
             if supervisor_pid is None or (worker and share.index == 0):
@@ -259,51 +204,8 @@ async def _until_all_done(tasks: list[asyncio.Task[None]], stop: asyncio.Event) 
             raise task.exception()  # type: ignore[misc]
 
 
-def _serve_http(
-    services: AppServices, runtime: Runtime, sock: socket.socket, stop: asyncio.Event
-) -> list[asyncio.Task[None]]:
-    app = create_app(
-        services,
-        max_body_bytes=runtime.settings.http.max_body_bytes,
-        domain_deps=domain_deps(runtime.settings, runtime.secret),
-        webhook_deps=webhook_deps(runtime.settings, runtime.secret),
-        tracking=tracking_config(runtime.settings, runtime.secret),
-        warmup_policy=warmup_policy(runtime.settings),
-    )
-    config = uvicorn.Config(
-        app, log_config=None, access_log=False, lifespan="off", server_header=False
-    )
-    server = ServerWithoutSignals(config)
-    return [
-        asyncio.create_task(server.serve(sockets=[sock])),
-        asyncio.create_task(_stop_server_on(stop, server)),
-    ]
-
-
 async def _until(stop: asyncio.Event) -> None:
     await stop.wait()
-
-
-async def _stop_server_on(stop: asyncio.Event, server: uvicorn.Server) -> None:
-    await stop.wait()
-    server.should_exit = True
-
-
-def domain_deps(settings: Settings, secret: bytes) -> DomainDeps:
-    return DomainDeps(
-        policy=dns_policy(settings),
-        resolver=make_resolver(settings.dns.nameservers, cache=False),
-        kek=derive_kek(secret),
-        default_return_path=settings.sending.return_path_subdomain,
-    )
-
-
-def webhook_deps(settings: Settings, secret: bytes) -> WebhookDeps:
-    return WebhookDeps(
-        policy=AddressPolicy(settings.webhooks.allowed_networks),
-        kek=derive_kek(secret),
-        rotation_overlap=timedelta(hours=settings.webhooks.rotation_overlap_hours),
-    )
 
 
 def _smtp_line(role: SmtpRole) -> str:
