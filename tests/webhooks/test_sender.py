@@ -19,7 +19,8 @@ import standardwebhooks
 import trustme
 
 from postyard.delivery.mx import make_resolver
-from postyard.webhooks.sender import EXCERPT_BYTES, SendResult, Timeouts, WebhookSender, _excerpt
+from postyard.webhooks.connection import EXCERPT_BYTES, excerpt
+from postyard.webhooks.sender import SendResult, Timeouts, WebhookSender
 from postyard.webhooks.signing import generate_secret, webhook_headers
 from postyard.webhooks.ssrf import AddressPolicy, Network
 from tests.support.dns_server import AAAA, A, DnsServer
@@ -156,9 +157,9 @@ async def test_nul_bytes_are_replaced_in_the_excerpt(
 
 
 def test_the_excerpt_is_the_first_kib_without_a_character_cut_in_two() -> None:
-    assert _excerpt(b"x" * 2000) == "x" * EXCERPT_BYTES
-    assert _excerpt(b"x" * (EXCERPT_BYTES - 1) + "\u00e9".encode()) == "x" * (EXCERPT_BYTES - 1)
-    assert _excerpt(b"\xff\x00ok") == "\ufffd\ufffdok"
+    assert excerpt(b"x" * 2000) == "x" * EXCERPT_BYTES
+    assert excerpt(b"x" * (EXCERPT_BYTES - 1) + "\u00e9".encode()) == "x" * (EXCERPT_BYTES - 1)
+    assert excerpt(b"\xff\x00ok") == "\ufffd\ufffdok"
 
 
 @pytest.mark.parametrize("status", [301, 302, 303, 307, 308])

@@ -9,13 +9,13 @@ A small HTTP/1.1 client on asyncio protocols with ``httptools`` (llhttp, a runti
 already) rather than httpx (a dev dependency): pinning the connection to the checked address is
 one connect call here; redirects, environment proxies, cookies, decompression and HTTP/2 are
 features a webhook sender must not have; and httpx's layers would eat much of a budget of 3,000
-deliveries/s on two cores. Connections are kept alive per (address, port, host, tls).
+deliveries/s on two cores. Connections (`connection.py`) are kept alive per (address, port,
+host, tls).
 """
 
 from __future__ import annotations
 
 import asyncio
-import codecs
 import functools
 import re
 import ssl
@@ -25,20 +25,18 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from ipaddress import ip_address
 from os import strerror
-from typing import cast
 
 import dns.asyncresolver
 import dns.exception
 import dns.name
 import dns.rdatatype
 import dns.resolver
-import httptools
 
+from postyard.webhooks.connection import Connection, Key, Outcome, outcome
 from postyard.webhooks.ssrf import AddressPolicy, InvalidWebhookUrl, IPAddress, ParsedUrl
 from postyard.webhooks.ssrf import parse_webhook_url as parse_url
 
 BODY_CAP = 64 * 1024
-EXCERPT_BYTES = 1024
 _PARSED_CAP = 4096
 # Headers the sender owns: framing and connection management (RFC 9112 §6, RFC 9110 §7.6.1).
 _OWN_HEADERS = {"host", "content-length", "transfer-encoding", "connection", "keep-alive", "te"}
@@ -98,7 +96,7 @@ class WebhookSender:
         self._keepalive, self._body_cap = keepalive_expiry, body_cap
         # Weak: an endpoint's semaphore lives while an attempt holds or awaits it.
         self._slots = weakref.WeakValueDictionary[tuple[str, str, int], Semaphore]()
-        self._idle: dict[_Key, list[_Connection]] = {}
+        self._idle: dict[Key, list[Connection]] = {}
         self._sweep_timer: asyncio.TimerHandle | None = None
         self._parsed: dict[str, ParsedUrl | str] = {}
         self._closed = False
@@ -154,7 +152,7 @@ class WebhookSender:
             connection.close()
         self._idle.clear()
 
-    async def _attempt(self, url: ParsedUrl, request: bytes) -> _Outcome:
+    async def _attempt(self, url: ParsedUrl, request: bytes) -> Outcome:
         addresses = [url.ip] if url.ip is not None else await self._resolve(url.host)
         if isinstance(addresses, str):
             return None, "", addresses, False, ""
@@ -193,7 +191,7 @@ class WebhookSender:
             return f"{host} does not exist (NXDOMAIN)"
         return f"DNS lookup of {host} failed: {errors[0]}"
 
-    async def _connect(self, url: ParsedUrl, addresses: Sequence[IPAddress]) -> _Connection | str:
+    async def _connect(self, url: ParsedUrl, addresses: Sequence[IPAddress]) -> Connection | str:
         loop = asyncio.get_running_loop()
         context, sni = (self._ssl, url.host) if url.tls else (None, None)
         name = "" if url.ip is not None else url.host  # labels read "hooks.example[192.0.2.1]:443"
@@ -201,7 +199,7 @@ class WebhookSender:
         for ip in addresses:
             label = f"{name}[{ip}]:{url.port}" if name or ip.version == 6 else f"{ip}:{url.port}"
             key = (ip, url.port, url.host, url.tls)
-            factory = functools.partial(_Connection, key, label, self._body_cap)
+            factory = functools.partial(Connection, key, label, self._body_cap)
             try:
                 async with asyncio.timeout(self._timeouts.connect):
                     _, connection = await loop.create_connection(
@@ -220,8 +218,8 @@ class WebhookSender:
         return "; ".join(failures)
 
     async def _exchange(
-        self, connection: _Connection, request: bytes, reused: bool
-    ) -> _Outcome | None:
+        self, connection: Connection, request: bytes, reused: bool
+    ) -> Outcome | None:
         """Send and read one response; None when a reused connection turns out closed."""
         keep = False
         try:
@@ -231,14 +229,14 @@ class WebhookSender:
                 # (RFC 9112 §9.3.1), and receivers deduplicate on webhook-id anyway.
                 return None
             keep = connection.reusable() and not self._closed
-            return _outcome(connection)
+            return outcome(connection)
         finally:
             if keep:
                 self._keep(connection)
             else:
                 connection.close(abort=True)
 
-    def _take_idle(self, url: ParsedUrl, addresses: Sequence[IPAddress]) -> _Connection | None:
+    def _take_idle(self, url: ParsedUrl, addresses: Sequence[IPAddress]) -> Connection | None:
         oldest = asyncio.get_running_loop().time() - self._keepalive
         for ip in addresses:
             key = (ip, url.port, url.host, url.tls)
@@ -255,7 +253,7 @@ class WebhookSender:
                     return connection
         return None
 
-    def _keep(self, connection: _Connection) -> None:
+    def _keep(self, connection: Connection) -> None:
         idle = self._idle.setdefault(connection.key, [])
         if len(idle) >= self._per_host:
             connection.close()
@@ -283,155 +281,6 @@ class WebhookSender:
         if self._idle:
             first = min(c.idle_since for idle in self._idle.values() for c in idle)
             self._sweep_timer = loop.call_at(first + self._keepalive, self._sweep)
-
-
-_Key = tuple[IPAddress, int, str, bool]  # address, port, host name, tls
-_Outcome = tuple[int | None, str, str | None, bool, str]
-"""status, excerpt, error, refused, Retry-After."""
-
-
-class _Connection(asyncio.Protocol):
-    """One HTTP/1.1 connection and the response read on it (one at a time; ``on_*`` are the
-    parser's callbacks). Bytes arriving while no request waits (a 408 before an idle close)
-    make it unusable: they must never pass for the answer to the next request."""
-
-    def __init__(self, key: _Key, label: str, cap: int) -> None:
-        self.key, self.label, self.cap = key, label, cap
-        self.idle_since = 0.0  # the loop's time when it was last given back
-        self.broken = False
-        self._transport: asyncio.Transport | None = None
-        self._waiter: asyncio.Future[None] | None = None
-        self._reset()
-
-    def _reset(self) -> None:
-        self.status: int | None = None
-        self.location = ""
-        self.retry_after = ""
-        self.body = bytearray()  # at most ``cap`` bytes kept
-        self.body_seen = self.received = 0
-        self.complete = self.timed_out = self.keep_alive = False
-        self.error: str | None = None
-        self._parser = httptools.HttpResponseParser(self)
-
-    async def exchange(self, request: bytes, read_timeout: float) -> None:
-        """Send ``request``; return once the response is complete, cut at the cap, ended by
-        the peer or malformed, or after ``read_timeout`` seconds (``timed_out``)."""
-        assert self._transport is not None
-        self._reset()
-        loop = asyncio.get_running_loop()
-        self._waiter = loop.create_future()
-        if self.broken:  # closed (or spoke first) before this request: nothing will come
-            self._finish("closed before the request")
-        # A timer that ends the wait, rather than asyncio.timeout's cancellation: the same
-        # outcome for a future only this connection resolves, at a fraction of the cost.
-        timer = loop.call_later(read_timeout, self._read_timed_out)
-        try:
-            # Written whole: webhook bodies are small, and an endpoint that does not read
-            # them does not answer either, which the read timeout catches.
-            self._transport.write(request)
-            await self._waiter
-        finally:
-            timer.cancel()
-            self._waiter = None
-
-    def _read_timed_out(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self.timed_out = True
-            self._waiter.set_result(None)
-
-    def reusable(self) -> bool:
-        fully_read = self.complete and self.error is None and self.body_seen <= self.cap
-        return fully_read and not self.broken and self.keep_alive
-
-    def usable(self) -> bool:
-        transport = self._transport
-        return not self.broken and transport is not None and not transport.is_closing()
-
-    def close(self, *, abort: bool = False) -> None:
-        """Close gracefully (TLS close_notify) or, with ``abort``, at once."""
-        if self._transport is not None:
-            (self._transport.abort if abort else self._transport.close)()
-
-    # asyncio.Protocol
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # A stream transport (selector, SSL or uvloop), whatever class it declares.
-        self._transport = cast(asyncio.Transport, transport)
-
-    def data_received(self, data: bytes) -> None:
-        if self._waiter is None or self._waiter.done():
-            self.broken = True
-            return
-        self.received += len(data)
-        try:
-            self._parser.feed_data(data)
-        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
-            self._finish(f"malformed response: {exc}")
-            return
-        if self.status is None and self.received > self.cap:
-            self._finish("response headers too large")
-        elif self.complete or self.body_seen > self.cap:
-            self._finish(None)
-
-    # eof_received is the default: the transport closes, and connection_lost follows.
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.broken = True
-        self._finish(None if exc is None else f"connection lost: {exc}")
-
-    # httptools callbacks
-    def on_header(self, name: bytes, value: bytes) -> None:
-        lower = name.lower()
-        if lower == b"location":
-            self.location = value.decode("latin-1")[:200]
-        elif lower == b"retry-after":
-            self.retry_after = value.decode("latin-1")[:100]
-
-    def on_headers_complete(self) -> None:
-        self.status = self._parser.get_status_code()
-
-    def on_body(self, body: bytes) -> None:
-        self.body += body[: max(self.cap - len(self.body), 0)]
-        self.body_seen += len(body)
-
-    def on_message_complete(self) -> None:
-        if self.status is not None and 100 <= self.status < 200:
-            self.status = None  # RFC 9110 §15.2: interim responses come before the final one
-        elif self.complete:
-            self.broken = True  # a second response, to no request
-        else:
-            # Asked now: llhttp forgets the connection flags once the message is done.
-            self.complete, self.keep_alive = True, self._parser.should_keep_alive()
-
-    def _finish(self, error: str | None) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self.error = error
-            self._waiter.set_result(None)
-
-
-def _outcome(response: _Connection) -> _Outcome:
-    status, label = response.status, response.label
-    excerpt = _excerpt(bytes(response.body))
-    if response.timed_out:
-        waiting = "an answer" if status is None else "the rest of the answer"
-        return status, excerpt, f"timed out waiting for {waiting} from {label}", False, ""
-    if status is None:
-        return None, excerpt, f"no answer from {label}: {response.error or 'closed'}", False, ""
-    if response.error is not None and not response.complete:
-        return status, excerpt, f"incomplete answer from {label}: {response.error}", False, ""
-    if 200 <= status < 300:
-        return status, excerpt, None, False, ""
-    if 300 <= status < 400:
-        error = f"redirect ({status} to {response.location!r}) not followed"
-        return status, excerpt, error, False, response.retry_after
-    return status, excerpt, f"HTTP {status}", False, response.retry_after
-
-
-def _excerpt(body: bytes) -> str:
-    head = body[:EXCERPT_BYTES]
-    if head.isascii():  # the usual case ("ok", JSON): nothing to cut or replace but NUL
-        return head.decode("ascii").replace("\0", "\ufffd")
-    # final=False drops a character cut in two at the boundary; PostgreSQL text holds no NUL.
-    decoder = codecs.getincrementaldecoder("utf-8")("replace")
-    return decoder.decode(head, final=False).replace("\0", "\ufffd")
 
 
 def _request_head(url: ParsedUrl, length: int, headers: Mapping[str, str]) -> bytes:
