@@ -38,6 +38,7 @@ def test_first_run_keys_ctrl_c_and_restart(tmp_path: Path) -> None:
         assert "orgs create acme --json" in up.output()
         assert "keys create --org acme --name dev --json" in up.output()
         assert f"{base}/v1/docs" in up.output()
+        assert "/metrics" not in up.output()  # no metrics token, no metrics path
         pg_pid = postmaster_pid(data)
         assert pg_pid is not None
         _mx_refuses_strangers(up.output())
@@ -130,6 +131,7 @@ def test_two_processes_share_one_embedded_server(tmp_path: Path) -> None:
         metrics = httpx.get(f"{base}/metrics", headers={"Authorization": f"Bearer {token}"})
         assert metrics.status_code == 200, metrics.text
         assert 'postyard_organizations{status="active"} 0' in metrics.text
+        assert f"Metrics:   {base}/metrics" in second.output()
         assert first.interrupt() == 0
         # the server stays up for the process still holding it
         assert postmaster_pid(data) == pg_pid

@@ -105,12 +105,14 @@ def banner(runtime: Runtime, host: str, port: int, extra: list[str]) -> str:
         else "PostgreSQL at POSTYARD_DATABASE_URL"
     )
     cli = _cli_name()
+    metrics = runtime.settings.http.metrics_token is not None
     return "\n".join(
         [
             f"Postyard {__version__} is up.",
             f"  API:       {base}/v1",
             f"  API docs:  {base}/v1/docs",
             f"  Health:    {base}/readyz",
+            *([f"  Metrics:   {base}/metrics (with the metrics token)"] if metrics else []),
             f"  Database:  {db}",
             *extra,
             "Create an organization and an API key:",
