@@ -116,6 +116,7 @@ def _transport(settings: Settings, share: Share) -> SmtpTransport:
         max_connections_per_destination=connections,
         max_messages_per_connection=delivery.max_messages_per_connection,
         mx_port=delivery.mx_port,
+        chunking=delivery.chunking,
     )
 
 

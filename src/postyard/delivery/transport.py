@@ -94,6 +94,7 @@ class SmtpTransport:
     ``ssl_context`` verifies certificates and is used where TLS is REQUIRED;
     ``opportunistic_context`` need not verify and is used for opportunistic STARTTLS.
     MX hosts are resolved with ``resolver``; relays with the operating system.
+    ``chunking``: BDAT where the server offers CHUNKING and PIPELINING (``run_transaction``).
     """
 
     def __init__(
@@ -109,6 +110,7 @@ class SmtpTransport:
         max_messages_per_connection: int = 100,
         idle_timeout: float = 30.0,
         mx_port: int = 25,
+        chunking: bool = True,
     ) -> None:
         # RFC 5321 §4.5.3.2 asks for minutes per command (5 for MAIL, RCPT and the greeting,
         # 10 after the final dot); one command timeout of 5 minutes is the usual compromise.
@@ -119,6 +121,7 @@ class SmtpTransport:
         self._connect_timeout = connect_timeout
         self._command_timeout = command_timeout
         self._mx_port = mx_port
+        self._chunking = chunking
         self._pool = ConnectionPool(
             max_connections=max_connections_per_destination,
             max_messages=max_messages_per_connection,
@@ -223,7 +226,9 @@ class SmtpTransport:
     ) -> list[RecipientOutcome] | HostFailure:
         async with self._pool.lease(route.key, max_messages=max_messages) as lease:
             if lease.session is not None:
-                result, lease.reusable = await run_transaction(lease.session, envelope, reset=True)
+                result, lease.reusable = await run_transaction(
+                    lease.session, envelope, reset=True, chunking=self._chunking
+                )
                 if not isinstance(result, StaleSession):
                     return result
                 lease.session.smtp.close()  # the server has not taken the message: again, anew
@@ -231,7 +236,7 @@ class SmtpTransport:
             if isinstance(opened, HostFailure):
                 return opened
             lease.session = opened
-            fresh, lease.reusable = await run_transaction(opened, envelope)
+            fresh, lease.reusable = await run_transaction(opened, envelope, chunking=self._chunking)
             return fresh
 
     async def _open(self, route: Route) -> PooledSession | HostFailure:
