@@ -46,6 +46,11 @@ class Snapshot:
     max_connections: int = 0
 
 
+def _number(value: float) -> str:
+    """Whole numbers in full (``:g`` would round a counter past a million), others as is."""
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
 def _label(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
@@ -59,7 +64,7 @@ class _Text:
     ) -> None:
         """``samples`` are (label text, value); the label text is ``''`` or ``{a="b"}``."""
         self.lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
-        self.lines += [f"{name}{labels} {value:g}" for labels, value in samples]
+        self.lines += [f"{name}{labels} {_number(value)}" for labels, value in samples]
 
     def by_status(
         self, name: str, help_text: str, values: Mapping[str, int], keys: tuple[str, ...]
