@@ -43,6 +43,7 @@ __all__ = [
     "MxSettings",
     "Network",
     "RelayTls",
+    "RetentionSettings",
     "SendingSettings",
     "Settings",
     "ShapingSettings",
@@ -224,6 +225,12 @@ class TrackingSettings(Group):
     )(split_csv)
 
 
+class RetentionSettings(Group):
+    content_days: int = Field(default=30, ge=0)
+    """Days the built MIME of a message (with its attachments: most of what is stored) is
+    kept once every recipient has an outcome; it is only needed to deliver. 0: kept forever."""
+
+
 class DbSettings(Group):
     app_role: str = Field(default="postyard_app", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
     """Login role the application uses; subject to row-level security."""
@@ -269,6 +276,7 @@ class Settings(BaseSettings):
     dns: DnsSettings = DnsSettings()
     webhooks: WebhookSettings = WebhookSettings()
     tracking: TrackingSettings = TrackingSettings()
+    retention: RetentionSettings = RetentionSettings()
     db: DbSettings = DbSettings()
 
     @field_validator("database_url")

@@ -18,7 +18,7 @@ import contextlib
 import os
 import socket
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import timedelta
 
@@ -42,6 +42,7 @@ from postyard.delivery.warmup import WarmupPolicy
 from postyard.delivery.worker import Deliverer, DeliveryWorker, WorkerConfig
 from postyard.domains.policy import dns_policy
 from postyard.domains.verification import verify_due_domains
+from postyard.sending.retention import content_pruner
 from postyard.sending.service import WAKE_CHANNEL
 from postyard.settings import DeliveryMode, Settings
 from postyard.webhooks.dispatcher import DispatcherConfig, WebhookDispatcher
@@ -157,6 +158,13 @@ def _shaper(settings: Settings, share: Share) -> SiteShaper | None:
     )
 
 
+def _retention_jobs(
+    db: Database, clock: Clock, settings: Settings
+) -> list[Callable[[], Awaitable[int]]]:
+    days = settings.retention.content_days
+    return [content_pruner(db, clock, days)] if days > 0 else []
+
+
 def _opportunistic_context() -> ssl.SSLContext:
     # RFC 7435 opportunistic security: encrypt when offered, without authenticating the
     # peer (MX certificates rarely match; MTA-STS/DANE are how to require more).
@@ -239,7 +247,7 @@ async def worker_role(
             clock,
             identities=IdentityCache(db, derive_kek(secret), clock),
             verp_key=verp_key,
-            jobs=[check_domains],
+            jobs=[check_domains, *_retention_jobs(db, clock, settings)],
             shaper=shaper,
             pools=_pools(settings),
         )

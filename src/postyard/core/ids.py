@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from datetime import datetime
 
 
 def uuid7(now_ms: int | None = None) -> uuid.UUID:
@@ -40,3 +41,10 @@ def uuid7_batch(count: int, now_ms: int | None = None) -> list[uuid.UUID]:
             uuid.UUID(int=head | ((rand >> 62) & 0xFFF) << 64 | rand & 0x3FFF_FFFF_FFFF_FFFF)
         )
     return ids
+
+
+def uuid7_floor(at: datetime) -> uuid.UUID:
+    """The smallest UUIDv7 of ``at``'s millisecond: every UUIDv7 made earlier sorts below it,
+    every one made then or later at or above it (the time is the top 48 bits)."""
+    ms = int(at.timestamp() * 1000) & 0xFFFF_FFFF_FFFF
+    return uuid.UUID(int=(ms << 80) | (0x7 << 76) | (0b10 << 62))
