@@ -21,6 +21,7 @@ from postyard.settings_base import (
     Network,
     RelayTls,
     auto_workers,
+    check_port,
     split_csv,
 )
 from postyard.settings_delivery import (
@@ -288,11 +289,7 @@ class Settings(BaseSettings):
         if parts.scheme not in {"postgresql", "postgres", "postgresql+asyncpg"}:
             msg = "must be a postgresql:// URL"
             raise ValueError(msg)
-        try:
-            _ = parts.port
-        except ValueError as exc:
-            msg = "has an invalid port"
-            raise ValueError(msg) from exc
+        check_port(parts)
         return value
 
     @property

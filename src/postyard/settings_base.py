@@ -6,6 +6,7 @@ import ipaddress
 import os
 from enum import StrEnum
 from typing import Any
+from urllib.parse import SplitResult
 
 from pydantic import BaseModel, ConfigDict
 
@@ -47,3 +48,12 @@ def auto_workers(configured: int) -> int:
     if configured > 0:
         return configured
     return max(1, min(os.cpu_count() or 1, MAX_AUTO_WORKERS))
+
+
+def check_port(parts: SplitResult) -> None:
+    """Raises ValueError for a URL whose port is not a number from 0 to 65535."""
+    try:
+        _ = parts.port
+    except ValueError as exc:
+        msg = "has an invalid port"
+        raise ValueError(msg) from exc

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
 
-from postyard.settings_base import DeliveryMode, Group, RelayTls, split_csv
+from postyard.settings_base import DeliveryMode, Group, RelayTls, check_port, split_csv
 
 
 class DeliverySettings(Group):
@@ -70,11 +70,7 @@ class DeliverySettings(Group):
         if parts.scheme not in {"smtp", "smtps"} or not parts.hostname:
             msg = "must look like smtp://user:pass@host:port or smtps://host:port"
             raise ValueError(msg)
-        try:
-            _ = parts.port
-        except ValueError as exc:
-            msg = "has an invalid port"
-            raise ValueError(msg) from exc
+        check_port(parts)
         return value
 
     @model_validator(mode="after")

@@ -13,6 +13,7 @@ from postyard.delivery.mx import make_resolver
 from postyard.delivery.outcome import OutcomeKind, SmtpReply, SmtpStage
 from postyard.delivery.transaction import Envelope, wire_chunk
 from postyard.delivery.transport import Relay, SmtpTransport, TlsPolicy, opportunistic_tls_context
+from tests.support.scripted_smtp import ScriptedSmtpServer
 
 SENDER = "bounces@sender.test"
 # A line that starts with a dot, a bare LF: BDAT sends the dot as is, the LF as CRLF.
@@ -20,37 +21,23 @@ BODY = b"From: a@sender.test\r\nSubject: hi\r\n\r\n.dot first\nbody\r\n"
 ON_THE_WIRE = b"From: a@sender.test\r\nSubject: hi\r\n\r\n.dot first\r\nbody\r\n"
 
 
-class ChunkingServer:
+class ChunkingServer(ScriptedSmtpServer):
     """Offers PIPELINING and CHUNKING (DATA too); refuses RCPT for ``gone@``, answers the
     chunk or the data 451 when a recipient is ``later@`` and 554 for ``never@``."""
 
+    NAME = b"chunk.test"
+    EXTENSIONS = (b"PIPELINING", b"CHUNKING", b"8BITMIME")
+
     def __init__(self, *, transactions_per_session: int | None = None) -> None:
+        super().__init__()
         self.per_session = transactions_per_session
         self.groups: list[list[bytes]] = []
         self.bodies: list[bytes] = []
-        self.connections = 0
-        self.port = 0
 
-    async def __aenter__(self) -> ChunkingServer:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._server.close()
-        await self._server.wait_closed()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        writer.write(b"220 chunk.test ESMTP\r\n")
-        await reader.readline()  # EHLO
-        writer.write(b"250-chunk.test\r\n250-PIPELINING\r\n250-CHUNKING\r\n250 8BITMIME\r\n")
+    async def session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         done = 0
-        try:
-            while await self._transaction(reader, writer, closing=done == self.per_session):
-                done += 1
-        finally:
-            writer.close()
+        while await self._transaction(reader, writer, closing=done == self.per_session):
+            done += 1
 
     async def _transaction(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, closing: bool

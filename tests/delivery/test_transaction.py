@@ -20,6 +20,7 @@ from postyard.delivery.transport import (
     TlsPolicy,
     opportunistic_tls_context,
 )
+from tests.support.scripted_smtp import ScriptedSmtpServer
 from tests.support.smtp_sink import SmtpSink
 
 SENDER = "bounces@sender.test"
@@ -125,37 +126,23 @@ async def test_when_every_recipient_is_refused_nothing_is_sent_and_the_session_g
     assert sink.connections_opened == 1
 
 
-class StrictPipeliningServer:
+class StrictPipeliningServer(ScriptedSmtpServer):
     """Answers a transaction's commands only once MAIL, the RCPTs and DATA have all arrived
     (a client waiting for each reply would wait forever), refuses recipients named
     ``gone@``, and answers DATA with 354 even when every recipient was refused (RFC 2920
     section 3.1 lets it)."""
 
+    NAME = b"strict.test"
+    EXTENSIONS = (b"PIPELINING", b"8BITMIME")
+
     def __init__(self) -> None:
+        super().__init__()
         self.groups: list[list[bytes]] = []
         self.bodies: list[bytes] = []
-        self.connections = 0
-        self.port = 0
 
-    async def __aenter__(self) -> StrictPipeliningServer:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._server.close()
-        await self._server.wait_closed()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        writer.write(b"220 strict.test ESMTP\r\n")
-        await reader.readline()  # EHLO
-        writer.write(b"250-strict.test\r\n250-PIPELINING\r\n250 8BITMIME\r\n")
-        try:
-            while await self._transaction(reader, writer):
-                pass
-        finally:
-            writer.close()
+    async def session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while await self._transaction(reader, writer):
+            pass
 
     async def _transaction(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -210,43 +197,31 @@ async def test_mail_rcpt_and_data_go_in_one_group_and_every_reply_is_read() -> N
     assert server.connections == 1
 
 
-class SlowRepliesServer:
+class SlowRepliesServer(ScriptedSmtpServer):
     """Answers each command of a pipelined group ``gap`` seconds after the one before, and
     after ``answers`` replies of a transaction answers nothing more."""
 
+    NAME = b"slow.test"
+
     def __init__(self, gap: float, answers: int = 100) -> None:
-        self.gap, self.answers, self.port = gap, answers, 0
+        super().__init__()
+        self.gap, self.answers = gap, answers
         self.delivered = 0
 
-    async def __aenter__(self) -> SlowRepliesServer:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._server.close()
-        await self._server.wait_closed()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(b"220 slow.test ESMTP\r\n")
-        await reader.readline()  # EHLO
-        writer.write(b"250-slow.test\r\n250 PIPELINING\r\n")
+    async def session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         replies = [b"250 2.1.0 ok", b"250 2.1.5 ok", b"250 2.1.5 ok", b"354 go on"]
-        try:
-            for count, reply in enumerate(replies):
-                line = await reader.readline()
-                if count >= self.answers or not line:
-                    await reader.read()  # silent until the client gives up
-                    return
-                await asyncio.sleep(self.gap)
-                writer.write(reply + b"\r\n")
-            while await reader.readline() not in (b".\r\n", b""):
-                pass
-            self.delivered += 1
-            writer.write(b"250 2.0.0 queued\r\n")
-            await reader.read()
-        finally:
-            writer.close()
+        for count, reply in enumerate(replies):
+            line = await reader.readline()
+            if count >= self.answers or not line:
+                await reader.read()  # silent until the client gives up
+                return
+            await asyncio.sleep(self.gap)
+            writer.write(reply + b"\r\n")
+        while await reader.readline() not in (b".\r\n", b""):
+            pass
+        self.delivered += 1
+        writer.write(b"250 2.0.0 queued\r\n")
+        await reader.read()
 
 
 async def test_each_reply_gets_the_whole_command_timeout() -> None:

@@ -167,12 +167,7 @@ async def _pipelined(
             session.smtp, [_RSET, *commands, _DATA] if reset else [*commands, _DATA]
         )
     except SessionLost as exc:
-        got = exc.replies
-        if reset:
-            if not got or got[0].code // 100 != 2:
-                return StaleSession(f"{label} closed the session before RSET: {exc}"), False
-            got = got[1:]
-        return _lost(envelope, label, got, str(exc)), False
+        return _lost_in_group(envelope, label, exc, reset=reset), False
     if reset:
         if replies[0].code // 100 != 2:
             # Closed without the final dot even if DATA got its 354: no message is taken.
@@ -204,14 +199,9 @@ async def _chunked(
     try:
         replies = await exchange(session.smtp, [_RSET, *sent] if reset else sent)
     except SessionLost as exc:
-        got = exc.replies
-        if reset:
-            if not got or got[0].code // 100 != 2:
-                return StaleSession(f"{label} closed the session before RSET: {exc}"), False
-            got = got[1:]
         # Lost before the chunk's reply: the server may have the message (RFC 1047);
         # deferring risks a duplicate, which is better than losing it.
-        return _lost(envelope, label, got, str(exc)), False
+        return _lost_in_group(envelope, label, exc, reset=reset), False
     if reset:
         rset, replies = replies[0], replies[1:]
         if rset.code // 100 != 2 and replies[-1].code != 250:
@@ -311,6 +301,19 @@ def _mail_refused_or(
     if classify_reply(mail_reply) is OutcomeKind.BOUNCED:
         return _all(envelope, OutcomeKind.BOUNCED, detail, mail_reply, stage=SmtpStage.MAIL)
     return HostFailure(detail, mail_reply)
+
+
+def _lost_in_group(
+    envelope: Envelope, label: str, exc: SessionLost, *, reset: bool
+) -> list[RecipientOutcome] | HostFailure | StaleSession:
+    """The connection broke during a pipelined group; with ``reset`` the group began with
+    RSET, and a session that did not answer it 2yz was stale (nothing was taken)."""
+    got = exc.replies
+    if reset:
+        if not got or got[0].code // 100 != 2:
+            return StaleSession(f"{label} closed the session before RSET: {exc}")
+        got = got[1:]
+    return _lost(envelope, label, got, str(exc))
 
 
 def _lost(
