@@ -50,6 +50,8 @@ class Report:
     copy: CopyResult | None = None
     unsigned: Run | None = None
     """Batch sends From a domain without DKIM keys, after the COPY reference."""
+    unsigned_cpu: dict[str, float] = field(default_factory=dict)
+    """CPU milliseconds per message of the unsigned run, by process group."""
     scale: list[Stage] = field(default_factory=list)
     memory: h.PeakMemory | None = None
     postgres: str = "unknown"
@@ -138,6 +140,15 @@ def figures(report: Report) -> list[tuple[str, str, str, str]]:
             ("End-to-end delivered rate, not signed, batch sends",
              _rate(unsigned.delivered_rate), f"Postfix {_rate(pf_deliver)}",
              _ratio(unsigned.delivered_rate, pf_deliver)),
+        ]  # fmt: skip
+    if cpu := report.unsigned_cpu:
+        total = sum(cpu.values())
+        parts = "; ".join(f"{group} {ms:.2f}" for group, ms in sorted(cpu.items()))
+        rows += [
+            ("CPU per message of that run, ms, by process (user + system)",
+             f"{parts}; all {total:.2f}", "-", "-"),
+            ("Messages/s two cores allow at that CPU", _rate(2000 / total) if total else "-",
+             "-", "-"),
         ]  # fmt: skip
     if report.copy is not None:
         rows.append((

@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import _copy_reference
+import _cpu
 import _harness as h
 import _postfix
 import _profile
@@ -163,7 +164,7 @@ async def _profiled(
     return run
 
 
-async def measure_postyard(report: Report, work: Path, sink_port: int) -> None:
+async def measure_postyard(report: Report, work: Path, sink_port: int, sink_pid: int) -> None:
     args = report.args
     data = work / "data"
     async with DnsServer() as dns:
@@ -182,7 +183,7 @@ async def measure_postyard(report: Report, work: Path, sink_port: int) -> None:
                 for r in domain["records"]
                 if "_domainkey" in r["name"]
             )
-            await _measure_phases(report, proc.pid, env, key["token"], work)
+            await _measure_phases(report, proc.pid, env, key["token"], work, sink_pid)
         if args.full:
             for size in args.full_sizes:
                 report.scale.append(
@@ -199,7 +200,7 @@ async def measure_postyard(report: Report, work: Path, sink_port: int) -> None:
 
 
 async def _measure_phases(
-    report: Report, up_pid: int, env: dict[str, str], token: str, work: Path
+    report: Report, up_pid: int, env: dict[str, str], token: str, work: Path, sink_pid: int
 ) -> None:
     args = report.args
     data = Path(env["POSTYARD_DATA_DIR"])
@@ -240,10 +241,14 @@ async def _measure_phases(
         print("reference: COPY of the rows the batch run wrote, into a scratch schema")
         report.copy = await _copy_reference.copy_reference(data, since=since, per_transaction=BATCH)
         print(f"POST /v1/emails/batch, unsigned: {args.messages} messages From {UNSIGNED_DOMAIN}")
+        others = {"smtp-sink": sink_pid}
+        cpu_before = _cpu.snapshot(up_pid, server.pid, others)
         report.unsigned = await send_and_deliver(
             ledger, h.HttpTarget(port, "/v1/emails/batch", token), one_unsigned_batch,
             messages=args.messages, per_request=BATCH, concurrency=args.concurrency,
         )  # fmt: skip
+        cpu_after = _cpu.snapshot(up_pid, server.pid, others)
+        report.unsigned_cpu = _cpu.per_message_ms(cpu_before, cpu_after, args.messages)
     finally:
         sampler.cancel()
         await ledger.close()
@@ -259,7 +264,7 @@ async def measure(args: argparse.Namespace) -> Report:
         work = Path(tmp)
         sink_port = h.free_port()
         try:
-            with h.smtp_sink(sink_port, work / "smtp-sink.log"):
+            with h.smtp_sink(sink_port, work / "smtp-sink.log") as sink:
                 print(f"reference: smtp-source -> smtp-sink, {args.messages} messages")
                 report.reference = await asyncio.to_thread(
                     h.smtp_source_rate, sink_port, messages=args.messages,
@@ -270,7 +275,7 @@ async def measure(args: argparse.Namespace) -> Report:
                     work / "postfix", sink_port=sink_port, messages=args.messages,
                     sessions=SOURCE_SESSIONS, size=MESSAGE_BYTES, stall_seconds=STALL_SECONDS,
                 )  # fmt: skip
-                await measure_postyard(report, work, sink_port)
+                await measure_postyard(report, work, sink_port, sink.pid)
         finally:
             h.stop_leftover_postgres(work / "data")
             if report.log is not None:

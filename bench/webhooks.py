@@ -36,8 +36,8 @@ from typing import Any
 import _harness as h
 import asyncpg
 import httptools
-import psutil  # type: ignore[import-untyped]  # no inline types
 import uvloop
+from _cpu import cpu_seconds, trees
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 PERFORMANCE_DOC = REPOSITORY / "docs" / "performance.md"
@@ -118,33 +118,6 @@ async def _reference(port: int, count: int, concurrency: int, body: bytes) -> tu
 
 
 # --- the run ------------------------------------------------------------------------------
-
-
-def _cpu_seconds(pids: set[int]) -> float:
-    """User + system CPU seconds of these processes so far (children included by the
-    caller: it lists every pid)."""
-    total = 0.0
-    for pid in pids:
-        try:
-            times = psutil.Process(pid).cpu_times()
-        except psutil.Error:
-            continue
-        total += times.user + times.system
-    return total
-
-
-def _tree(pid: int) -> set[int]:
-    try:
-        root = psutil.Process(pid)
-        return {root.pid, *(child.pid for child in root.children(recursive=True))}
-    except psutil.Error:
-        return set()
-
-
-def _trees(app_pid: int, db_pid: int) -> tuple[set[int], set[int]]:
-    """(Postyard's processes, PostgreSQL's processes) as they are now."""
-    db = _tree(db_pid)
-    return _tree(app_pid) - db, db
 
 
 @dataclass(slots=True)
@@ -247,20 +220,20 @@ async def measure_postyard(report: Report, work: Path, receiver_port: int) -> No
             print(f"inserting {n} email.bounced events in one statement; the dispatcher drains")
             server = h.Postmaster.of(data)
             assert server is not None
-            app_pids, db_pids = _trees(proc.pid, server.pid)
-            app_cpu, db_cpu = _cpu_seconds(app_pids), _cpu_seconds(db_pids)
+            app_pids, db_pids = trees(proc.pid, server.pid)
+            app_cpu, db_cpu = cpu_seconds(app_pids), cpu_seconds(db_pids)
             started = time.perf_counter()
             await conn.execute(_INSERT, args[0], "email.bounced", args[1], args[2])
             report.insert_fanout = time.perf_counter() - started
-            inserted_cpu = _cpu_seconds(db_pids)
+            inserted_cpu = cpu_seconds(db_pids)
             report.insert_cpu_us = (inserted_cpu - db_cpu) / n * 1e6
             await conn.execute("SELECT pg_notify('postyard_deliveries', '')")
             done = await _wait_succeeded(conn, n)
             report.delivered = n / (done - started)
-            app_pids, db_pids = _trees(proc.pid, server.pid)  # backends may have come and gone
-            report.app_cpu_us = (_cpu_seconds(app_pids) - app_cpu) / n * 1e6
+            app_pids, db_pids = trees(proc.pid, server.pid)  # backends may have come and gone
+            report.app_cpu_us = (cpu_seconds(app_pids) - app_cpu) / n * 1e6
             # Backends that ended meanwhile drop out of the sum: a slight undercount.
-            report.db_cpu_us = (_cpu_seconds(db_pids) - inserted_cpu) / n * 1e6
+            report.db_cpu_us = (cpu_seconds(db_pids) - inserted_cpu) / n * 1e6
             report.attempts_failed = await conn.fetchval(
                 "SELECT count(*) FROM webhook_attempts WHERE error IS NOT NULL"
             )
