@@ -6,14 +6,10 @@ server does: a client that waited for a reply before sending the chunk would wai
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 
-from postyard.delivery.mx import make_resolver
 from postyard.delivery.outcome import OutcomeKind, SmtpReply, SmtpStage
 from postyard.delivery.transaction import Envelope, wire_chunk
-from postyard.delivery.transport import Relay, SmtpTransport, TlsPolicy, opportunistic_tls_context
-from tests.support.scripted_smtp import ScriptedSmtpServer
+from tests.support.scripted_smtp import ScriptedSmtpServer, loopback_transport, relay
 
 SENDER = "bounces@sender.test"
 # A line that starts with a dot, a bare LF: BDAT sends the dot as is, the LF as CRLF.
@@ -81,27 +77,6 @@ class ChunkingServer(ScriptedSmtpServer):
         return True
 
 
-@contextlib.asynccontextmanager
-async def transport(*, chunking: bool = True) -> AsyncIterator[SmtpTransport]:
-    smtp = SmtpTransport(
-        ssl_context=opportunistic_tls_context(),
-        opportunistic_context=opportunistic_tls_context(),
-        resolver=make_resolver(["127.0.0.1"], timeout=1.0, lifetime=1.0),
-        helo_name="postyard.test",
-        connect_timeout=10.0,
-        command_timeout=10.0,
-        chunking=chunking,
-    )
-    try:
-        yield smtp
-    finally:
-        await smtp.aclose()
-
-
-def relay(port: int) -> Relay:
-    return Relay.from_url(f"smtp://127.0.0.1:{port}", tls=TlsPolicy.NONE)
-
-
 def envelope(*recipients: str) -> Envelope:
     return Envelope(SENDER, recipients, BODY)
 
@@ -112,7 +87,7 @@ def test_the_chunk_is_the_message_as_is_with_its_exact_size() -> None:
 
 
 async def test_envelope_and_message_go_in_one_write_and_each_reply_is_kept() -> None:
-    async with ChunkingServer() as server, transport() as smtp:
+    async with ChunkingServer() as server, loopback_transport() as smtp:
         gone, ok = await smtp.deliver_via_relay(
             relay(server.port), envelope("gone@example.test", "ok@example.test")
         )
@@ -135,7 +110,7 @@ async def test_envelope_and_message_go_in_one_write_and_each_reply_is_kept() -> 
 
 
 async def test_refusals_of_the_chunk_and_of_every_recipient_keep_the_session() -> None:
-    async with ChunkingServer() as server, transport() as smtp:
+    async with ChunkingServer() as server, loopback_transport() as smtp:
         route = relay(server.port)
         [none] = await smtp.deliver_via_relay(route, envelope("gone@example.test"))
         [later] = await smtp.deliver_via_relay(route, envelope("later@example.test"))
@@ -151,7 +126,7 @@ async def test_refusals_of_the_chunk_and_of_every_recipient_keep_the_session() -
 
 
 async def test_with_chunking_off_the_message_goes_after_data() -> None:
-    async with ChunkingServer() as server, transport(chunking=False) as smtp:
+    async with ChunkingServer() as server, loopback_transport(chunking=False) as smtp:
         [ok] = await smtp.deliver_via_relay(relay(server.port), envelope("ok@example.test"))
     assert ok.kind is OutcomeKind.DELIVERED
     assert server.groups[0][-1] == b"DATA"
@@ -163,7 +138,7 @@ async def test_a_reused_session_the_server_is_closing_loses_and_doubles_nothing(
     # is never read, so the message goes again on a new session, once.
     async with (
         ChunkingServer(transactions_per_session=1) as server,
-        transport() as smtp,
+        loopback_transport() as smtp,
     ):
         [first] = await smtp.deliver_via_relay(relay(server.port), envelope("a@example.test"))
         [second] = await smtp.deliver_via_relay(relay(server.port), envelope("b@example.test"))

@@ -27,10 +27,9 @@ from postyard.delivery.warmup import WarmupPolicy, WarmupState
 from postyard.delivery.worker import DeliveryWorker, WorkerConfig
 from postyard.sending.ledger import Candidate
 from postyard.sending.models import Delivery
-from postyard.tenancy import service as tenancy
-from postyard.tenancy.types import Scope
 from tests.conftest import Isolated
 from tests.support.smtp_sink import SmtpSink
+from tests.support.tenants import tenant_with_key
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 
@@ -46,14 +45,6 @@ class Clock:
 
     def now(self) -> datetime:
         return self.current
-
-
-async def _tenant(isolated: Isolated, name: str) -> tuple[TenantId, dict[str, str]]:
-    async with isolated.db.system_tx(reason="test") as s:
-        org = await tenancy.create_organization(s, name=name, slug=f"{name}-{uuid.uuid4().hex[:8]}")
-    async with isolated.db.tenant_tx(org.id) as s:
-        key = await tenancy.create_api_key(s, org.id, name="k", scope=Scope.FULL)
-    return org.id, {"Authorization": f"Bearer {key.token}"}
 
 
 async def _send(
@@ -87,8 +78,8 @@ async def _waiting(isolated: Isolated) -> list[Delivery]:
 async def test_an_address_allowance_is_shared_by_tenants_and_the_rest_goes_tomorrow(
     isolated: Isolated,
 ) -> None:
-    _, auth_a = await _tenant(isolated, "ipa")
-    _, auth_b = await _tenant(isolated, "ipb")
+    _, auth_a = await tenant_with_key(isolated.db, "ipa")
+    _, auth_b = await tenant_with_key(isolated.db, "ipb")
     async with isolated.db.system_tx(reason="test") as s:
         await ip_warmup.set_ip_warmup(
             s, " 127.0.0.2 ", started_on=datetime.now(UTC).date(), schedule=(3, 10)
@@ -133,7 +124,7 @@ async def test_an_address_allowance_is_shared_by_tenants_and_the_rest_goes_tomor
 
 
 async def test_automatic_ip_warmups_start_with_an_address_first_send(isolated: Isolated) -> None:
-    _, auth = await _tenant(isolated, "ipc")
+    _, auth = await tenant_with_key(isolated.db, "ipc")
     for i in range(3):
         await _send(isolated, auth, "app@c.test", f"c{i}@two.test", "bulk")
     clock = Clock(datetime.now(UTC) + timedelta(seconds=1))

@@ -5,46 +5,19 @@ whole command group has arrived, which only a pipelining client gets through."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 
 import pytest
 
-from postyard.delivery.mx import make_resolver
 from postyard.delivery.outcome import OutcomeKind, SmtpReply, SmtpStage
 from postyard.delivery.transaction import wire_data
 from postyard.delivery.transport import (
     Envelope,
-    Relay,
-    SmtpTransport,
-    TlsPolicy,
-    opportunistic_tls_context,
 )
-from tests.support.scripted_smtp import ScriptedSmtpServer
+from tests.support.scripted_smtp import ScriptedSmtpServer, loopback_transport, relay
 from tests.support.smtp_sink import SmtpSink
 
 SENDER = "bounces@sender.test"
 BODY = b"From: a@sender.test\r\nSubject: hi\r\n\r\n.dot first\r\nbody\r\n"
-
-
-@contextlib.asynccontextmanager
-async def transport(command_timeout: float = 10.0) -> AsyncIterator[SmtpTransport]:
-    smtp = SmtpTransport(
-        ssl_context=opportunistic_tls_context(),
-        opportunistic_context=opportunistic_tls_context(),
-        resolver=make_resolver(["127.0.0.1"], timeout=1.0, lifetime=1.0),
-        helo_name="postyard.test",
-        connect_timeout=10.0,
-        command_timeout=command_timeout,
-    )
-    try:
-        yield smtp
-    finally:
-        await smtp.aclose()
-
-
-def relay(port: int) -> Relay:
-    return Relay.from_url(f"smtp://127.0.0.1:{port}", tls=TlsPolicy.NONE)
 
 
 def envelope(*recipients: str) -> Envelope:
@@ -69,7 +42,7 @@ def test_data_goes_on_the_wire_with_crlf_and_dot_stuffing(data: bytes, wire: byt
 async def test_each_recipient_keeps_its_own_reply_with_or_without_pipelining(
     pipelining: bool,
 ) -> None:
-    async with SmtpSink(pipelining=pipelining) as sink, transport() as smtp:
+    async with SmtpSink(pipelining=pipelining) as sink, loopback_transport() as smtp:
         sink.script_rcpt("gone@example.test", "550 5.1.1 user unknown")
         sink.script_rcpt("full@example.test", "452 4.2.2 mailbox full")
         gone, ok, full = await smtp.deliver_via_relay(
@@ -98,7 +71,7 @@ async def test_each_recipient_keeps_its_own_reply_with_or_without_pipelining(
 async def test_a_mail_from_refusal_decides_for_everyone(
     pipelining: bool, reply: str, kind: OutcomeKind
 ) -> None:
-    async with SmtpSink(pipelining=pipelining) as sink, transport() as smtp:
+    async with SmtpSink(pipelining=pipelining) as sink, loopback_transport() as smtp:
         sink.script_mail(reply)
         outcomes = await smtp.deliver_via_relay(
             relay(sink.port), envelope("a@example.test", "b@example.test")
@@ -116,7 +89,7 @@ async def test_a_mail_from_refusal_decides_for_everyone(
 async def test_when_every_recipient_is_refused_nothing_is_sent_and_the_session_goes_on(
     pipelining: bool,
 ) -> None:
-    async with SmtpSink(pipelining=pipelining) as sink, transport() as smtp:
+    async with SmtpSink(pipelining=pipelining) as sink, loopback_transport() as smtp:
         sink.script_rcpt("gone@example.test", "550 5.1.1 user unknown")
         [gone] = await smtp.deliver_via_relay(relay(sink.port), envelope("gone@example.test"))
         [ok] = await smtp.deliver_via_relay(relay(sink.port), envelope("ok@example.test"))
@@ -170,7 +143,7 @@ class StrictPipeliningServer(ScriptedSmtpServer):
 
 
 async def test_mail_rcpt_and_data_go_in_one_group_and_every_reply_is_read() -> None:
-    async with StrictPipeliningServer() as server, transport() as smtp:
+    async with StrictPipeliningServer() as server, loopback_transport() as smtp:
         gone, ok = await smtp.deliver_via_relay(
             relay(server.port), envelope("gone@example.test", "ok@example.test")
         )
@@ -226,7 +199,10 @@ class SlowRepliesServer(ScriptedSmtpServer):
 
 async def test_each_reply_gets_the_whole_command_timeout() -> None:
     # Four replies half a second apart: two seconds in all, each within the 1.5 s allowed.
-    async with SlowRepliesServer(gap=0.5) as server, transport(command_timeout=1.5) as smtp:
+    async with (
+        SlowRepliesServer(gap=0.5) as server,
+        loopback_transport(command_timeout=1.5) as smtp,
+    ):
         outcomes = await smtp.deliver_via_relay(
             relay(server.port), envelope("a@example.test", "b@example.test")
         )
@@ -235,7 +211,10 @@ async def test_each_reply_gets_the_whole_command_timeout() -> None:
 
 
 async def test_a_server_that_stops_answering_mid_group_defers() -> None:
-    async with SlowRepliesServer(gap=0, answers=1) as server, transport(0.5) as smtp:
+    async with (
+        SlowRepliesServer(gap=0, answers=1) as server,
+        loopback_transport(command_timeout=0.5) as smtp,
+    ):
         outcomes = await smtp.deliver_via_relay(
             relay(server.port), envelope("a@example.test", "b@example.test")
         )

@@ -16,7 +16,6 @@ from sqlalchemy import func, select
 
 from postyard import __version__
 from postyard.core.clock import SystemClock
-from postyard.core.db import TenantId
 from postyard.core.http import AppServices
 from postyard.events.models import Event
 from postyard.migrations.runner import schema_head
@@ -25,10 +24,11 @@ from postyard.ops.snapshot import SNAPSHOT
 from postyard.sending import ledger
 from postyard.sending.models import Delivery
 from postyard.tenancy import service as tenancy
-from postyard.tenancy.types import OrgStatus, Scope
+from postyard.tenancy.types import OrgStatus
 from postyard.webhooks import service as webhooks
 from postyard.webhooks.ssrf import AddressPolicy
 from tests.conftest import TEST_KEK, AppFactory, Isolated, start_server, stop_server
+from tests.support.tenants import tenant_with_key
 
 TOKEN = "metrics-token-0123456789"
 NOW = datetime(2031, 5, 1, 12, 0, tzinfo=UTC)
@@ -101,14 +101,6 @@ async def server(isolated: Isolated, app_factory: AppFactory) -> AsyncIterator[s
     await stop_server(http_server, task)
 
 
-async def _org(isolated: Isolated, name: str) -> tuple[TenantId, dict[str, str]]:
-    async with isolated.db.system_tx(reason="test") as s:
-        org = await tenancy.create_organization(s, name=name, slug=f"{name}-{uuid.uuid4().hex[:8]}")
-    async with isolated.db.tenant_tx(org.id) as s:
-        key = await tenancy.create_api_key(s, org.id, name="k", scope=Scope.FULL)
-    return org.id, {"Authorization": f"Bearer {key.token}"}
-
-
 async def _send(http: httpx.AsyncClient, auth: dict[str, str], **extra: str) -> str:
     body = {"from": "app@sender.test", "to": "r@example.test", "subject": "Hi", "text": "x"}
     response = await http.post("/v1/emails", json={**body, **extra}, headers=auth)
@@ -138,8 +130,8 @@ async def test_the_figures_follow_the_queues_of_every_tenant(
         assert first["postyard_database_max_connections"] > 0
         assert first["postyard_database_connections"] >= 1
 
-        a, auth_a = await _org(isolated, "a")
-        b, auth_b = await _org(isolated, "b")
+        a, auth_a = await tenant_with_key(isolated.db, "a")
+        b, auth_b = await tenant_with_key(isolated.db, "b")
         async with isolated.db.tenant_tx(a) as s:
             await webhooks.create_endpoint(
                 s, a, url="https://127.0.0.1/hook", events=["email.sent"], kek=TEST_KEK,
@@ -190,7 +182,7 @@ async def test_the_figures_follow_the_queues_of_every_tenant(
 
 
 async def test_only_the_operator_s_token_opens_it(isolated: Isolated, server: str) -> None:
-    _, tenant_auth = await _org(isolated, "t")
+    _, tenant_auth = await tenant_with_key(isolated.db, "t")
     async with httpx.AsyncClient(base_url=server) as http:
         missing = await http.get("/metrics")
         assert missing.status_code == 401

@@ -17,9 +17,8 @@ from sqlalchemy import select
 from postyard.core.ids import uuid7, uuid7_floor
 from postyard.sending import retention
 from postyard.sending.models import MessageContent
-from postyard.tenancy import service as tenancy
-from postyard.tenancy.types import Scope
 from tests.conftest import Isolated
+from tests.support.tenants import tenant_with_key
 
 
 @dataclass
@@ -43,14 +42,6 @@ async def http(isolated: Isolated) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-async def _auth(isolated: Isolated) -> dict[str, str]:
-    async with isolated.db.system_tx(reason="test") as s:
-        org = await tenancy.create_organization(s, name="r", slug=f"r-{uuid.uuid4().hex[:8]}")
-    async with isolated.db.tenant_tx(org.id) as s:
-        key = await tenancy.create_api_key(s, org.id, name="k", scope=Scope.FULL)
-    return {"Authorization": f"Bearer {key.token}"}
-
-
 async def _send(http: httpx.AsyncClient, auth: dict[str, str], to: str | list[str]) -> str:
     body = {"from": "app@sender.test", "to": to, "subject": "Hi", "text": f"text for {to}"}
     response = await http.post("/v1/emails", json=body, headers=auth)
@@ -71,7 +62,7 @@ async def _kept(isolated: Isolated, ids: list[str]) -> set[str]:
 async def test_contents_go_once_every_recipient_has_an_outcome_and_time_has_passed(
     isolated: Isolated, http: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    auth = await _auth(isolated)
+    _, auth = await tenant_with_key(isolated.db, "r")
     done = [await _send(http, auth, f"done{i}@example.test") for i in range(3)]
     waiting = await _send(http, auth, "waiting@example.test")
     for email_id in done:

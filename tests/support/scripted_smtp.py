@@ -5,7 +5,12 @@ server's ``session`` does the rest. aiosmtpd cannot be made to misbehave this pr
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Self
+
+from postyard.delivery.mx import make_resolver
+from postyard.delivery.transport import Relay, SmtpTransport, TlsPolicy, opportunistic_tls_context
 
 
 class ScriptedSmtpServer:
@@ -39,3 +44,28 @@ class ScriptedSmtpServer:
 
     async def session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         raise NotImplementedError
+
+
+@contextlib.asynccontextmanager
+async def loopback_transport(
+    *, command_timeout: float = 10.0, chunking: bool = True
+) -> AsyncIterator[SmtpTransport]:
+    """The worker's SMTP client as the tests against these servers use it."""
+    smtp = SmtpTransport(
+        ssl_context=opportunistic_tls_context(),
+        opportunistic_context=opportunistic_tls_context(),
+        resolver=make_resolver(["127.0.0.1"], timeout=1.0, lifetime=1.0),
+        helo_name="postyard.test",
+        connect_timeout=10.0,
+        command_timeout=command_timeout,
+        chunking=chunking,
+    )
+    try:
+        yield smtp
+    finally:
+        await smtp.aclose()
+
+
+def relay(port: int) -> Relay:
+    """A loopback relay without TLS."""
+    return Relay.from_url(f"smtp://127.0.0.1:{port}", tls=TlsPolicy.NONE)
