@@ -35,7 +35,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import DeclarativeBase
 
-from postyard.core.driver_pools import DriverPools, connect_arguments
+from postyard.core.driver_pools import DriverPools, connect_arguments, session_settings
 from postyard.core.secrets import derive
 
 log = logging.getLogger(__name__)
@@ -172,9 +172,7 @@ def create_engine(url: str, *, pool_size: int, application_name: str) -> AsyncEn
         pool_size=pool_size,
         max_overflow=0,
         pool_pre_ping=False,
-        connect_args={
-            "server_settings": {"application_name": application_name, "jit": "off"},
-        },
+        connect_args={"server_settings": session_settings(application_name)},
     )
 
 
