@@ -1,11 +1,16 @@
 """Commands and their replies on an open session, several commands per write.
 
 aiosmtplib reads one reply per command written and drops replies that arrive while none is
-awaited, so it cannot pipeline (RFC 2920). For one exchange a ``_Replies`` protocol takes
-the connection's incoming bytes instead of aiosmtplib's, parses every complete reply and
-hands the transport back afterwards. A lost connection is passed on to aiosmtplib's
-protocol too, so the session knows it is closed. Sessions are leased to one user at a time
-(``pool``), so nothing else reads from the connection meanwhile.
+awaited, so it cannot pipeline (RFC 2920). For one exchange the session's ``ReplyReader``
+takes the connection's incoming bytes instead of aiosmtplib's protocol, parses every
+complete reply and hands the transport back afterwards. A lost connection is passed on to
+aiosmtplib's protocol too, so the session knows it is closed. Sessions are leased to one
+user at a time (``pool``), so nothing else reads from the connection meanwhile.
+
+The reader lives as long as its session, and so does its deadline timer: a reply is awaited
+for at most the command timeout from the moment the wait for it begins, and rather than a
+new timer per wait (a measurable share of the client's CPU per message) one timer is kept
+and, when it fires before the current deadline, set again for that deadline.
 """
 
 from __future__ import annotations
@@ -16,9 +21,8 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import cast
 
-import aiosmtplib
-
 from postyard.delivery.outcome import SmtpReply
+from postyard.delivery.pool import PooledSession
 
 _MAX_REPLY = 64 * 1024  # a reply longer than this is no SMTP server's
 
@@ -36,15 +40,18 @@ _SEPARATORS = (b"-", b" ", b"\r", b"\n")
 _CACHED_TEXT = 200  # the replies to MAIL, RCPT and DATA repeat; longer texts are not kept
 
 
-def _parse(buffer: bytearray) -> tuple[SmtpReply | None, int]:
-    """The first complete reply in ``buffer`` (RFC 5321 section 4.2: lines ``ddd-text``
-    then a last ``ddd text``) and the bytes it took, or (None, 0) when it is incomplete.
-    Raises ValueError for a line that does not start with a three-digit code."""
-    offset = 0
+def _parse(buffer: bytearray, start: int = 0) -> tuple[SmtpReply | None, int]:
+    """The first complete reply in ``buffer`` from ``start`` (RFC 5321 section 4.2: lines
+    ``ddd-text`` then a last ``ddd text``) and the offset after it, or (None, ``start``)
+    when it is incomplete. Raises ValueError for a line that does not start with a
+    three-digit code."""
+    offset = start
     lines: list[str] = []
     while (end := buffer.find(b"\n", offset)) >= 0:
         line = bytes(buffer[offset : end + 1])
         offset = end + 1
+        if not lines and line[3:4] != b"-" and len(line) <= _CACHED_TEXT:
+            return _single_line(line), offset  # most replies: one line, seen before
         code, separator = line[:3], line[3:4]
         if not code.isdigit() or len(code) != 3 or separator not in _SEPARATORS:
             raise ValueError(f"malformed reply line {line[:80]!r}")
@@ -54,7 +61,18 @@ def _parse(buffer: bytearray) -> tuple[SmtpReply | None, int]:
             if len(text) > _CACHED_TEXT:
                 return SmtpReply.parse(int(code), text), offset
             return _reply(int(code), text), offset
-    return None, 0
+    return None, start
+
+
+@lru_cache(maxsize=256)
+def _single_line(line: bytes) -> SmtpReply:
+    """A one-line reply (CRLF included) as ``_parse`` reads it; a line is parsed once however
+    many sessions get it (replies are immutable values). Raises ValueError like ``_parse``
+    (exceptions are not cached)."""
+    code, separator = line[:3], line[3:4]
+    if not code.isdigit() or len(code) != 3 or separator not in _SEPARATORS:
+        raise ValueError(f"malformed reply line {line[:80]!r}")
+    return _reply(int(code), line[4:].strip(b" \t\r\n").decode("utf-8", "surrogateescape"))
 
 
 @lru_cache(maxsize=256)
@@ -64,16 +82,21 @@ def _reply(code: int, text: str) -> SmtpReply:
     return SmtpReply.parse(code, text)
 
 
-class _Replies(asyncio.Protocol):
-    """Collects replies while installed on a transport; passes a lost connection on to
-    ``previous`` (aiosmtplib's protocol), which owns the connection between exchanges."""
+class ReplyReader(asyncio.Protocol):
+    """One session's replies: collects them while installed on its transport (during an
+    exchange) and passes a lost connection on to ``previous`` (aiosmtplib's protocol, which
+    owns the connection between exchanges)."""
 
-    def __init__(self, previous: asyncio.BaseProtocol) -> None:
-        self._previous = previous
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self.previous: asyncio.BaseProtocol | None = None
         self._buffer = bytearray()
         self.replies: deque[SmtpReply] = deque()
         self._failure: str | None = None
         self._waiter: asyncio.Future[None] | None = None
+        self._deadline: float | None = None  # of the reply being waited for, if any
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
 
     @property
     def unread(self) -> bool:
@@ -81,33 +104,47 @@ class _Replies(asyncio.Protocol):
         return bool(self.replies or self._buffer)
 
     def data_received(self, data: bytes) -> None:
-        self._buffer.extend(data)
+        buffer = self._buffer
+        buffer.extend(data)
+        offset, parsed = 0, False
         try:
             while True:
-                reply, used = _parse(self._buffer)
+                reply, offset = _parse(buffer, offset)
                 if reply is None:
                     break
-                del self._buffer[:used]
                 self.replies.append(reply)
+                parsed = True
         except ValueError as exc:
             self._fail(str(exc))
-        if len(self._buffer) > _MAX_REPLY:
+        if offset:
+            del buffer[:offset]
+        if len(buffer) > _MAX_REPLY:
             self._fail("reply too long")
-        self._wake()
+        if parsed:
+            self._wake()
 
     def eof_received(self) -> bool:
         self._fail("the server closed the connection")
-        return bool(cast(asyncio.Protocol, self._previous).eof_received())
+        return bool(cast(asyncio.Protocol, self.previous).eof_received())
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._fail(f"connection lost: {exc}" if exc else "connection lost")
-        self._previous.connection_lost(exc)
+        self.stop_timer()
+        if self.previous is not None:
+            self.previous.connection_lost(exc)
 
     def pause_writing(self) -> None:
-        self._previous.pause_writing()
+        if self.previous is not None:
+            self.previous.pause_writing()
 
     def resume_writing(self) -> None:
-        self._previous.resume_writing()
+        if self.previous is not None:
+            self.previous.resume_writing()
+
+    def stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def _fail(self, reason: str) -> None:
         if self._failure is None:
@@ -118,57 +155,78 @@ class _Replies(asyncio.Protocol):
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
-    async def next_reply(self) -> SmtpReply:
-        """The next reply; raises ConnectionError once none can come."""
-        while not self.replies:
-            if self._failure is not None:
-                raise ConnectionError(self._failure)
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
+    def _on_timer(self) -> None:
+        self._timer = None
+        deadline = self._deadline
+        if deadline is None or self.replies:
+            return  # no wait in progress (the session is parked, or a reply just came)
+        if self._loop.time() >= deadline:
+            self._fail("timed out waiting for a reply")
+        else:  # the wait it was set for is over; a later one is in progress
+            self._arm(deadline)
+
+    def _arm(self, deadline: float) -> None:
+        if self._timer is not None and self._timer_at <= deadline:
+            return  # fires first and moves itself on to ``deadline``
+        self.stop_timer()
+        self._timer = self._loop.call_at(deadline, self._on_timer)
+        self._timer_at = deadline
+
+    async def next_reply(self, seconds: float | None) -> SmtpReply:
+        """The next reply, awaited for at most ``seconds`` from now (None: for ever); raises
+        ConnectionError once none can come, a timeout included."""
+        if self.replies:
+            return self.replies.popleft()
+        if seconds is not None:
+            self._deadline = self._loop.time() + seconds
+            self._arm(self._deadline)
+        try:
+            while not self.replies:
+                if self._failure is not None:
+                    raise ConnectionError(self._failure)
+                self._waiter = self._loop.create_future()
+                try:
+                    await self._waiter
+                finally:
+                    self._waiter = None
+        finally:
+            self._deadline = None
         return self.replies.popleft()
 
 
-async def exchange(smtp: aiosmtplib.SMTP, commands: Sequence[bytes]) -> list[SmtpReply]:
+async def exchange(session: PooledSession, commands: Sequence[bytes]) -> list[SmtpReply]:
     """Write ``commands`` (each a complete line or message, CRLF included) in one go and
-    return one reply per command, in order, each awaited for at most ``smtp.timeout``.
+    return one reply per command, in order, each awaited for at most ``smtp.timeout`` from
+    when the wait for it begins.
 
     Only pipeline where the server offers PIPELINING; one command is always safe. Raises
     ``SessionLost`` (with the replies received before) when the connection is or gets
     closed, times out or sends something that is not a reply; the caller must then give
     the session up. A server that answers more than asked leaves the session unusable too.
     """
+    smtp = session.smtp
     protocol = smtp.protocol
     transport = protocol.transport if protocol is not None else None
     if protocol is None or transport is None or transport.is_closing():
         raise SessionLost("not connected", [])
-    replies = _Replies(protocol)
-    transport.set_protocol(replies)
+    reader = session.reader
+    if reader is None:
+        reader = session.reader = ReplyReader(asyncio.get_running_loop())
+    reader.previous = protocol
+    transport.set_protocol(reader)
     received: list[SmtpReply] = []
-    loop = asyncio.get_running_loop()
+    timeout = smtp.timeout
     try:
         cast(asyncio.WriteTransport, transport).write(b"".join(commands))
-        # One deadline, moved on only before a wait for a reply that has not arrived:
-        # pipelined replies mostly come together, and a timer per reply was measurable.
-        async with asyncio.timeout_at(_deadline(loop, smtp.timeout)) as deadline:
-            for index in range(len(commands)):
-                if index and not replies.replies:
-                    deadline.reschedule(_deadline(loop, smtp.timeout))
-                received.append(await replies.next_reply())
-    except TimeoutError:
-        transport.close()
-        raise SessionLost("timed out waiting for a reply", received) from None
+        while len(received) < len(commands):  # ``received`` is kept for SessionLost
+            received.append(await reader.next_reply(timeout))
     except ConnectionError as exc:
+        reader.stop_timer()
         transport.close()
         raise SessionLost(str(exc), received) from None
     finally:
         transport.set_protocol(protocol)
-    if replies.unread:
+    if reader.unread:
+        reader.stop_timer()
         transport.close()  # out of step with the server: no later reply could be trusted
     return received
-
-
-def _deadline(loop: asyncio.AbstractEventLoop, timeout: float | None) -> float | None:
-    return None if timeout is None else loop.time() + timeout

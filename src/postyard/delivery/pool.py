@@ -18,8 +18,12 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Hashable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import aiosmtplib
+
+if TYPE_CHECKING:
+    from postyard.delivery.exchange import ReplyReader
 
 
 @dataclass(eq=False, slots=True)
@@ -27,13 +31,15 @@ class PooledSession:
     """An open, greeted (and, where asked for, TLS-protected and authenticated) SMTP session.
 
     ``label`` names the peer in outcome details, e.g. ``mx1.example[192.0.2.1]:25``.
-    ``messages`` counts the transactions started on it.
+    ``messages`` counts the transactions started on it. ``reader`` takes its replies during
+    exchanges (``exchange``; made by the first).
     """
 
     smtp: aiosmtplib.SMTP
     label: str
     messages: int = 0
     idle_timer: asyncio.TimerHandle | None = None
+    reader: ReplyReader | None = None
 
 
 @dataclass(eq=False, slots=True)

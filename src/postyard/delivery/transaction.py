@@ -150,7 +150,7 @@ async def run_transaction(
         return await _pipelined(session, envelope, commands, reset=reset)
     if reset:
         try:
-            [reply] = await exchange(smtp, [_RSET])
+            [reply] = await exchange(session, [_RSET])
         except SessionLost as exc:
             return StaleSession(f"{label} closed the session before RSET: {exc}"), False
         if reply.code // 100 != 2:
@@ -164,7 +164,7 @@ async def _pipelined(
     label = session.label
     try:
         replies = await exchange(
-            session.smtp, [_RSET, *commands, _DATA] if reset else [*commands, _DATA]
+            session, [_RSET, *commands, _DATA] if reset else [*commands, _DATA]
         )
     except SessionLost as exc:
         return _lost_in_group(envelope, label, exc, reset=reset), False
@@ -181,7 +181,7 @@ async def _pipelined(
             # RFC 2920 section 3.1: DATA was accepted although nothing else was; an empty
             # message ends it (the server must refuse that for want of recipients).
             try:
-                await exchange(session.smtp, [_END_OF_DATA])
+                await exchange(session, [_END_OF_DATA])
             except SessionLost:
                 return _mail_refused_or(envelope, label, mail_reply, outcomes), False
         return _mail_refused_or(envelope, label, mail_reply, outcomes), session.smtp.is_connected
@@ -197,7 +197,7 @@ async def _chunked(
     label = session.label
     sent = [*commands, wire_chunk(envelope.data)]
     try:
-        replies = await exchange(session.smtp, [_RSET, *sent] if reset else sent)
+        replies = await exchange(session, [_RSET, *sent] if reset else sent)
     except SessionLost as exc:
         # Lost before the chunk's reply: the server may have the message (RFC 1047);
         # deferring risks a duplicate, which is better than losing it.
@@ -228,7 +228,7 @@ async def _one_by_one(
     replies: list[SmtpReply] = []
     try:
         for command in commands:
-            replies.extend(await exchange(session.smtp, [command]))
+            replies.extend(await exchange(session, [command]))
             if replies[0].code // 100 != 2:
                 return _mail_refused_or(envelope, label, replies[0], {}), session.smtp.is_connected
     except SessionLost as exc:
@@ -237,7 +237,7 @@ async def _one_by_one(
     if not accepted:
         return _complete(envelope, outcomes, OutcomeKind.DEFERRED, "", None), True
     try:
-        [data_reply] = await exchange(session.smtp, [_DATA])
+        [data_reply] = await exchange(session, [_DATA])
     except SessionLost as exc:
         detail = f"connection to {label} lost during DATA: {exc}"
         return _complete(envelope, outcomes, OutcomeKind.DEFERRED, detail, None), False
@@ -254,7 +254,7 @@ async def _data(
     label = session.label
     if data_reply.code == 354:
         try:
-            [data_reply] = await exchange(session.smtp, [wire_data(envelope.data)])
+            [data_reply] = await exchange(session, [wire_data(envelope.data)])
         except SessionLost as exc:
             # RFC 1047: if the link broke after the final dot the server may have the
             # message; deferring risks a duplicate, which is better than losing it.

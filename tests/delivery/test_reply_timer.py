@@ -1,0 +1,57 @@
+"""The deadline of a reply outlives neither the wait it was set for nor the session's
+parking in the pool: each session keeps one timer and moves it on (``exchange``)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from postyard.delivery.outcome import OutcomeKind
+from postyard.delivery.transport import Envelope
+from tests.support.scripted_smtp import ScriptedSmtpServer, loopback_transport, relay
+
+BODY = b"Subject: hi\r\n\r\nbody\r\n"
+
+
+class GoesSilentServer(ScriptedSmtpServer):
+    """Takes one message per connection and answers nothing after it on the first; later
+    connections take messages until the client leaves."""
+
+    NAME = b"silent.test"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.delivered = 0
+
+    async def session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        first = self.connections == 1
+        while True:
+            group = [await reader.readline()]
+            while group[-1] not in (b"DATA\r\n", b""):
+                group.append(await reader.readline())
+            if group[-1] == b"":
+                return
+            replies = [b"250 2.0.0 ok" for _ in group[:-1]]
+            writer.write(b"".join(r + b"\r\n" for r in [*replies, b"354 go on"]))
+            while await reader.readline() not in (b".\r\n", b""):
+                pass
+            self.delivered += 1
+            writer.write(b"250 2.0.0 queued\r\n")
+            if first:
+                await reader.read()  # silent until the client gives up
+                return
+
+
+async def test_a_session_parked_past_its_timer_still_times_out_and_the_message_goes_anew() -> None:
+    async with (
+        GoesSilentServer() as server,
+        loopback_transport(command_timeout=0.3, chunking=False) as smtp,
+    ):
+        envelope = Envelope("a@sender.test", ("b@example.test",), BODY)
+        [first] = await smtp.deliver_via_relay(relay(server.port), envelope)
+        await asyncio.sleep(0.6)  # the session's timer fires while it is parked
+        # A guard against a hang only: the reused session's RSET must time out on its own.
+        async with asyncio.timeout(10):
+            [second] = await smtp.deliver_via_relay(relay(server.port), envelope)
+    assert (first.kind, second.kind) == (OutcomeKind.DELIVERED, OutcomeKind.DELIVERED)
+    assert server.connections == 2  # the silent session was given up, the message sent once
+    assert server.delivered == 2
