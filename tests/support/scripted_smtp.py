@@ -48,7 +48,7 @@ class ScriptedSmtpServer:
 
 @contextlib.asynccontextmanager
 async def loopback_transport(
-    *, command_timeout: float = 10.0, chunking: bool = True
+    *, command_timeout: float = 10.0, chunking: bool = True, idle_timeout: float = 30.0
 ) -> AsyncIterator[SmtpTransport]:
     """The worker's SMTP client as the tests against these servers use it."""
     smtp = SmtpTransport(
@@ -59,6 +59,7 @@ async def loopback_transport(
         connect_timeout=10.0,
         command_timeout=command_timeout,
         chunking=chunking,
+        idle_timeout=idle_timeout,
     )
     try:
         yield smtp

@@ -15,8 +15,7 @@ opens one itself when it gets None. Sessions are used by one lease at a time.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Hashable
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -32,13 +31,15 @@ class PooledSession:
 
     ``label`` names the peer in outcome details, e.g. ``mx1.example[192.0.2.1]:25``.
     ``messages`` counts the transactions started on it. ``reader`` takes its replies during
-    exchanges (``exchange``; made by the first).
+    exchanges (``exchange``; made by the first). ``idle_until``: when a parked session is
+    closed; ``idle_timer`` fires at or before it (set once, moved on when it comes early).
     """
 
     smtp: aiosmtplib.SMTP
     label: str
     messages: int = 0
     idle_timer: asyncio.TimerHandle | None = None
+    idle_until: float = 0.0
     reader: ReplyReader | None = None
 
 
@@ -65,6 +66,28 @@ class _Destination:
     users: int = 0
 
 
+class _Holding:
+    """``ConnectionPool.lease``'s context manager (a class: ``asynccontextmanager``'s
+    generator cost measurable CPU per message)."""
+
+    __slots__ = ("_destination", "_key", "_lease", "_max_messages", "_pool")
+
+    def __init__(self, pool: ConnectionPool, key: Hashable, max_messages: int | None) -> None:
+        self._pool, self._key, self._max_messages = pool, key, max_messages
+        self._destination: _Destination | None = None
+        self._lease: Lease | None = None
+
+    async def __aenter__(self) -> Lease:
+        if self._destination is not None:
+            raise RuntimeError("a lease is entered once")
+        self._destination, self._lease = await self._pool._enter(self._key, self._max_messages)
+        return self._lease
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._destination is not None and self._lease is not None:
+            await self._pool._exit(self._key, self._destination, self._lease)
+
+
 class ConnectionPool:
     """Sessions per destination key, bounded by ``max_connections`` and ``max_messages``."""
 
@@ -86,18 +109,19 @@ class ConnectionPool:
         self._retiring: set[asyncio.Task[None]] = set()
         self._closed = False
 
-    @contextlib.asynccontextmanager
-    async def lease(
-        self, key: Hashable, *, max_messages: int | None = None
-    ) -> AsyncIterator[Lease]:
-        """Hold one of ``key``'s slots for the duration of the ``async with`` block.
+    def lease(self, key: Hashable, *, max_messages: int | None = None) -> _Holding:
+        """Hold one of ``key``'s slots for the duration of an ``async with`` block, which
+        gives the ``Lease``.
 
         Waits while ``max_connections`` sessions to ``key`` exist and are busy. On exit the
         session goes back to the idle list when ``reusable`` is set, is connected and has
         carried fewer than ``max_messages`` messages; otherwise it is closed (with QUIT when
         it is healthy) before the slot is released, so the cap also counts closing sessions.
-        Raises RuntimeError after ``aclose``.
+        Entering raises RuntimeError after ``aclose``.
         """
+        return _Holding(self, key, max_messages)
+
+    async def _enter(self, key: Hashable, max_messages: int | None) -> tuple[_Destination, Lease]:
         if self._closed:
             raise RuntimeError("the connection pool is closed")
         destination = self._destinations.get(key)
@@ -106,12 +130,19 @@ class ConnectionPool:
             self._destinations[key] = destination
         destination.users += 1
         try:
-            async with destination.slots:
-                lease = Lease(self._take_idle(destination), max_messages=max_messages)
-                try:
-                    yield lease
-                finally:
-                    await self._give_back(key, destination, lease)
+            await destination.slots.acquire()
+        except BaseException:
+            destination.users -= 1
+            self._forget_if_unused(key, destination)
+            raise
+        return destination, Lease(self._take_idle(destination), max_messages=max_messages)
+
+    async def _exit(self, key: Hashable, destination: _Destination, lease: Lease) -> None:
+        try:
+            try:
+                await self._give_back(key, destination, lease)
+            finally:
+                destination.slots.release()
         finally:
             destination.users -= 1
             self._forget_if_unused(key, destination)
@@ -133,8 +164,9 @@ class ConnectionPool:
 
     def _take_idle(self, destination: _Destination) -> PooledSession | None:
         while destination.idle:
-            session = destination.idle.pop()  # the most recently used is the least likely stale
-            _cancel_timer(session)
+            # The most recently used is the least likely stale. Its idle timer is left to
+            # lapse (``_expire``) rather than cancelled and made anew for every message.
+            session = destination.idle.pop()
             if session.smtp.is_connected:
                 return session
         return None
@@ -147,9 +179,11 @@ class ConnectionPool:
         limit = min(self._max_messages, lease.max_messages or self._max_messages)
         if healthy and session.messages < limit and not self._closed:
             loop = asyncio.get_running_loop()
-            session.idle_timer = loop.call_later(
-                self._idle_timeout, self._expire, key, destination, session
-            )
+            session.idle_until = loop.time() + self._idle_timeout
+            if session.idle_timer is None:
+                session.idle_timer = loop.call_at(
+                    session.idle_until, self._expire, key, destination, session
+                )
             destination.idle.append(session)
         elif healthy:
             await self._quit(session)
@@ -159,6 +193,12 @@ class ConnectionPool:
     def _expire(self, key: Hashable, destination: _Destination, session: PooledSession) -> None:
         session.idle_timer = None
         if session not in destination.idle:
+            return  # in use, or closed: parking it again sets a new timer
+        loop = asyncio.get_running_loop()
+        if loop.time() < session.idle_until:  # used and parked again since the timer was set
+            session.idle_timer = loop.call_at(
+                session.idle_until, self._expire, key, destination, session
+            )
             return
         destination.idle.remove(session)
         destination.users += 1  # now, so that the destination is not forgotten meanwhile

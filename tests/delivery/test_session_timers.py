@@ -1,5 +1,6 @@
-"""The deadline of a reply outlives neither the wait it was set for nor the session's
-parking in the pool: each session keeps one timer and moves it on (``exchange``)."""
+"""Each session keeps one timer for the deadline of a reply (``exchange``) and one for its
+parking in the pool (``pool``), moved on rather than made anew: neither outlives what it
+was set for."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import asyncio
 from postyard.delivery.outcome import OutcomeKind
 from postyard.delivery.transport import Envelope
 from tests.support.scripted_smtp import ScriptedSmtpServer, loopback_transport, relay
+from tests.support.smtp_sink import SmtpSink
 
 BODY = b"Subject: hi\r\n\r\nbody\r\n"
 
@@ -55,3 +57,17 @@ async def test_a_session_parked_past_its_timer_still_times_out_and_the_message_g
     assert (first.kind, second.kind) == (OutcomeKind.DELIVERED, OutcomeKind.DELIVERED)
     assert server.connections == 2  # the silent session was given up, the message sent once
     assert server.delivered == 2
+
+
+async def test_a_session_parked_again_gets_the_whole_idle_timeout_again() -> None:
+    # Parked at 0 and 0.5 with an idle timeout of 1 s: still open at 1.2, closed after 1.5.
+    async with SmtpSink() as sink, loopback_transport(idle_timeout=1.0) as smtp:
+        envelope = Envelope("a@sender.test", ("b@example.test",), BODY)
+        outcomes = [await smtp.deliver_via_relay(relay(sink.port), envelope)]
+        await asyncio.sleep(0.5)
+        outcomes.append(await smtp.deliver_via_relay(relay(sink.port), envelope))
+        await asyncio.sleep(0.7)  # past the first parking's timeout, within the second's
+        outcomes.append(await smtp.deliver_via_relay(relay(sink.port), envelope))
+        assert sink.connections_opened == 1
+        await sink.wait_for_no_connections()  # and the idle timeout still closes it
+    assert [o.kind for [o] in outcomes] == [OutcomeKind.DELIVERED] * 3
