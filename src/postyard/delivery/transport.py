@@ -24,6 +24,8 @@ from postyard.delivery.transaction import Envelope, StaleSession, run_transactio
 
 __all__ = ["Envelope", "Relay", "SmtpTransport", "TlsPolicy", "opportunistic_tls_context"]
 
+_ROUTES_KEPT = 1024  # relay routes remembered per transport; forgotten all at once past it
+
 
 @dataclass(frozen=True, slots=True)
 class Relay:
@@ -128,6 +130,9 @@ class SmtpTransport:
             idle_timeout=idle_timeout,
             command_timeout=command_timeout,
         )
+        # A Route per relay and source address, made once: building one (a digest, a frozen
+        # dataclass) per message was a measurable share of the client's CPU.
+        self._relay_routes: dict[tuple[Relay, SourceAddress | None], Route] = {}
 
     async def aclose(self) -> None:
         """Close every pooled session. Deliveries after this raise RuntimeError."""
@@ -143,8 +148,19 @@ class SmtpTransport:
         waits for the fix) or answers 4xx before any recipient gives DEFERRED for all.
         Raises only RuntimeError after ``aclose``.
         """
+        route = self._relay_routes.get((relay, source))
+        if route is None:
+            if len(self._relay_routes) >= _ROUTES_KEPT:
+                self._relay_routes.clear()
+            route = self._relay_routes[relay, source] = _from(self._relay_route(relay), source)
+        result = await self._attempt(route, envelope)
+        if isinstance(result, HostFailure):
+            return _all(envelope, OutcomeKind.DEFERRED, result.detail, result.reply)
+        return result
+
+    def _relay_route(self, relay: Relay) -> Route:
         verified = relay.tls is TlsPolicy.REQUIRED
-        route = Route(
+        return Route(
             key=(
                 "relay",
                 relay.host,
@@ -164,10 +180,6 @@ class SmtpTransport:
             username=relay.username,
             password=relay.password,
         )
-        result = await self._attempt(_from(route, source), envelope)
-        if isinstance(result, HostFailure):
-            return _all(envelope, OutcomeKind.DEFERRED, result.detail, result.reply)
-        return result
 
     async def deliver_direct(
         self,
