@@ -172,11 +172,11 @@ class ReplyReader(asyncio.Protocol):
         self._timer = self._loop.call_at(deadline, self._on_timer)
         self._timer_at = deadline
 
-    async def next_reply(self, seconds: float | None) -> SmtpReply:
-        """The next reply, awaited for at most ``seconds`` from now (None: for ever); raises
-        ConnectionError once none can come, a timeout included."""
+    async def wait(self, seconds: float | None) -> None:
+        """Returns once ``replies`` holds one, after at most ``seconds`` from now (None: for
+        ever); raises ConnectionError once none can come, a timeout included."""
         if self.replies:
-            return self.replies.popleft()
+            return
         if seconds is not None:
             self._deadline = self._loop.time() + seconds
             self._arm(self._deadline)
@@ -191,7 +191,6 @@ class ReplyReader(asyncio.Protocol):
                     self._waiter = None
         finally:
             self._deadline = None
-        return self.replies.popleft()
 
 
 async def exchange(session: PooledSession, commands: Sequence[bytes]) -> list[SmtpReply]:
@@ -214,12 +213,14 @@ async def exchange(session: PooledSession, commands: Sequence[bytes]) -> list[Sm
         reader = session.reader = ReplyReader(asyncio.get_running_loop())
     reader.previous = protocol
     transport.set_protocol(reader)
-    received: list[SmtpReply] = []
-    timeout = smtp.timeout
+    received: list[SmtpReply] = []  # kept for SessionLost
+    replies, needed, timeout = reader.replies, len(commands), smtp.timeout
     try:
         cast(asyncio.WriteTransport, transport).write(b"".join(commands))
-        while len(received) < len(commands):  # ``received`` is kept for SessionLost
-            received.append(await reader.next_reply(timeout))
+        while len(received) < needed:
+            if not replies:  # pipelined replies mostly come together: one wait for them
+                await reader.wait(timeout)
+            received.append(replies.popleft())
     except ConnectionError as exc:
         reader.stop_timer()
         transport.close()
