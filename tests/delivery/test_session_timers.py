@@ -6,8 +6,13 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
+from postyard.delivery.exchange import exchange
 from postyard.delivery.outcome import OutcomeKind
-from postyard.delivery.transport import Envelope
+from postyard.delivery.pool import ConnectionPool, PooledSession
+from postyard.delivery.session import Route, TlsPolicy, open_session
+from postyard.delivery.transport import Envelope, opportunistic_tls_context
 from tests.support.scripted_smtp import ScriptedSmtpServer, loopback_transport, relay
 from tests.support.smtp_sink import SmtpSink
 
@@ -71,3 +76,30 @@ async def test_a_session_parked_again_gets_the_whole_idle_timeout_again() -> Non
         assert sink.connections_opened == 1
         await sink.wait_for_no_connections()  # and the idle timeout still closes it
     assert [o.kind for [o] in outcomes] == [OutcomeKind.DELIVERED] * 3
+
+
+@pytest.mark.parametrize("reusable", [False, True])
+async def test_a_session_the_pool_closes_keeps_no_reply_timer(reusable: bool) -> None:
+    # Closed at the end of its lease, or parked and closed with QUIT by aclose.
+    pool = ConnectionPool(max_connections=1, max_messages=10, idle_timeout=30, command_timeout=5)
+    async with SmtpSink() as sink:
+        route = Route(
+            key=("sink",),
+            host="127.0.0.1",
+            port=sink.port,
+            tls=TlsPolicy.NONE,
+            implicit_tls=False,
+            tls_context=opportunistic_tls_context(),
+        )
+        async with pool.lease(route.key) as lease:
+            opened = await open_session(
+                route, "127.0.0.1", helo_name="postyard.test", connect_timeout=5, command_timeout=5
+            )
+            assert isinstance(opened, PooledSession)
+            lease.session, lease.reusable = opened, reusable
+            [reply] = await exchange(opened, [b"NOOP\r\n"])
+            assert reply.code == 250
+            assert opened.reader is not None and opened.reader.timer_pending
+        await pool.aclose()
+        await sink.wait_for_no_connections()
+    assert not opened.reader.timer_pending

@@ -141,6 +141,11 @@ class ReplyReader(asyncio.Protocol):
         if self.previous is not None:
             self.previous.resume_writing()
 
+    @property
+    def timer_pending(self) -> bool:
+        """A deadline timer is set (it lapses once no wait is in progress)."""
+        return self._timer is not None
+
     def stop_timer(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
@@ -227,6 +232,7 @@ async def exchange(session: PooledSession, commands: Sequence[bytes]) -> list[Sm
         raise SessionLost(str(exc), received) from None
     finally:
         transport.set_protocol(protocol)
+        reader.previous = None  # a timer left to lapse keeps the reader, not the connection
     if reader.unread:
         reader.stop_timer()
         transport.close()  # out of step with the server: no later reply could be trusted

@@ -40,6 +40,14 @@ class PooledSession:
     messages: int = 0
     idle_timer: asyncio.TimerHandle | None = None
     idle_until: float = 0.0
+
+    def close(self) -> None:
+        """Close the connection now, and stop the reply timer, which would otherwise keep
+        the reader for up to a command timeout."""
+        self.smtp.close()
+        if self.reader is not None:
+            self.reader.stop_timer()
+
     reader: ReplyReader | None = None
 
 
@@ -188,7 +196,7 @@ class ConnectionPool:
         elif healthy:
             await self._quit(session)
         else:
-            session.smtp.close()
+            session.close()
 
     def _expire(self, key: Hashable, destination: _Destination, session: PooledSession) -> None:
         session.idle_timer = None
@@ -222,7 +230,7 @@ class ConnectionPool:
         except (aiosmtplib.SMTPException, OSError):
             pass  # closing anyway; a failed QUIT changes nothing
         finally:
-            session.smtp.close()
+            session.close()
 
     def _forget_if_unused(self, key: Hashable, destination: _Destination) -> None:
         unused = destination.users == 0 and not destination.idle

@@ -243,7 +243,7 @@ class SmtpTransport:
                 )
                 if not isinstance(result, StaleSession):
                     return result
-                lease.session.smtp.close()  # the server has not taken the message: again, anew
+                lease.session.close()  # the server has not taken the message: again, anew
             opened = await self._open(route)
             if isinstance(opened, HostFailure):
                 return opened
