@@ -40,6 +40,7 @@ class PooledSession:
     messages: int = 0
     idle_timer: asyncio.TimerHandle | None = None
     idle_until: float = 0.0
+    reader: ReplyReader | None = None
 
     def close(self) -> None:
         """Close the connection now, and stop the reply timer, which would otherwise keep
@@ -47,8 +48,6 @@ class PooledSession:
         self.smtp.close()
         if self.reader is not None:
             self.reader.stop_timer()
-
-    reader: ReplyReader | None = None
 
 
 @dataclass(eq=False, slots=True)
