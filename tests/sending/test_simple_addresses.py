@@ -7,7 +7,7 @@ import random
 import pytest
 from email_validator import EmailNotValidError, validate_email
 
-from postyard.sending.addresses import simple_addr_spec
+from postyard.sending.simple_mailbox import simple_addr_spec
 
 _PIECES = [
     "a", "Z", "0", "9", ".", "..", "-", "--", "_", "+", "%", "@", "é", " ", "xn--", "test",

@@ -17,6 +17,7 @@ import unicodedata
 from dataclasses import dataclass
 
 from postyard.core.addr_spec import check_addr_spec
+from postyard.sending.simple_mailbox import simple_addr_spec, simple_mailbox
 
 # Characters that must never reach a header: C0/C1 controls (CR, LF and NUL among them),
 # unpaired surrogates (not encodable) and the Unicode line/paragraph separators, which
@@ -47,12 +48,6 @@ _LOCAL_FORBIDDEN = re.compile(r'[\s"(),:;<>@\[\\\]]')
 _ASCII_DOMAIN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
 _WHITESPACE_RUN = re.compile(r"\s+")
 _PRINTABLE_ASCII = re.compile(r"[ -~]*")
-# A conservative subset of addr-specs that email-validator accepts unchanged (apart from a
-# lowercased domain): ASCII dot-atom local part, LDH labels without "--" (so no Punycode),
-# an alphabetic top-level domain, no special-use name. Anything else takes the full check.
-_SIMPLE_LOCAL = re.compile(r"[A-Za-z0-9_%+-]+(?:\.[A-Za-z0-9_%+-]+)*")
-_SIMPLE_DOMAIN = re.compile(r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}")
-_SPECIAL_USE = ("arpa", "invalid", "local", "localhost", "onion")
 # One mailbox never needs more than a header line (RFC 5322 section 2.1.1); longer input is
 # refused before any parsing work is spent on it.
 _MAX_INPUT = 998
@@ -236,6 +231,8 @@ def _show(value: str) -> str:
 
 
 def _has_unquoted_separator(text: str) -> bool:
+    if '"' not in text:  # nothing is quoted: two C scans instead of a loop per character
+        return "," in text or ";" in text
     in_quotes = escaped = False
     for char in text:
         if escaped:
@@ -295,24 +292,6 @@ def _split_mailbox(text: str) -> tuple[str, str] | None:
     return name.strip(), inner
 
 
-def simple_addr_spec(addr_spec: str) -> tuple[str, str] | None:
-    """(local part, lowercased domain) when ``addr_spec`` is in the simple subset that
-    email-validator would accept with exactly that result, else None (then it decides).
-    email-validator spends most of a batch send's address work on checks (IDNA, Unicode
-    categories per character) that a plain ASCII address cannot fail."""
-    if not addr_spec.isascii() or len(addr_spec) > 254:
-        return None
-    local, _, domain = addr_spec.rpartition("@")
-    domain = domain.lower()
-    if len(local) > 64 or len(domain) > 253 or "--" in domain:
-        return None
-    if not _SIMPLE_LOCAL.fullmatch(local) or not _SIMPLE_DOMAIN.fullmatch(domain):
-        return None
-    if any(domain == name or domain.endswith("." + name) for name in _SPECIAL_USE):
-        return None
-    return local, domain
-
-
 def parse_address(value: str, *, field: str) -> Address:
     """Parse one mailbox (see ``_parse_address``); valid values are memoised per process
     (``Address`` is immutable), invalid ones parsed again to name ``field`` in the error."""
@@ -332,6 +311,19 @@ def _valid_address(value: str) -> Address | None:
 
 
 def _parse_address(value: str, *, field: str) -> Address:
+    """``_parse_simple`` when it answers, else ``_parse_general`` (the same result)."""
+    simple = _parse_simple(value) if isinstance(value, str) else None
+    return simple or _parse_general(value, field=field)
+
+
+def _parse_simple(value: str) -> Address | None:
+    """What ``_parse_general`` gives for a common, valid mailbox (``simple_mailbox``), or
+    None to let it decide (tests/sending/test_simple_mailboxes.py compares both)."""
+    parts = simple_mailbox(value) if len(value) <= _MAX_INPUT else None
+    return None if parts is None else Address(*parts)
+
+
+def _parse_general(value: str, *, field: str) -> Address:
     """Parse one mailbox in Resend's ``from`` format: ``a@b.com`` or ``Name <a@b.com>``.
 
     Guarantees a syntactically valid addr-spec (email-validator, no DNS look-up) whose
