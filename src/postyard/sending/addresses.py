@@ -215,6 +215,17 @@ class Address:
 
 
 def _render_phrase(name: str) -> str:
+    """``name`` as a header phrase. A sender's name is rendered for every message it sends,
+    so names that fit a header line are memoised (a bounded cache whatever the input)."""
+    return _memo_phrase(name) if len(name) <= _MAX_INPUT else _phrase(name)
+
+
+@functools.lru_cache(maxsize=1024)
+def _memo_phrase(name: str) -> str:
+    return _phrase(name)
+
+
+def _phrase(name: str) -> str:
     if name.isascii() and "=?" not in name:
         if _ATOM_PHRASE.fullmatch(name) and all(
             len(word) <= MAX_HEADER_TOKEN for word in name.split(" ")

@@ -117,6 +117,13 @@ def _address_header(name: str, addresses: tuple[Address, ...]) -> str:
     return _fold(name, _spaced(tokens))
 
 
+@lru_cache(maxsize=256)
+def _from_header(sender: Address) -> str:
+    """The From header of ``sender``: a tenant's messages share a few senders, and
+    ``Address`` is immutable, so its rendering is memoised."""
+    return _address_header("From", (sender,))
+
+
 def _unstructured(name: str, value: str) -> str:
     """RFC 5322 unstructured text: folded at its own whitespace when ASCII, otherwise (or
     when it holds text that decoders would take for an encoded word, or cannot be folded
@@ -136,6 +143,22 @@ def _header_words(name: str, value: str) -> list[str]:
 def _subject_header(subject: str) -> str:
     if not isinstance(subject, str):
         raise InvalidHeader("subject", "Invalid `subject` field: expected a string.")
+    if len(subject) <= _CACHED_SUBJECT:
+        return _short_subject_header(subject)
+    return _checked_subject_header(subject)
+
+
+# Bulk and transactional mail repeat a few subjects; only short ones are memoised, so that
+# the cache stays small whatever the requests hold.
+_CACHED_SUBJECT = 200
+
+
+@lru_cache(maxsize=256)
+def _short_subject_header(subject: str) -> str:
+    return _checked_subject_header(subject)
+
+
+def _checked_subject_header(subject: str) -> str:
     problem = header_text_problem(subject, allow_tab=True)
     if problem is not None:
         raise InvalidHeader("subject", f"Invalid `subject` field: the subject contains {problem}.")
@@ -184,7 +207,7 @@ def _header_block(spec: MessageSpec) -> str:
     if not _MESSAGE_ID.fullmatch(spec.message_id):
         msg = f"Invalid `message_id`: {spec.message_id!r} is not <id@domain>."
         raise InvalidHeader("message_id", msg)
-    lines = [_address_header("From", (spec.sender,))]
+    lines = [_from_header(spec.sender)]
     for name, addresses in (("To", spec.to), ("Cc", spec.cc), ("Reply-To", spec.reply_to)):
         if addresses:
             lines.append(_address_header(name, addresses))
