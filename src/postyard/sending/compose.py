@@ -137,10 +137,19 @@ def _recipients(*groups: tuple[str, tuple[Address, ...]]) -> tuple[Recipient, ..
     seen: dict[str, Recipient] = {}
     for kind, addresses in groups:
         for address in addresses:
-            key = address.addr_spec.lower()
+            addr_spec = address.addr_spec
+            key = addr_spec.lower()
             if key not in seen:
-                seen[key] = Recipient(address.addr_spec, address.domain.lower(), kind)
+                seen[key] = Recipient(addr_spec, address.domain.lower(), kind)
     return tuple(seen.values())
+
+
+def _tracking_options(request: SendEmailRequest) -> TrackingOptions:
+    """The request's choices; the (common) request without any shares ``NO_OPTIONS``."""
+    choices = (request.open_tracking, request.click_tracking, request.list_unsubscribe)
+    if choices == (None, None, None):
+        return NO_OPTIONS
+    return TrackingOptions(*choices)
 
 
 def compose_message(
@@ -218,11 +227,7 @@ def compose_message(
         recipients=recipients,
         from_domain=sender.domain.lower(),
         stream=Stream(request.stream or Stream.TRANSACTIONAL),
-        tracking=TrackingOptions(
-            open_tracking=request.open_tracking,
-            click_tracking=request.click_tracking,
-            list_unsubscribe=request.list_unsubscribe,
-        ),
+        tracking=_tracking_options(request),
         has_list_unsubscribe=any(
             name.strip().lower() in _LIST_UNSUBSCRIBE_FIELDS for name in (request.headers or {})
         ),
