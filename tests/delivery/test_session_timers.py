@@ -65,13 +65,14 @@ async def test_a_session_parked_past_its_timer_still_times_out_and_the_message_g
 
 
 async def test_a_session_parked_again_gets_the_whole_idle_timeout_again() -> None:
-    # Parked at 0 and 0.5 with an idle timeout of 1 s: still open at 1.2, closed after 1.5.
-    async with SmtpSink() as sink, loopback_transport(idle_timeout=1.0) as smtp:
+    # Parked at 0 and 1 with an idle timeout of 2 s: still open at 2.4, closed after 3
+    # (margins of 0.4 s and 0.6 s for a loaded machine).
+    async with SmtpSink() as sink, loopback_transport(idle_timeout=2.0) as smtp:
         envelope = Envelope("a@sender.test", ("b@example.test",), BODY)
         outcomes = [await smtp.deliver_via_relay(relay(sink.port), envelope)]
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(1.0)
         outcomes.append(await smtp.deliver_via_relay(relay(sink.port), envelope))
-        await asyncio.sleep(0.7)  # past the first parking's timeout, within the second's
+        await asyncio.sleep(1.4)  # past the first parking's timeout, within the second's
         outcomes.append(await smtp.deliver_via_relay(relay(sink.port), envelope))
         assert sink.connections_opened == 1
         await sink.wait_for_no_connections()  # and the idle timeout still closes it
