@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from postyard.events.service import INSERT_EVENTS_SQL, event_columns
+from postyard.core.json_rows import json_rows
+from postyard.events.service import INSERT_EVENTS_SQL, event_rows
 from postyard.events.types import EventType, NewEvent
 from postyard.sending.ledger import DeliveryResult, Result
 from postyard.suppression import SuppressionReason, suppress
@@ -33,11 +35,9 @@ _RECORD = text(
     f"""
     WITH v AS (
         SELECT *
-          FROM unnest(CAST(:ids AS uuid[]), CAST(:statuses AS text[]), CAST(:replies AS text[]),
-                      CAST(:nexts AS timestamptz[]), CAST(:bounce_types AS text[]),
-                      CAST(:event_ids AS uuid[]), CAST(:last_events AS text[]))
-               WITH ORDINALITY
-               AS v(id, status, reply, next_attempt_at, bounce_type, event_id, last_event, ord)
+          FROM json_to_recordset(CAST(:results AS json))
+               AS v(id uuid, status text, reply text, next_attempt_at timestamptz,
+                    bounce_type text, event_id uuid, last_event text, ord integer)
     ), r AS (
         UPDATE deliveries d
            SET status = v.status, last_reply = v.reply, bounce_type = v.bounce_type,
@@ -68,7 +68,7 @@ async def record_results(
     are left to that worker. Returns rows recorded."""
     if not results:
         return 0
-    events = event_columns(
+    events = event_rows(
         [
             NewEvent(
                 tenant_id=r.delivery.tenant_id,
@@ -84,13 +84,8 @@ async def record_results(
         _RECORD,
         {
             "owner": owner,
-            "ids": [r.delivery.id for r in results],
-            "statuses": [r.result.value for r in results],
-            "replies": [r.reply for r in results],
-            "nexts": [r.next_attempt_at for r in results],
-            "bounce_types": [r.bounce.type if r.bounce else None for r in results],
-            "last_events": [EVENT_OF[r.result].short for r in results],
-            **events,
+            "results": json_rows(_result_rows(results, events)),
+            "events": json_rows(events),
         },
     )
     recorded = set(rows.scalars())
@@ -109,6 +104,25 @@ async def record_results(
                 detail=r.reply,
             )
     return len(kept)
+
+
+def _result_rows(
+    results: Sequence[DeliveryResult], events: Sequence[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The statement's ``:results`` (pure): each outcome with its event's id, in order."""
+    return [
+        {
+            "id": str(r.delivery.id),
+            "status": r.result.value,
+            "reply": r.reply,
+            "next_attempt_at": r.next_attempt_at.isoformat() if r.next_attempt_at else None,
+            "bounce_type": r.bounce.type if r.bounce else None,
+            "event_id": event["id"],
+            "last_event": EVENT_OF[r.result].short,
+            "ord": position,
+        }
+        for position, (r, event) in enumerate(zip(results, events, strict=True))
+    ]
 
 
 def event_data(r: DeliveryResult) -> dict[str, object]:

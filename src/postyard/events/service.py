@@ -24,27 +24,29 @@ _BY_IDS = (
 )
 
 # For callers that write events in the same statement as the change they describe (a
-# data-modifying CTE, one round trip): the INSERT, fed by ``event_columns``.
+# data-modifying CTE, one round trip): the INSERT, fed by ``event_rows`` as ``:events``.
 INSERT_EVENTS_SQL = """
     INSERT INTO events (id, tenant_id, type, message_id, recipient, data)
-    SELECT e.id, e.tenant_id, e.type, e.message_id, e.recipient, CAST(e.data AS jsonb)
-      FROM unnest(CAST(:event_ids AS uuid[]), CAST(:event_tenants AS uuid[]),
-                  CAST(:event_types AS text[]), CAST(:event_messages AS uuid[]),
-                  CAST(:event_recipients AS text[]), CAST(:event_data AS text[]))
-           AS e(id, tenant_id, type, message_id, recipient, data)
+    SELECT e.id, e.tenant_id, e.type, e.message_id, e.recipient, e.data
+      FROM json_to_recordset(CAST(:events AS json))
+           AS e(id uuid, tenant_id uuid, type text, message_id uuid, recipient text, data jsonb)
 """
 
 
-def event_columns(events: Sequence[NewEvent]) -> dict[str, list[Any]]:
-    """The parameters of ``INSERT_EVENTS_SQL`` for these events."""
-    return {
-        "event_ids": [uuid7() for _ in events],
-        "event_tenants": [e.tenant_id for e in events],
-        "event_types": [e.type.value for e in events],
-        "event_messages": [e.message_id for e in events],
-        "event_recipients": [e.recipient for e in events],
-        "event_data": [json.dumps(e.data) for e in events],
-    }
+def event_rows(events: Sequence[NewEvent]) -> list[dict[str, Any]]:
+    """The rows of ``INSERT_EVENTS_SQL`` for these events (``core.json_rows`` makes them its
+    ``:events``), each with a new id."""
+    return [
+        {
+            "id": uuid7().hex,
+            "tenant_id": e.tenant_id.hex,
+            "type": e.type.value,
+            "message_id": e.message_id.hex if e.message_id is not None else None,
+            "recipient": e.recipient,
+            "data": e.data,
+        }
+        for e in events
+    ]
 
 
 async def record_events(session: AsyncSession, events: Sequence[NewEvent]) -> None:

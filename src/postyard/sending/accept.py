@@ -10,8 +10,7 @@ after it nothing can be lost.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -19,17 +18,19 @@ from typing import Any
 import asyncpg
 
 from postyard.core.db import DriverStatement, TenantId
+from postyard.core.json_rows import json_rows
 from postyard.domains.senders import TrackingDefaults
 from postyard.domains.types import DomainStatus
-from postyard.events.service import INSERT_EVENTS_SQL, event_columns
-from postyard.events.types import EventType, NewEvent
+from postyard.events.service import INSERT_EVENTS_SQL, event_rows
+from postyard.sending import accept_rows as rows
+from postyard.sending.accept_rows import Bodies
 from postyard.sending.compose import ComposedMessage
 from postyard.sending.errors import DomainNotVerified
 from postyard.sending.tracked import apply_tracking
 from postyard.suppression import SuppressionReason
 from postyard.tenancy.types import Principal
 from postyard.tracking.service import NewTrackedMessage
-from postyard.tracking.types import Stream, TrackingConfig
+from postyard.tracking.types import TrackingConfig
 
 # What acceptance depends on, in one round trip: the tenant's domains among the From domains
 # and its active suppressions among the recipients.
@@ -51,65 +52,53 @@ _CONTEXT = DriverStatement.of(
 
 # The whole accepted batch in one statement (one round trip whatever its size): the
 # messages, their contents, one delivery per recipient, the tracking rows and the first
-# event of each message. Foreign keys are checked at the end of the statement, so the CTEs'
-# order does not matter, and every data-modifying CTE runs exactly once whether or not
-# anything reads it.
+# event of each message. Rows come as JSON documents (``accept_rows``) and the bodies as one
+# ``bytea`` cut by offsets. Foreign keys are checked at the end of the statement, so the
+# CTEs' order does not matter, and every data-modifying CTE runs exactly once whether or
+# not anything reads it.
 _ACCEPT = DriverStatement.of(
     f"""
-    WITH m AS (
+    WITH v AS (
+        SELECT *
+          FROM json_to_recordset(CAST(:messages AS json))
+               AS v(id uuid, stream text, sender text, from_domain text, envelope_from text,
+                    subject text, to_addrs text[], cc_addrs text[], bcc_addrs text[],
+                    reply_to_addrs text[], tags jsonb, message_id_header text, size integer,
+                    smtputf8 boolean, scheduled_at timestamptz, last_event text,
+                    html_at integer, html_len integer, text_at integer, text_len integer,
+                    raw_at integer, raw_len integer)
+    ), m AS (
         INSERT INTO messages (id, tenant_id, api_key_id, source, stream, sender, from_domain,
                               envelope_from, subject, to_addrs, cc_addrs, bcc_addrs,
                               reply_to_addrs, html, text, tags, message_id_header, size,
                               smtputf8, scheduled_at, last_event)
         SELECT v.id, CAST(:tenant_id AS uuid), CAST(:api_key_id AS uuid), CAST(:source AS text),
-               v.stream, v.sender, v.from_domain, v.envelope_from, v.subject,
-               ARRAY(SELECT jsonb_array_elements_text(CAST(v.to_addrs AS jsonb))),
-               ARRAY(SELECT jsonb_array_elements_text(CAST(v.cc_addrs AS jsonb))),
-               ARRAY(SELECT jsonb_array_elements_text(CAST(v.bcc_addrs AS jsonb))),
-               ARRAY(SELECT jsonb_array_elements_text(CAST(v.reply_to_addrs AS jsonb))),
-               v.html, v.text, CAST(v.tags AS jsonb), v.message_id_header, v.size,
-               v.smtputf8, v.scheduled_at, v.last_event
-          FROM unnest(CAST(:ids AS uuid[]), CAST(:streams AS text[]),
-                      CAST(:senders AS text[]), CAST(:from_domains AS text[]),
-                      CAST(:envelope_froms AS text[]),
-                      CAST(:subjects AS text[]), CAST(:to_addrs AS text[]),
-                      CAST(:cc_addrs AS text[]), CAST(:bcc_addrs AS text[]),
-                      CAST(:reply_to_addrs AS text[]), CAST(:htmls AS text[]),
-                      CAST(:texts AS text[]), CAST(:tags AS text[]),
-                      CAST(:message_id_headers AS text[]), CAST(:sizes AS integer[]),
-                      CAST(:smtputf8s AS boolean[]), CAST(:scheduled_ats AS timestamptz[]),
-                      CAST(:last_events AS text[]))
-               AS v(id, stream, sender, from_domain, envelope_from, subject, to_addrs,
-                    cc_addrs, bcc_addrs, reply_to_addrs, html, text, tags, message_id_header,
-                    size, smtputf8, scheduled_at, last_event)
+               v.stream, v.sender, v.from_domain, v.envelope_from, v.subject, v.to_addrs,
+               v.cc_addrs, v.bcc_addrs, v.reply_to_addrs,
+               convert_from(substr(CAST(:bodies AS bytea), v.html_at, v.html_len), 'UTF8'),
+               convert_from(substr(CAST(:bodies AS bytea), v.text_at, v.text_len), 'UTF8'),
+               v.tags, v.message_id_header, v.size, v.smtputf8, v.scheduled_at, v.last_event
+          FROM v
     ), c AS (
         INSERT INTO message_contents (message_id, tenant_id, raw)
-        SELECT c.message_id, CAST(:tenant_id AS uuid), c.raw
-          FROM unnest(CAST(:ids AS uuid[]), CAST(:raws AS bytea[])) AS c(message_id, raw)
+        SELECT v.id, CAST(:tenant_id AS uuid), substr(CAST(:bodies AS bytea), v.raw_at, v.raw_len)
+          FROM v
     ), d AS (
         INSERT INTO deliveries (id, tenant_id, message_id, recipient, domain, kind, bulk,
                                 status, next_attempt_at, last_reply)
         SELECT d.id, CAST(:tenant_id AS uuid), d.message_id, d.recipient, d.domain, d.kind,
                d.bulk, d.status, d.next_attempt_at, d.last_reply
-          FROM unnest(CAST(:delivery_ids AS uuid[]), CAST(:delivery_messages AS uuid[]),
-                      CAST(:recipients AS text[]), CAST(:domains AS text[]),
-                      CAST(:kinds AS text[]), CAST(:bulks AS boolean[]),
-                      CAST(:statuses AS text[]), CAST(:next_attempt_ats AS timestamptz[]),
-                      CAST(:last_replies AS text[]))
-               AS d(id, message_id, recipient, domain, kind, bulk, status, next_attempt_at,
-                    last_reply)
+          FROM json_to_recordset(CAST(:deliveries AS json))
+               AS d(id uuid, message_id uuid, recipient text, domain text, kind text,
+                    bulk boolean, status text, next_attempt_at timestamptz, last_reply text)
     ), t AS (
         INSERT INTO tracked_messages (message_id, tenant_id, delivery_id, recipient,
                                       open_tracking, click_tracking, unsubscribe, links)
         SELECT t.message_id, CAST(:tenant_id AS uuid), t.delivery_id, t.recipient,
-               t.open_tracking, t.click_tracking, t.unsubscribe,
-               ARRAY(SELECT jsonb_array_elements_text(CAST(t.links AS jsonb)))
-          FROM unnest(CAST(:tracked_messages AS uuid[]), CAST(:tracked_deliveries AS uuid[]),
-                      CAST(:tracked_recipients AS text[]), CAST(:tracked_opens AS boolean[]),
-                      CAST(:tracked_clicks AS boolean[]),
-                      CAST(:tracked_unsubscribes AS boolean[]), CAST(:tracked_links AS text[]))
-               AS t(message_id, delivery_id, recipient, open_tracking, click_tracking,
-                    unsubscribe, links)
+               t.open_tracking, t.click_tracking, t.unsubscribe, t.links
+          FROM json_to_recordset(CAST(:tracked AS json))
+               AS t(message_id uuid, delivery_id uuid, recipient text, open_tracking boolean,
+                    click_tracking boolean, unsubscribe boolean, links text[])
     ){INSERT_EVENTS_SQL}"""  # noqa: S608 - a constant of the events module, no input
 )
 
@@ -260,86 +249,15 @@ def _accept_parameters(
     now: datetime,
     options: AcceptOptions,
 ) -> dict[str, Any]:
-    tenant = principal.tenant_id
-    deliveries = [(m, r) for m in messages for r in m.recipients]
-    events = [
-        NewEvent(
-            tenant_id=tenant,
-            type=EventType.EMAIL_SCHEDULED if m.scheduled_at else EventType.EMAIL_SENT,
-            message_id=m.id,
-            data={"scheduled_at": m.scheduled_at.isoformat()} if m.scheduled_at else {},
-        )
-        for m in messages
-    ] + [
-        NewEvent(
-            tenant_id=tenant,
-            type=EventType.EMAIL_SUPPRESSED,
-            message_id=m.id,
-            recipient=r.address,
-            data={"reason": suppressed[r.address].value},
-        )
-        for m, r in deliveries
-        if r.address in suppressed
-    ]
-    recorded = [t for t in tracked if t.plan.recorded]
+    tenant, bodies = principal.tenant_id, Bodies()
+    message_rows = rows.message_rows(messages, suppressed, bodies)
     return {
         "tenant_id": tenant,
         "api_key_id": principal.api_key_id,
         "source": options.source,
-        "ids": [m.id for m in messages],
-        "streams": [m.stream.value for m in messages],
-        "senders": [m.sender for m in messages],
-        "from_domains": [m.sender_domain for m in messages],
-        "envelope_froms": [m.envelope_from for m in messages],
-        "subjects": [m.subject for m in messages],
-        "to_addrs": [_json_array(m.to) for m in messages],
-        "cc_addrs": [_json_array(m.cc) for m in messages],
-        "bcc_addrs": [_json_array(m.bcc) for m in messages],
-        "reply_to_addrs": [_json_array(m.reply_to) for m in messages],
-        "htmls": [m.html for m in messages],
-        "texts": [m.text for m in messages],
-        "tags": [
-            _json_array([{"name": t.name, "value": t.value} for t in m.tags]) for m in messages
-        ],
-        "message_id_headers": [m.message_id_header for m in messages],
-        "sizes": [len(m.raw) for m in messages],
-        "smtputf8s": [m.smtputf8 for m in messages],
-        "scheduled_ats": [m.scheduled_at for m in messages],
-        "last_events": [_first_event(m, suppressed).short for m in messages],
-        "raws": [m.raw for m in messages],
-        "delivery_ids": [r.id for _, r in deliveries],
-        "delivery_messages": [m.id for m, _ in deliveries],
-        "recipients": [r.address for _, r in deliveries],
-        "domains": [r.domain for _, r in deliveries],
-        "kinds": [r.kind for _, r in deliveries],
-        "bulks": [m.stream is Stream.BULK for m, _ in deliveries],
-        "statuses": [
-            "suppressed" if r.address in suppressed else "scheduled" if m.scheduled_at else "queued"
-            for m, r in deliveries
-        ],
-        "next_attempt_ats": [m.scheduled_at or now for m, _ in deliveries],
-        "last_replies": [
-            f"suppressed ({suppressed[r.address]})" if r.address in suppressed else None
-            for _, r in deliveries
-        ],
-        "tracked_messages": [t.message_id for t in recorded],
-        "tracked_deliveries": [t.delivery_id for t in recorded],
-        "tracked_recipients": [t.recipient for t in recorded],
-        "tracked_opens": [t.plan.open_tracking for t in recorded],
-        "tracked_clicks": [t.plan.click_tracking for t in recorded],
-        "tracked_unsubscribes": [t.plan.unsubscribe for t in recorded],
-        "tracked_links": [json.dumps(list(t.plan.links)) for t in recorded],
-        **event_columns(events),
+        "messages": json_rows(message_rows),
+        "bodies": bodies.joined(),
+        "deliveries": json_rows(rows.delivery_rows(messages, suppressed, now=now)),
+        "tracked": json_rows(rows.tracked_rows(tracked)),
+        "events": json_rows(event_rows(rows.first_events(tenant, messages, suppressed))),
     }
-
-
-def _json_array(values: Sequence[object]) -> str:
-    """``json.dumps(values)``; most of these lists are empty (cc, bcc, reply_to, tags), and
-    ``json.dumps`` costs microseconds even for those."""
-    return json.dumps(values) if values else "[]"
-
-
-def _first_event(message: ComposedMessage, suppressed: Mapping[str, object]) -> EventType:
-    if all(r.address in suppressed for r in message.recipients):
-        return EventType.EMAIL_SUPPRESSED
-    return EventType.EMAIL_SCHEDULED if message.scheduled_at else EventType.EMAIL_SENT
