@@ -12,11 +12,13 @@ from sqlalchemy import (
     CheckConstraint,
     DateTime,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     LargeBinary,
     String,
     Text,
+    UniqueConstraint,
     func,
     text,
 )
@@ -47,7 +49,8 @@ class Message(Base):
     __table_args__ = (
         CheckConstraint("source IN ('api', 'smtp')", name="source"),
         CheckConstraint("stream IN ('transactional', 'bulk')", name="stream"),
-        Index("ix_messages_tenant_id_id", "tenant_id", "id"),
+        # Deliveries and contents reference their message by (tenant, id) (migration 0014).
+        UniqueConstraint("tenant_id", "id"),
         Index("ix_messages_message_id_header", "message_id_header"),
     )
 
@@ -76,15 +79,23 @@ class Message(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
+def _of_its_message() -> ForeignKeyConstraint:
+    """A row's message, by (tenant, id): one key where two (to the message, to the
+    organization) cost a look-up each per row, and the row's tenant is its message's."""
+    return ForeignKeyConstraint(
+        ["tenant_id", "message_id"], ["messages.tenant_id", "messages.id"], ondelete="CASCADE"
+    )
+
+
 class MessageContent(Base):
     """The built MIME, apart from the message row so that listings never read it."""
 
     __tablename__ = "message_contents"
 
-    message_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True
-    )
-    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
+    __table_args__ = (_of_its_message(),)
+
+    message_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column()
     raw: Mapped[bytes] = mapped_column(LargeBinary)
 
 
@@ -101,6 +112,7 @@ class Delivery(Base):
             "bounce_type IN (" + ", ".join(f"'{t}'" for t in BOUNCE_TYPES) + ")",
             name="bounce_type",
         ),
+        _of_its_message(),
         Index("ix_deliveries_message_id", "message_id"),
         Index(
             "ix_deliveries_tenant_due",
@@ -118,8 +130,8 @@ class Delivery(Base):
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
-    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
-    message_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"))
+    tenant_id: Mapped[uuid.UUID] = mapped_column()
+    message_id: Mapped[uuid.UUID] = mapped_column()
     recipient: Mapped[str] = mapped_column(Text)
     domain: Mapped[str] = mapped_column(Text)
     kind: Mapped[str] = mapped_column(String(4))
