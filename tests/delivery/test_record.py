@@ -9,6 +9,7 @@ from datetime import timedelta
 from sqlalchemy import text
 
 from postyard.core.clock import SystemClock
+from postyard.delivery.exchange import _parse
 from postyard.delivery.record import record_results
 from postyard.sending import ledger
 from postyard.sending.ledger import DeliveryResult, Result
@@ -60,3 +61,38 @@ async def test_only_rows_still_leased_are_recorded_with_their_events(env: Env) -
         "b@one.test": "sending",
         "c@one.test": "deferred",
     }
+
+
+async def test_a_reply_that_is_not_utf8_is_recorded_with_replacement_characters(
+    env: Env,
+) -> None:
+    # A server answering in Latin-1 (and with a NUL): the reader keeps the bytes it cannot
+    # decode as surrogates, which PostgreSQL cannot store; the record must not fail on them.
+    reply, _ = _parse(bytearray(b"550 5.1.1 Usu\xe1rio \x00desconhecido\r\n"))
+    assert reply is not None
+    email_id = uuid.UUID(await env.send(to=["latin@one.test"]))
+    now = SystemClock().now()
+    async with env.db.system_tx(reason="test: claim") as s:
+        claimed, _ = await ledger.claim_due(
+            s, owner="me", limit=1000, lease=timedelta(minutes=5), now=now
+        )
+    [mine] = [c for c in claimed if c.message_id == email_id]
+    async with env.db.system_tx(reason="test: record") as s:
+        assert (
+            await record_results(
+                s, [DeliveryResult(mine, Result.FAILED, str(reply))], owner="me", now=now
+            )
+            == 1
+        )
+    async with env.db.system_tx(reason="test: read back") as s:
+        stored = (
+            await s.execute(
+                text(
+                    "SELECT d.last_reply, e.data->>'reply' FROM deliveries d JOIN events e"
+                    " ON e.message_id = d.message_id AND e.type = 'email.failed'"
+                    " WHERE d.id = :d"
+                ),
+                {"d": mine.id},
+            )
+        ).one()
+    assert tuple(stored) == ("550 5.1.1 Usu\ufffdrio \ufffddesconhecido",) * 2

@@ -7,6 +7,7 @@ status changes they describe, and hard bounces are suppressed in it too.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from postyard.core.json_rows import json_rows
+from postyard.core.json_rows import json_rows, storable
 from postyard.events.service import INSERT_EVENTS_SQL, event_rows
 from postyard.events.types import EventType, NewEvent
 from postyard.sending.ledger import DeliveryResult, Result
@@ -68,6 +69,7 @@ async def record_results(
     are left to that worker. Returns rows recorded."""
     if not results:
         return 0
+    results = [_storable(r) for r in results]
     events = event_rows(
         [
             NewEvent(
@@ -104,6 +106,13 @@ async def record_results(
                 detail=r.reply,
             )
     return len(kept)
+
+
+def _storable(r: DeliveryResult) -> DeliveryResult:
+    """``r`` with a reply PostgreSQL can keep (``storable``: a remote server's reply may hold
+    bytes that are not UTF-8, or NUL)."""
+    reply = storable(r.reply)
+    return r if reply is r.reply else dataclasses.replace(r, reply=reply)
 
 
 def _result_rows(
