@@ -38,9 +38,9 @@ async def _message_row(conn: asyncpg.Connection, tenant: uuid.UUID) -> uuid.UUID
     message_id = uuid.uuid4()
     await conn.execute(
         "INSERT INTO messages (id, tenant_id, source, sender, envelope_from, subject, to_addrs,"
-        " cc_addrs, bcc_addrs, reply_to_addrs, tags, message_id_header, size, smtputf8,"
-        " last_event) VALUES ($1, $2, 'api', 'a@x.test', 'a@x.test', 's', '{b@y.test}', '{}',"
-        " '{}', '{}', '[]', '<m@x.test>', 10, false, 'sent')",
+        " cc_addrs, bcc_addrs, reply_to_addrs, tags, message_id_header, size, smtputf8)"
+        " VALUES ($1, $2, 'api', 'a@x.test', 'a@x.test', 's', '{b@y.test}', '{}',"
+        " '{}', '{}', '[]', '<m@x.test>', 10, false)",
         message_id,
         tenant,
     )

@@ -33,11 +33,11 @@ _QUEUE_BULK = text(
     WITH m AS (
         INSERT INTO messages (id, tenant_id, source, stream, sender, from_domain, envelope_from,
                               subject, to_addrs, cc_addrs, bcc_addrs, reply_to_addrs, text,
-                              tags, message_id_header, size, smtputf8, last_event,
+                              tags, message_id_header, size, smtputf8,
                               created_at, updated_at)
         SELECT gen_random_uuid(), :tenant, 'api', 'bulk', 'news@bulk.test', 'bulk.test',
                'news@bulk.test', 'News', ARRAY['r' || g || '@bulk-rcpt.test'], '{}', '{}',
-               '{}', 'Hi', '[]', '<' || g || '@bulk.test>', 10, false, 'sent',
+               '{}', 'Hi', '[]', '<' || g || '@bulk.test>', 10, false,
                now() - interval '1 hour', now()
           FROM generate_series(1, :n) AS g
         RETURNING id, to_addrs[1] AS rcpt, created_at

@@ -12,6 +12,7 @@ from postyard.core.clock import SystemClock
 from postyard.delivery.exchange import _parse
 from postyard.delivery.record import record_results
 from postyard.sending import ledger
+from postyard.sending.last_event import last_events
 from postyard.sending.ledger import DeliveryResult, Result
 from tests.delivery.test_worker import Env, env
 
@@ -48,9 +49,7 @@ async def test_only_rows_still_leased_are_recorded_with_their_events(env: Env) -
                 {"m": email_id},
             )
         ).all()
-        last = await s.scalar(
-            text("SELECT last_event FROM messages WHERE id = :m"), {"m": email_id}
-        )
+        last = (await last_events(s, mine[0].tenant_id, [email_id]))[email_id]
     assert [tuple(e) for e in events] == [
         ("a@one.test", "email.delivered", "250 ok"),
         ("c@one.test", "email.delivery_delayed", "451 later"),

@@ -76,6 +76,9 @@ async def test_transient_dsn_only_writes_delivery_delayed(
     assert await suppression_reason(db, row) is None
     kinds = [kind for kind, _ in await event_types(db, sent.email_id)]
     assert kinds == ["email.sent", "email.delivery_delayed"]
+    # A delay reported after the message left is news, not a state: last_event stays.
+    got = await http.get(f"/v1/emails/{sent.email_id}", headers=tenant.auth)
+    assert got.json()["last_event"] == "sent"
 
 
 async def test_policy_block_bounces_without_suppressing(

@@ -1,5 +1,6 @@
-"""Recording a batch's outcomes: every recipient's status and reply, its event and its
-message's last event, in one statement (one round trip however large the batch).
+"""Recording a batch's outcomes: every recipient's status and reply, and its event, in one
+statement (one round trip however large the batch). The message row is not touched: its
+``last_event`` is read from the events (``sending/last_event.py``).
 
 Runs in the worker's ``system_tx``: the events are written in the same transaction as the
 status changes they describe, and hard bounces are suppressed in it too.
@@ -30,15 +31,15 @@ EVENT_OF = {
 }
 
 # Only rows still leased to this worker change (a lease that expired belongs to whoever took
-# the row since); only their events are written and only their messages' last event moves,
-# to the last of the batch's results for that message. Data-modifying CTEs each run once.
+# the row since), and only their events are written, in the batch's order (an email's last
+# event is its latest). Data-modifying CTEs each run once.
 _RECORD = text(
     f"""
     WITH v AS (
         SELECT *
           FROM json_to_recordset(CAST(:results AS json))
                AS v(id uuid, status text, reply text, next_attempt_at timestamptz,
-                    bounce_type text, event_id uuid, last_event text, ord integer)
+                    bounce_type text, event_id uuid)
     ), r AS (
         UPDATE deliveries d
            SET status = v.status, last_reply = v.reply, bounce_type = v.bounce_type,
@@ -46,12 +47,7 @@ _RECORD = text(
                lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
           FROM v
          WHERE d.id = v.id AND d.status = 'sending' AND d.lease_owner = :owner
-        RETURNING d.id, d.message_id, v.event_id, v.last_event, v.ord
-    ), last_events AS (
-        UPDATE messages m SET last_event = l.last_event, updated_at = now()
-          FROM (SELECT DISTINCT ON (message_id) message_id, last_event
-                  FROM r ORDER BY message_id, ord DESC) AS l
-         WHERE m.id = l.message_id
+        RETURNING d.id, v.event_id
     ), recorded_events AS ({INSERT_EVENTS_SQL}
          WHERE e.id IN (SELECT event_id FROM r)
     )
@@ -127,10 +123,8 @@ def _result_rows(
             "next_attempt_at": r.next_attempt_at.isoformat() if r.next_attempt_at else None,
             "bounce_type": r.bounce.type if r.bounce else None,
             "event_id": event["id"],
-            "last_event": EVENT_OF[r.result].short,
-            "ord": position,
         }
-        for position, (r, event) in enumerate(zip(results, events, strict=True))
+        for r, event in zip(results, events, strict=True)
     ]
 
 

@@ -118,9 +118,6 @@ async def apply_bounce(
         **details,
     }
     await record_events(session, [_event(current, EventType.EMAIL_BOUNCED, data)])
-    await feedback.set_last_event(
-        session, current.tenant_id, current.message_id, EventType.EMAIL_BOUNCED.short
-    )
     if found.suppresses:
         await suppress(
             session,
@@ -152,9 +149,6 @@ async def apply_complaint(
         "source": "arf",
     }
     await record_events(session, [_event(current, EventType.EMAIL_COMPLAINED, data)])
-    await feedback.set_last_event(
-        session, current.tenant_id, current.message_id, EventType.EMAIL_COMPLAINED.short
-    )
     await suppress(
         session,
         current.tenant_id,

@@ -64,20 +64,20 @@ _ACCEPT = DriverStatement.of(
                AS v(id uuid, stream text, sender text, from_domain text, envelope_from text,
                     subject text, to_addrs text[], cc_addrs text[], bcc_addrs text[],
                     reply_to_addrs text[], tags jsonb, message_id_header text, size integer,
-                    smtputf8 boolean, scheduled_at timestamptz, last_event text,
-                    html_at integer, html_len integer, text_at integer, text_len integer,
-                    raw_at integer, raw_len integer)
+                    smtputf8 boolean, scheduled_at timestamptz, html_at integer,
+                    html_len integer, text_at integer, text_len integer, raw_at integer,
+                    raw_len integer)
     ), m AS (
         INSERT INTO messages (id, tenant_id, api_key_id, source, stream, sender, from_domain,
                               envelope_from, subject, to_addrs, cc_addrs, bcc_addrs,
                               reply_to_addrs, html, text, tags, message_id_header, size,
-                              smtputf8, scheduled_at, last_event)
+                              smtputf8, scheduled_at)
         SELECT v.id, CAST(:tenant_id AS uuid), CAST(:api_key_id AS uuid), CAST(:source AS text),
                v.stream, v.sender, v.from_domain, v.envelope_from, v.subject, v.to_addrs,
                v.cc_addrs, v.bcc_addrs, v.reply_to_addrs,
                convert_from(substr(CAST(:bodies AS bytea), v.html_at, v.html_len), 'UTF8'),
                convert_from(substr(CAST(:bodies AS bytea), v.text_at, v.text_len), 'UTF8'),
-               v.tags, v.message_id_header, v.size, v.smtputf8, v.scheduled_at, v.last_event
+               v.tags, v.message_id_header, v.size, v.smtputf8, v.scheduled_at
           FROM v
     ), c AS (
         INSERT INTO message_contents (message_id, tenant_id, raw)
@@ -250,7 +250,7 @@ def _accept_parameters(
     options: AcceptOptions,
 ) -> dict[str, Any]:
     tenant, bodies = principal.tenant_id, Bodies()
-    message_rows = rows.message_rows(messages, suppressed, bodies)
+    message_rows = rows.message_rows(messages, bodies)
     return {
         "tenant_id": tenant,
         "api_key_id": principal.api_key_id,

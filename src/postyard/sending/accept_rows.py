@@ -46,16 +46,7 @@ def _encoded(value: str | None) -> bytes | None:
     return value.encode() if value is not None else None
 
 
-def first_event(message: ComposedMessage, suppressed: Mapping[str, object]) -> EventType:
-    """The event a message is accepted with: suppressed when every recipient is."""
-    if all(r.address in suppressed for r in message.recipients):
-        return EventType.EMAIL_SUPPRESSED
-    return EventType.EMAIL_SCHEDULED if message.scheduled_at else EventType.EMAIL_SENT
-
-
-def message_rows(
-    messages: Sequence[ComposedMessage], suppressed: Mapping[str, object], bodies: Bodies
-) -> list[dict[str, Any]]:
+def message_rows(messages: Sequence[ComposedMessage], bodies: Bodies) -> list[dict[str, Any]]:
     """The ``messages`` rows (and where each body is in ``bodies``)."""
     rows: list[dict[str, Any]] = []
     for m in messages:
@@ -79,7 +70,6 @@ def message_rows(
                 "size": raw_len,
                 "smtputf8": m.smtputf8,
                 "scheduled_at": m.scheduled_at.isoformat() if m.scheduled_at else None,
-                "last_event": first_event(m, suppressed).short,
                 "html_at": html_at,
                 "html_len": html_len,
                 "text_at": text_at,
@@ -146,27 +136,30 @@ def first_events(
     messages: Sequence[ComposedMessage],
     suppressed: Mapping[str, SuppressionReason],
 ) -> list[NewEvent]:
-    """Each message's ``email.sent`` (or ``email.scheduled``), and an ``email.suppressed``
-    per suppressed recipient."""
-    events = [
-        NewEvent(
+    """Each message's ``email.sent`` (or ``email.scheduled``), and an ``email.suppressed`` per
+    suppressed recipient, in the order that makes the last of each message's events its
+    ``last_event`` (``sending/last_event.py``): ``suppressed`` when every recipient is."""
+    events: list[NewEvent] = []
+    for m in messages:
+        accepted = NewEvent(
             tenant_id=tenant,
             type=EventType.EMAIL_SCHEDULED if m.scheduled_at else EventType.EMAIL_SENT,
             message_id=m.id,
             data={"scheduled_at": m.scheduled_at.isoformat()} if m.scheduled_at else {},
         )
-        for m in messages
-    ]
-    events += [
-        NewEvent(
-            tenant_id=tenant,
-            type=EventType.EMAIL_SUPPRESSED,
-            message_id=m.id,
-            recipient=r.address,
-            data={"reason": suppressed[r.address].value},
-        )
-        for m in messages
-        for r in m.recipients
-        if r.address in suppressed
-    ]
+        refused = [
+            NewEvent(
+                tenant_id=tenant,
+                type=EventType.EMAIL_SUPPRESSED,
+                message_id=m.id,
+                recipient=r.address,
+                data={"reason": suppressed[r.address].value},
+            )
+            for r in m.recipients
+            if r.address in suppressed
+        ]
+        if len(refused) == len(m.recipients):
+            events += [accepted, *refused]
+        else:
+            events += [*refused, accepted]
     return events

@@ -150,14 +150,3 @@ async def mark_bounced(
         )
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
-
-
-async def set_last_event(
-    session: AsyncSession, tenant_id: TenantId, message_id: uuid.UUID, last_event: str
-) -> None:
-    """The message's ``last_event`` (Resend's short name: ``bounced``, ``complained``)."""
-    await session.execute(
-        update(Message)
-        .where(Message.tenant_id == tenant_id, Message.id == message_id)
-        .values(last_event=last_event, updated_at=func.now())
-    )

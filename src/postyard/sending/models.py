@@ -74,7 +74,6 @@ class Message(Base):
     size: Mapped[int] = mapped_column(Integer)
     smtputf8: Mapped[bool] = mapped_column(Boolean)
     scheduled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    last_event: Mapped[str] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -12,10 +13,12 @@ from postyard.core.errors import AppError, ValidationFailed
 from postyard.core.http import Services, validation_message
 from postyard.core.ids import uuid7
 from postyard.core.pagination import PageRequest
+from postyard.events.types import EventType
 from postyard.sending import idempotency, service
 from postyard.sending.accept import AcceptOptions, accept_messages
 from postyard.sending.compose import ComposedMessage, compose_message
 from postyard.sending.grouped import GroupedAccept
+from postyard.sending.last_event import last_events
 from postyard.sending.models import Message
 from postyard.sending.schemas import (
     BatchError,
@@ -49,7 +52,9 @@ async def _grouped(request: Request) -> GroupedAccept:
 Grouped = Annotated[GroupedAccept, Depends(_grouped)]
 
 
-def _email_out(m: Message, engagement: Engagement | None = None) -> EmailOut:
+def _email_out(
+    m: Message, last_event: dict[uuid.UUID, str], engagement: Engagement | None = None
+) -> EmailOut:
     return EmailOut(
         id=str(m.id),
         message_id=m.message_id_header,
@@ -62,7 +67,8 @@ def _email_out(m: Message, engagement: Engagement | None = None) -> EmailOut:
         bcc=m.bcc_addrs,
         cc=m.cc_addrs,
         reply_to=m.reply_to_addrs,
-        last_event=m.last_event,
+        # Accepting an email writes its first event, so there is one (``last_event``).
+        last_event=last_event.get(m.id, EventType.EMAIL_SENT.short),
         scheduled_at=m.scheduled_at,
         tags=m.tags,
         stream=m.stream,
@@ -205,7 +211,8 @@ async def list_emails(
     page = PageRequest.parse(limit, after, before)
     async with services.db.tenant_tx(principal.tenant_id) as session:
         result = await service.list_emails(session, principal.tenant_id, page=page)
-    return EmailList(has_more=result.has_more, data=[_email_out(m) for m in result.items])
+        last = await last_events(session, principal.tenant_id, [m.id for m in result.items])
+    return EmailList(has_more=result.has_more, data=[_email_out(m, last) for m in result.items])
 
 
 @router.get("/{email_id}")
@@ -214,8 +221,9 @@ async def get_email(email_id: str, principal: FullAccess, services: Services) ->
     and `engagement`: opens and clicks, human and machine apart)."""
     async with services.db.tenant_tx(principal.tenant_id) as session:
         message = await service.get_email(session, principal.tenant_id, email_id)
+        last = await last_events(session, principal.tenant_id, [message.id])
         engagement = await get_engagement(session, principal.tenant_id, message.id)
-    return _email_out(message, engagement)
+    return _email_out(message, last, engagement)
 
 
 @router.patch("/{email_id}")

@@ -142,11 +142,6 @@ async def cancel_email(session: AsyncSession, tenant_id: TenantId, email_id: str
     if canceled.rowcount == 0:  # type: ignore[attr-defined]
         msg = "This email cannot be canceled: it was already sent or canceled."
         raise ValidationFailed(msg)
-    await session.execute(
-        update(Message)
-        .where(Message.id == message.id)
-        .values(last_event=EventType.EMAIL_CANCELED.short, updated_at=func.now())
-    )
     await record_events(
         session,
         [NewEvent(tenant_id=tenant_id, type=EventType.EMAIL_CANCELED, message_id=message.id)],
