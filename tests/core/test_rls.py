@@ -381,3 +381,24 @@ async def test_meta_check_catches_a_table_without_force_or_policy(runtime: Runti
     assert "rls_probe: row level security is not forced (FORCE)" in seen
     assert f"rls_probe: no tenant_isolation policy for {APP_ROLE} on tenant_id" in seen
     assert f"rls_probe: a policy lets {APP_ROLE} (or PUBLIC) see other tenants" in seen
+
+
+@pytest.mark.parametrize("table", ["deliveries", "message_contents"])
+async def test_a_row_cannot_belong_to_another_tenant_than_its_message(
+    owner_conn: asyncpg.Connection, table: str
+) -> None:
+    # Even where row-level security does not apply (the system role plants rows across
+    # tenants), the key to the message is (tenant, id): B cannot own a row of A's message.
+    a, b = await _two_orgs(owner_conn)
+    message_id = await _message_row(owner_conn, a)
+    row = {
+        "deliveries": "INSERT INTO deliveries (id, tenant_id, message_id, recipient, domain,"
+        " kind, status, next_attempt_at) VALUES (gen_random_uuid(), $1, $2, 'b@y.test',"
+        " 'y.test', 'to', 'queued', now())",
+        "message_contents": "INSERT INTO message_contents (tenant_id, message_id, raw)"
+        " VALUES ($1, $2, 'x')",
+    }[table]
+    with pytest.raises(asyncpg.ForeignKeyViolationError):
+        async with owner_conn.transaction():
+            await owner_conn.execute(row, b, message_id)
+    await owner_conn.execute(row, a, message_id)  # its own tenant's: accepted
