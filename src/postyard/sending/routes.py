@@ -53,7 +53,7 @@ Grouped = Annotated[GroupedAccept, Depends(_grouped)]
 
 
 def _email_out(
-    m: Message, last_event: dict[uuid.UUID, str], engagement: Engagement | None = None
+    m: Message, latest: dict[uuid.UUID, str], engagement: Engagement | None = None
 ) -> EmailOut:
     return EmailOut(
         id=str(m.id),
@@ -67,8 +67,8 @@ def _email_out(
         bcc=m.bcc_addrs,
         cc=m.cc_addrs,
         reply_to=m.reply_to_addrs,
-        # Accepting an email writes its first event, so there is one (``last_event``).
-        last_event=last_event.get(m.id, EventType.EMAIL_SENT.short),
+        # Accepting an email writes its first event, so ``latest`` has every email.
+        last_event=latest.get(m.id, EventType.EMAIL_SENT.short),
         scheduled_at=m.scheduled_at,
         tags=m.tags,
         stream=m.stream,
