@@ -30,8 +30,9 @@ async def _shown(env: Env, email_id: str) -> str:
 async def _add(env: Env, email_id: str, kind: EventType, data: dict[str, Any]) -> None:
     message_id = uuid.UUID(email_id)
     async with env.db.system_tx(reason="test: the message's tenant") as s:
-        tenant = await s.scalar(select(Message.tenant_id).where(Message.id == message_id))
-    assert tenant is not None
+        found = await s.scalar(select(Message.tenant_id).where(Message.id == message_id))
+    assert found is not None
+    tenant = TenantId(found)
     async with env.db.tenant_tx(tenant) as s:
         await record_events(
             s, [NewEvent(tenant_id=tenant, type=kind, message_id=message_id, data=data)]
