@@ -16,7 +16,8 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from postyard.core.json_rows import json_rows, storable
+from postyard.core.json_rows import json_rows
+from postyard.core.text import storable
 from postyard.events.service import INSERT_EVENTS_SQL, event_rows
 from postyard.events.types import EventType, NewEvent
 from postyard.sending.ledger import DeliveryResult, Result

@@ -11,10 +11,11 @@ import re
 from email.message import MIMEPart
 from functools import cache
 
+from postyard.core.text import well_formed
 from postyard.sending.addresses import header_text_problem
 from postyard.sending.html_text import html_to_text
 from postyard.sending.message_spec import Attachment, InvalidHeader, MessageSpec
-from postyard.sending.mime_text import boundary_for, is_seven_bit, well_formed
+from postyard.sending.mime_text import boundary_for, is_seven_bit
 
 # CRLF line endings; 76 columns is the RFC 2045 section 6.7 limit for quoted-printable, and
 # gives base64 lines of 76 characters. Part headers are ASCII (RFC 2047 / RFC 2231).

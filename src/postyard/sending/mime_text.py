@@ -14,19 +14,12 @@ from __future__ import annotations
 import hashlib
 from email import quoprimime
 
+from postyard.core.text import well_formed
+
 _FOLD_AT = 78  # RFC 5322 section 2.1.1
 _QP_LINE = 76  # RFC 2045 section 6.7
 # What 7bit text may hold as we send it: TAB, LF, CR and printable ASCII.
 _SEVEN_BIT_BYTES = bytes([9, 10, 13, *range(32, 127)])
-
-
-def well_formed(text: str) -> str:
-    """``text`` with unpaired surrogates (not encodable as UTF-8) replaced by U+FFFD."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-    return text
 
 
 def is_seven_bit(content: str) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from postyard.core.json_rows import storable
+from postyard.core.text import storable
 
 
 @pytest.mark.parametrize("text", ["250 2.0.0 Ok", "", "550 Usuário desconhecido ☃", "\ufffd"])
