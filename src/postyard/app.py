@@ -15,6 +15,7 @@ from postyard.core.http import (
     error_response,
     install_error_handlers,
 )
+from postyard.core.json_route import JsonRoute
 from postyard.delivery.destination_routes import router as destinations_router
 from postyard.delivery.hold_routes import router as holds_router
 from postyard.delivery.routes import router as content_router
@@ -40,7 +41,7 @@ API_DESCRIPTION = """Postyard's REST API. Resend-compatible: point a Resend SDK'
 
 
 def _health_router() -> APIRouter:
-    router = APIRouter(tags=["Health"])
+    router = APIRouter(route_class=JsonRoute, tags=["Health"])
 
     @router.get("/healthz")
     async def healthz() -> dict[str, str]:

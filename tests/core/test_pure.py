@@ -58,7 +58,12 @@ def test_page_request_parsing() -> None:
 @pytest.mark.parametrize(
     ("error", "status", "fragment"),
     [
-        ({"type": "json_invalid", "loc": ("body", 3)}, 400, "not valid JSON"),
+        ({"type": "json_invalid", "loc": ("body",)}, 400, "The request body is not valid JSON."),
+        (
+            {"type": "json_invalid", "loc": ("body", 3), "ctx": {"error": "trailing comma"}},
+            400,
+            "The request body is not valid JSON at character 3: trailing comma.",
+        ),
         ({"type": "missing", "loc": ("body",)}, 422, "body is required"),
         ({"type": "missing", "loc": ("body", "name")}, 422, "`name` field is required"),
         ({"type": "extra_forbidden", "loc": ("body", "x")}, 422, "Unknown field `x`"),

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from postyard.core.errors import ValidationFailed
 from postyard.core.ids import uuid7
 from postyard.sending.compose import NO_OPTIONS, TrackingOptions, compose_message
 from postyard.sending.schemas import SendEmailRequest
@@ -33,3 +34,15 @@ def test_tracking_choices_are_kept(
     composed = compose_message(request, message_id=uuid7(), now=datetime.now(UTC))
     assert composed.tracking == TrackingOptions(opens, clicks, unsubscribe)
     assert (composed.tracking is NO_OPTIONS) == (CHOICES.index((opens, clicks, unsubscribe)) == 0)
+
+
+@pytest.mark.parametrize("field", ["html", "text"])
+def test_a_body_with_an_unpaired_surrogate_is_refused_naming_its_field(field: str) -> None:
+    # The API's JSON parser refuses "\ud800" already; compose must not rely on that: the
+    # stored body could not be written (a 500 before this check).
+    request = SendEmailRequest.model_validate(
+        {"from": "a@example.com", "to": "b@example.com", "subject": "Hi", "text": "Hi"}
+    )
+    request = request.model_copy(update={field: "bad \ud800 body"})
+    with pytest.raises(ValidationFailed, match=f"`{field}` field must not contain unpaired"):
+        compose_message(request, message_id=uuid7(), now=datetime.now(UTC))

@@ -92,11 +92,15 @@ def _field(loc: tuple[Any, ...]) -> str:
 
 def validation_message(errors: list[Any]) -> tuple[int, str]:
     """Status and one readable message for pydantic/FastAPI request errors."""
-    first = errors[0] if errors else {"type": "", "loc": (), "msg": "Invalid request."}
+    first: dict[str, Any] = (
+        errors[0] if errors else {"type": "", "loc": (), "msg": "Invalid request."}
+    )
     kind = str(first.get("type", ""))
-    field = _field(tuple(first.get("loc", ())))
+    loc = tuple(first.get("loc", ()))
+    field = _field(loc)
     if kind == "json_invalid":
-        return 400, "The request body is not valid JSON."
+        context: dict[str, Any] = first.get("ctx") or {}
+        return 400, _not_json(loc, context.get("error"))
     if kind == "missing" and not field:
         return 422, "The request body is required and must be a JSON object."
     if kind == "missing":
@@ -107,6 +111,13 @@ def validation_message(errors: list[Any]) -> tuple[int, str]:
         return 422, "The request body must be a JSON object."
     where = f"`{field}`: " if field else ""
     return 422, f"Invalid {where}{first.get('msg', 'invalid value')}."
+
+
+def _not_json(loc: tuple[Any, ...], reason: object) -> str:
+    """Where the parser stopped (``loc`` is ``("body", offset)``) and why, when it said."""
+    where = f" at character {loc[1]}" if len(loc) > 1 and isinstance(loc[1], int) else ""
+    why = f": {reason}" if reason else ""
+    return f"The request body is not valid JSON{where}{why}."
 
 
 UNAVAILABLE_RETRY_AFTER_SECONDS = 1

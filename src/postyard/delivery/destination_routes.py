@@ -9,11 +9,12 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from postyard.core.http import Services
+from postyard.core.json_route import JsonRoute
 from postyard.delivery import shaping_state
 from postyard.delivery.shaping import DEFAULT_POLICIES, SitePolicy, SiteState
 from postyard.tenancy.auth import FullAccess
 
-router = APIRouter(prefix="/destinations", tags=["Destinations"])
+router = APIRouter(route_class=JsonRoute, prefix="/destinations", tags=["Destinations"])
 
 
 class DestinationOut(BaseModel):

@@ -9,11 +9,12 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from postyard.core.http import Services
+from postyard.core.json_route import JsonRoute
 from postyard.delivery import holds
 from postyard.delivery.holds import HoldKind, HoldOrigin, HoldView
 from postyard.tenancy.auth import FullAccess
 
-router = APIRouter(prefix="/holds", tags=["Holds"])
+router = APIRouter(route_class=JsonRoute, prefix="/holds", tags=["Holds"])
 
 
 class CreateHoldRequest(BaseModel):

@@ -9,11 +9,12 @@ from fastapi import APIRouter
 from pydantic import BaseModel
 
 from postyard.core.http import Services
+from postyard.core.json_route import JsonRoute
 from postyard.delivery.capture import captured_for
 from postyard.sending import service as sending
 from postyard.tenancy.auth import FullAccess
 
-router = APIRouter(prefix="/emails", tags=["Emails"])
+router = APIRouter(route_class=JsonRoute, prefix="/emails", tags=["Emails"])
 
 
 class CapturedOut(BaseModel):

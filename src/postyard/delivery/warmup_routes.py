@@ -11,11 +11,12 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
 from postyard.core.http import Services
+from postyard.core.json_route import JsonRoute
 from postyard.delivery import warmup
 from postyard.delivery.warmup import WarmupPolicy, WarmupState
 from postyard.tenancy.auth import FullAccess
 
-router = APIRouter(prefix="/warmups", tags=["Warm-up"])
+router = APIRouter(route_class=JsonRoute, prefix="/warmups", tags=["Warm-up"])
 
 
 class WarmupOut(BaseModel):

@@ -9,6 +9,7 @@ import dns.asyncresolver
 from fastapi import APIRouter, Depends, Query, Request
 
 from postyard.core.http import Services
+from postyard.core.json_route import JsonRoute
 from postyard.core.pagination import PageRequest
 from postyard.domains import service
 from postyard.domains.schemas import (
@@ -23,7 +24,7 @@ from postyard.domains.types import DnsPolicy
 from postyard.domains.verification import verify_domain
 from postyard.tenancy.auth import FullAccess
 
-router = APIRouter(prefix="/domains", tags=["Domains"])
+router = APIRouter(route_class=JsonRoute, prefix="/domains", tags=["Domains"])
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,10 +9,11 @@ import hmac
 from fastapi import APIRouter, Request, Response
 
 from postyard.core.http import Services, error_response
+from postyard.core.json_route import JsonRoute
 from postyard.ops.metrics import CONTENT_TYPE, render
 from postyard.ops.snapshot import read_snapshot
 
-router = APIRouter(tags=["Operations"])
+router = APIRouter(route_class=JsonRoute, tags=["Operations"])
 
 
 @router.get("/metrics", response_model=None, include_in_schema=False)

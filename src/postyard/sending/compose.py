@@ -144,6 +144,19 @@ def _recipients(*groups: tuple[str, tuple[Address, ...]]) -> tuple[Recipient, ..
     return tuple(seen.values())
 
 
+def _utf8_size(name: str, value: str | None) -> int:
+    """The length of ``value`` (a body) in UTF-8; ValidationFailed naming the field for an
+    unpaired surrogate, which no UTF-8 holds (the MIME would carry U+FFFD, the stored body
+    could not be written)."""
+    if value is None:
+        return 0
+    try:
+        return len(value.encode())
+    except UnicodeEncodeError:
+        msg = f"The `{name}` field must not contain unpaired surrogates (such as \\ud800)."
+        raise ValidationFailed(msg) from None
+
+
 def _tracking_options(request: SendEmailRequest) -> TrackingOptions:
     """The request's choices; the (common) request without any shares ``NO_OPTIONS``."""
     choices = (request.open_tracking, request.click_tracking, request.list_unsubscribe)
@@ -182,7 +195,8 @@ def compose_message(
         _decode_attachment(i, item) for i, item in enumerate(request.attachments or [])
     )
     size = sum(len(a.content) for a in attachments)
-    size += len((request.html or "").encode()) + len((request.text or "").encode())
+    for name, value in texts[1:]:
+        size += _utf8_size(name, value)
     if size > MAX_CONTENT_BYTES:
         msg = "The email is too large: at most 40 MB of content and attachments (decoded)."
         raise ValidationFailed(msg)

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from postyard.core.errors import AppError, ValidationFailed
 from postyard.core.http import Services, validation_message
 from postyard.core.ids import uuid7
+from postyard.core.json_route import JsonRoute
 from postyard.core.pagination import PageRequest
 from postyard.events.types import EventType
 from postyard.sending import idempotency, service
@@ -38,7 +39,7 @@ from postyard.tenancy.auth import AnyKey, FullAccess
 from postyard.tracking.service import get_engagement
 from postyard.tracking.types import Engagement
 
-router = APIRouter(prefix="/emails", tags=["Emails"])
+router = APIRouter(route_class=JsonRoute, prefix="/emails", tags=["Emails"])
 MAX_BATCH = 100
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key")]
 

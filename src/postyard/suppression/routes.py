@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from postyard.core.http import Services
+from postyard.core.json_route import JsonRoute
 from postyard.core.pagination import PageRequest
 from postyard.suppression import service
 from postyard.suppression.schemas import (
@@ -18,7 +19,7 @@ from postyard.suppression.schemas import (
 from postyard.suppression.types import SuppressionReason
 from postyard.tenancy.auth import FullAccess
 
-router = APIRouter(prefix="/suppressions", tags=["Suppressions"])
+router = APIRouter(route_class=JsonRoute, prefix="/suppressions", tags=["Suppressions"])
 
 
 @router.post("")

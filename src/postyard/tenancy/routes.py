@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query
 
 from postyard.core.errors import NotFound
 from postyard.core.http import Services
+from postyard.core.json_route import JsonRoute
 from postyard.core.pagination import PageRequest
 from postyard.tenancy import service
 from postyard.tenancy.auth import FullAccess
@@ -19,7 +20,7 @@ from postyard.tenancy.schemas import (
     DeletedApiKey,
 )
 
-router = APIRouter(prefix="/api-keys", tags=["API Keys"])
+router = APIRouter(route_class=JsonRoute, prefix="/api-keys", tags=["API Keys"])
 
 
 @router.post("", status_code=201)

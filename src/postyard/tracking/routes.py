@@ -15,13 +15,14 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from postyard.core.http import Services
+from postyard.core.json_route import JsonRoute
 from postyard.tracking import pages, service, tokens
 from postyard.tracking.errors import UnknownTrackingLink
 from postyard.tracking.plan import CLICK_PATH, OPEN_PATH, UNSUBSCRIBE_PATH
 from postyard.tracking.types import TrackingConfig
 from postyard.tracking.unsubscribe import MAX_ONE_CLICK_BODY, is_one_click_body
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(route_class=JsonRoute, include_in_schema=False)
 # A transparent 1x1 GIF.
 PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
 NO_STORE = {

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request
 
 from postyard.core.errors import ValidationFailed
 from postyard.core.http import Services
+from postyard.core.json_route import JsonRoute
 from postyard.core.pagination import PageRequest
 from postyard.tenancy.auth import FullAccess
 from postyard.webhooks import service
@@ -31,7 +32,7 @@ from postyard.webhooks.schemas import (
 from postyard.webhooks.ssrf import AddressPolicy
 from postyard.webhooks.types import EndpointStatus
 
-router = APIRouter(prefix="/webhooks", tags=["Webhooks"])
+router = APIRouter(route_class=JsonRoute, prefix="/webhooks", tags=["Webhooks"])
 
 
 @dataclass(frozen=True, slots=True)
