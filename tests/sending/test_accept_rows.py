@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import json
 import random
+import uuid
+from datetime import UTC, datetime, timedelta, timezone
 
+import asyncpg
 import pytest
 
 from postyard.core.json_rows import json_rows
@@ -52,3 +55,33 @@ def test_json_rows_read_back_as_the_rows(row: dict[str, object]) -> None:
     assert all(
         f"{w}" in text for w in ("jöhn", "Grüße \u2603") if w in json.dumps(row, ensure_ascii=False)
     )
+
+
+def test_json_rows_write_ids_and_times_as_the_server_reads_them() -> None:
+    ident = uuid.UUID("0192d1a4-5b6c-7d8e-9fab-0123456789ab")
+    at = datetime(2026, 12, 2, 7, 30, 1, 250000, tzinfo=UTC)
+    paris = at.astimezone(timezone(timedelta(hours=1)))
+    naive = at.replace(microsecond=0, tzinfo=None)  # taken as UTC, never as the server's zone
+    rows = json.loads(json_rows([{"id": ident, "at": at, "paris": paris, "naive": naive}]))
+    assert rows == [
+        {
+            "id": "0192d1a4-5b6c-7d8e-9fab-0123456789ab",
+            "at": "2026-12-02T07:30:01.250000+00:00",
+            "paris": "2026-12-02T08:30:01.250000+01:00",
+            "naive": "2026-12-02T07:30:01+00:00",
+        }
+    ]
+
+
+def test_json_rows_write_the_drivers_uuids_and_refuse_other_objects() -> None:
+    # Ids read back from the database are asyncpg's UUID, a subclass orjson does not take.
+    driver_uuid = asyncpg.pgproto.pgproto.UUID("0192d1a4-5b6c-7d8e-9fab-0123456789ab")
+    assert json.loads(json_rows([{"id": driver_uuid}])) == [{"id": str(driver_uuid)}]
+    for value in ({1, 2}, object(), b"bytes"):
+        with pytest.raises(TypeError):
+            json_rows([{"v": value}])
+
+
+def test_json_rows_refuse_text_no_utf8_holds() -> None:
+    with pytest.raises(TypeError):
+        json_rows([{"subject": "bad \ud800 text"}])

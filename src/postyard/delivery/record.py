@@ -118,10 +118,10 @@ def _result_rows(
     """The statement's ``:results`` (pure): each outcome with its event's id, in order."""
     return [
         {
-            "id": str(r.delivery.id),
+            "id": r.delivery.id,
             "status": r.result.value,
             "reply": r.reply,
-            "next_attempt_at": r.next_attempt_at.isoformat() if r.next_attempt_at else None,
+            "next_attempt_at": r.next_attempt_at,
             "bounce_type": r.bounce.type if r.bounce else None,
             "event_id": event["id"],
         }

@@ -38,10 +38,10 @@ def event_rows(events: Sequence[NewEvent]) -> list[dict[str, Any]]:
     ``:events``), each with a new id."""
     return [
         {
-            "id": uuid7().hex,
-            "tenant_id": e.tenant_id.hex,
+            "id": uuid7(),
+            "tenant_id": e.tenant_id,
             "type": e.type.value,
-            "message_id": e.message_id.hex if e.message_id is not None else None,
+            "message_id": e.message_id,
             "recipient": e.recipient,
             "data": e.data,
         }

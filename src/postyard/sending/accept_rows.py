@@ -55,7 +55,7 @@ def message_rows(messages: Sequence[ComposedMessage], bodies: Bodies) -> list[di
         raw_at, raw_len = bodies.add(m.raw)
         rows.append(
             {
-                "id": m.id.hex,
+                "id": m.id,
                 "stream": m.stream.value,
                 "sender": m.sender,
                 "from_domain": m.sender_domain,
@@ -69,7 +69,7 @@ def message_rows(messages: Sequence[ComposedMessage], bodies: Bodies) -> list[di
                 "message_id_header": m.message_id_header,
                 "size": raw_len,
                 "smtputf8": m.smtputf8,
-                "scheduled_at": m.scheduled_at.isoformat() if m.scheduled_at else None,
+                "scheduled_at": m.scheduled_at,
                 "html_at": html_at,
                 "html_len": html_len,
                 "text_at": text_at,
@@ -89,18 +89,17 @@ def delivery_rows(
 ) -> list[dict[str, Any]]:
     """One ``deliveries`` row per recipient: queued (due now), scheduled, or suppressed (a
     row no worker claims, with the reason as its last reply)."""
-    due_now = now.isoformat()
     rows: list[dict[str, Any]] = []
     for m in messages:
-        message_id = m.id.hex
-        due = m.scheduled_at.isoformat() if m.scheduled_at else due_now
+        message_id = m.id
+        due = m.scheduled_at or now
         waiting = "scheduled" if m.scheduled_at else "queued"
         bulk = m.stream is Stream.BULK
         for r in m.recipients:
             reason = suppressed.get(r.address)
             rows.append(
                 {
-                    "id": r.id.hex,
+                    "id": r.id,
                     "message_id": message_id,
                     "recipient": r.address,
                     "domain": r.domain,
@@ -118,8 +117,8 @@ def tracked_rows(tracked: Sequence[NewTrackedMessage]) -> list[dict[str, Any]]:
     """The ``tracked_messages`` rows of the recipients whose plan is recorded."""
     return [
         {
-            "message_id": str(t.message_id),
-            "delivery_id": str(t.delivery_id) if t.delivery_id is not None else None,
+            "message_id": t.message_id,
+            "delivery_id": t.delivery_id,
             "recipient": t.recipient,
             "open_tracking": t.plan.open_tracking,
             "click_tracking": t.plan.click_tracking,
