@@ -112,7 +112,7 @@ async def send_and_deliver(
             max_errors=max(100, requests // 20),
         )
         # The watcher owns the connection now: read its last poll (at most 100 ms old).
-        backlog = before + messages - ledger.latest
+        backlog = ledger.waiting_seen
         done = await watch
     finally:
         watch.cancel()

@@ -194,7 +194,7 @@ async def measure_postyard(report: Report, work: Path, sink_port: int) -> None:
                 target = client.SmtpTarget(smtp_port, SENDER, recipient_of, key["token"])
                 result = Target(await load(report, target))
                 # The watcher owns the connection: read its last poll (at most 100 ms old).
-                result.backlog_at_accept_end = args.messages - ledger.latest
+                result.backlog_at_accept_end = ledger.waiting_seen
                 result.delivered_at = await watch
             finally:
                 watch.cancel()
