@@ -24,16 +24,25 @@ class ChunkingServer(ScriptedSmtpServer):
     NAME = b"chunk.test"
     EXTENSIONS = (b"PIPELINING", b"CHUNKING", b"8BITMIME")
 
-    def __init__(self, *, transactions_per_session: int | None = None) -> None:
+    def __init__(
+        self, *, transactions_per_session: int | None = None, dark_after: int | None = None
+    ) -> None:
         super().__init__()
         self.per_session = transactions_per_session
+        self.dark_after = dark_after
+        """Transactions after which the first session answers nothing more, nor closes."""
         self.groups: list[list[bytes]] = []
         self.bodies: list[bytes] = []
 
     async def session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         done = 0
-        while await self._transaction(reader, writer, closing=done == self.per_session):
+        dark_after = self.dark_after if self.connections == 1 else None
+        while done != dark_after and await self._transaction(
+            reader, writer, closing=done == self.per_session
+        ):
             done += 1
+        if done == dark_after:
+            await reader.read()  # until the client gives the session up
 
     async def _transaction(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, closing: bool
@@ -149,3 +158,20 @@ async def test_a_reused_session_the_server_is_closing_loses_and_doubles_nothing(
         b"RCPT TO:<b@example.test>",
     ]
     assert server.bodies == [ON_THE_WIRE, ON_THE_WIRE]
+
+
+async def test_a_session_gone_dark_is_given_up_after_the_rset_timeout() -> None:
+    """The reused session's write holds RSET and the whole message; the server answers
+    nothing (a connection a firewall forgot): after the RSET timeout, not the command timeout
+    (an hour here), the message goes on a new session."""
+    async with (
+        ChunkingServer(dark_after=1) as server,
+        loopback_transport(command_timeout=3600.0, rset_timeout=0.2) as smtp,
+    ):
+        [first] = await smtp.deliver_via_relay(relay(server.port), envelope("a@example.test"))
+        async with asyncio.timeout(60):  # a guard, so that a regression fails, not hangs
+            [second] = await smtp.deliver_via_relay(relay(server.port), envelope("b@example.test"))
+    assert first.kind is OutcomeKind.DELIVERED
+    assert second.kind is OutcomeKind.DELIVERED
+    assert server.connections == 2
+    assert [group[0] for group in server.groups] == [f"MAIL FROM:<{SENDER}>".encode()] * 2

@@ -86,7 +86,7 @@ async def transport_for(
         resolver=make_resolver([dns_server.nameserver], timeout=2.0, lifetime=4.0),
         helo_name="postyard.test",
         connect_timeout=options.pop("connect_timeout", 10.0),
-        command_timeout=10.0,
+        command_timeout=options.pop("command_timeout", 10.0),
         mx_port=port,
         **options,
     )
@@ -446,6 +446,33 @@ async def test_a_session_the_server_is_closing_is_replaced_and_nothing_is_lost(
         (("c@example.test",), 2),
     ]
     assert sink.rsets == 2  # one on the stale session, one before c on the new one
+
+
+@pytest.mark.parametrize("pipelining", [True, False])
+async def test_a_session_gone_dark_is_given_up_after_the_rset_timeout(
+    dns_server: DnsServer, client_tls: ssl.SSLContext, pipelining: bool
+) -> None:
+    """A parked session whose connection went dark (no reply and no close: a firewall forgot
+    the flow) is given up when RSET goes unanswered for the RSET timeout, not the command
+    timeout (an hour here), and the message goes on a new session, once."""
+    async with (
+        SmtpSink(pipelining=pipelining) as sink,
+        transport_for(
+            dns_server, sink.port, client_tls, command_timeout=3600.0, rset_timeout=0.2
+        ) as transport,
+    ):
+        await transport.deliver_direct("example.test", envelope("a@example.test"))
+        sink.go_dark_at_next_rset()
+        async with asyncio.timeout(60):  # a guard, so that a regression fails, not hangs
+            [outcome] = await transport.deliver_direct("example.test", envelope("b@example.test"))
+        assert outcome.kind is OutcomeKind.DELIVERED
+        [outcome] = await transport.deliver_direct("example.test", envelope("c@example.test"))
+        assert outcome.kind is OutcomeKind.DELIVERED
+    assert [(m.recipients, m.connection) for m in sink.messages] == [
+        (("a@example.test",), 1),
+        (("b@example.test",), 2),
+        (("c@example.test",), 2),
+    ]
 
 
 async def test_idle_connections_are_closed(

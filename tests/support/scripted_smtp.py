@@ -48,7 +48,11 @@ class ScriptedSmtpServer:
 
 @contextlib.asynccontextmanager
 async def loopback_transport(
-    *, command_timeout: float = 10.0, chunking: bool = True, idle_timeout: float = 30.0
+    *,
+    command_timeout: float = 10.0,
+    chunking: bool = True,
+    idle_timeout: float = 30.0,
+    rset_timeout: float = 20.0,
 ) -> AsyncIterator[SmtpTransport]:
     """The worker's SMTP client as the tests against these servers use it."""
     smtp = SmtpTransport(
@@ -60,6 +64,7 @@ async def loopback_transport(
         command_timeout=command_timeout,
         chunking=chunking,
         idle_timeout=idle_timeout,
+        rset_timeout=rset_timeout,
     )
     try:
         yield smtp

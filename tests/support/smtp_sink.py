@@ -80,6 +80,7 @@ class SmtpSink:
         self._mail_script: deque[str] = deque()
         self._data_script: deque[str] = deque()
         self._rset_script: deque[str] = deque()
+        self._dark_rsets = 0
         self._rcpt_script: dict[str, deque[str]] = {}
         self._arrived = asyncio.Condition()
         self._hold_after: int | None = None
@@ -110,6 +111,12 @@ class SmtpSink:
         """Answer the next RSET commands (in any connection) with ``replies``, in order; a
         ``421`` reply then closes that connection, as a server timing out a session does."""
         self._rset_script.extend(replies)
+
+    def go_dark_at_next_rset(self) -> None:
+        """The next RSET (in any connection) gets no reply, and nothing after it on that
+        connection does, though the connection stays open: a session whose flow a firewall or
+        NAT forgot while it was parked."""
+        self._dark_rsets += 1
 
     def script_data(self, *replies: str) -> None:
         """Answer the next DATA commands (after the final dot) with ``replies``, in order."""
@@ -263,6 +270,9 @@ class _Handler:
 
     async def handle_RSET(self, server: _SinkSMTP, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd finds hooks by name
         self._sink.rsets += 1
+        if self._sink._dark_rsets:
+            self._sink._dark_rsets -= 1
+            await asyncio.Event().wait()  # until the client closes (aiosmtpd cancels this)
         reply = _next(self._sink._rset_script)
         if reply is not None and reply.startswith("421") and server.transport is not None:
             # Closed once the reply is written: the client's next commands go unanswered.

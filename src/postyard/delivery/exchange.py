@@ -198,10 +198,13 @@ class ReplyReader(asyncio.Protocol):
             self._deadline = None
 
 
-async def exchange(session: PooledSession, commands: Sequence[bytes]) -> list[SmtpReply]:
+async def exchange(
+    session: PooledSession, commands: Sequence[bytes], *, first_timeout: float | None = None
+) -> list[SmtpReply]:
     """Write ``commands`` (each a complete line or message, CRLF included) in one go and
     return one reply per command, in order, each awaited for at most ``smtp.timeout`` from
-    when the wait for it begins.
+    when the wait for it begins; the first for at most ``first_timeout`` when that is given
+    and shorter (the RSET that begins a transaction on a reused session).
 
     Only pipeline where the server offers PIPELINING; one command is always safe. Raises
     ``SessionLost`` (with the replies received before) when the connection is or gets
@@ -220,11 +223,12 @@ async def exchange(session: PooledSession, commands: Sequence[bytes]) -> list[Sm
     transport.set_protocol(reader)
     received: list[SmtpReply] = []  # kept for SessionLost
     replies, needed, timeout = reader.replies, len(commands), smtp.timeout
+    first = timeout if first_timeout is None else _shorter(first_timeout, timeout)
     try:
         cast(asyncio.WriteTransport, transport).write(b"".join(commands))
         while len(received) < needed:
             if not replies:  # pipelined replies mostly come together: one wait for them
-                await reader.wait(timeout)
+                await reader.wait(timeout if received else first)
             received.append(replies.popleft())
     except ConnectionError as exc:
         reader.stop_timer()
@@ -237,3 +241,7 @@ async def exchange(session: PooledSession, commands: Sequence[bytes]) -> list[Sm
         reader.stop_timer()
         transport.close()  # out of step with the server: no later reply could be trusted
     return received
+
+
+def _shorter(a: float, b: float | None) -> float:
+    return a if b is None else min(a, b)

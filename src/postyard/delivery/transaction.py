@@ -99,17 +99,28 @@ async def run_transaction(
     *,
     reset: Literal[False] = False,
     chunking: bool = False,
+    reset_timeout: float | None = None,
 ) -> tuple[list[RecipientOutcome] | HostFailure, bool]: ...
 
 
 @overload
 async def run_transaction(
-    session: PooledSession, envelope: Envelope, *, reset: Literal[True], chunking: bool = False
+    session: PooledSession,
+    envelope: Envelope,
+    *,
+    reset: Literal[True],
+    chunking: bool = False,
+    reset_timeout: float | None = None,
 ) -> tuple[list[RecipientOutcome] | HostFailure | StaleSession, bool]: ...
 
 
 async def run_transaction(
-    session: PooledSession, envelope: Envelope, *, reset: bool = False, chunking: bool = False
+    session: PooledSession,
+    envelope: Envelope,
+    *,
+    reset: bool = False,
+    chunking: bool = False,
+    reset_timeout: float | None = None,
 ) -> tuple[list[RecipientOutcome] | HostFailure | StaleSession, bool]:
     """One MAIL/RCPT/DATA transaction. Returns the result and whether the session is
     reusable. A 4xx to MAIL FROM, or a connection lost before it was answered, is a
@@ -120,7 +131,10 @@ async def run_transaction(
     4.1.1.5), in the same write as the envelope where the server offers PIPELINING: it
     finds the sessions the server has timed out since they were parked, without a round
     trip of its own; such a session gives ``StaleSession`` (only then: every StaleSession
-    below is under ``reset``).
+    below is under ``reset``). ``reset_timeout`` bounds the wait for RSET's reply, when
+    shorter than the command timeout: a session whose connection went dark while parked (a
+    firewall or NAT that forgot it answers nothing, not even a reset) is given up after
+    that, not after the whole command timeout.
 
     ``chunking``: where the server offers CHUNKING (RFC 3030) besides PIPELINING, the message
     goes as one ``BDAT ... LAST`` chunk in that same write, so the whole transaction takes
@@ -146,11 +160,11 @@ async def run_transaction(
     session.messages += 1
     if smtp.supports_extension("pipelining"):
         if chunking and smtp.supports_extension("chunking"):
-            return await _chunked(session, envelope, commands, reset=reset)
-        return await _pipelined(session, envelope, commands, reset=reset)
+            return await _chunked(session, envelope, commands, reset=reset, within=reset_timeout)
+        return await _pipelined(session, envelope, commands, reset=reset, within=reset_timeout)
     if reset:
         try:
-            [reply] = await exchange(session, [_RSET])
+            [reply] = await exchange(session, [_RSET], first_timeout=reset_timeout)
         except SessionLost as exc:
             return StaleSession(f"{label} closed the session before RSET: {exc}"), False
         if reply.code // 100 != 2:
@@ -159,13 +173,20 @@ async def run_transaction(
 
 
 async def _pipelined(
-    session: PooledSession, envelope: Envelope, commands: list[bytes], *, reset: bool
+    session: PooledSession,
+    envelope: Envelope,
+    commands: list[bytes],
+    *,
+    reset: bool,
+    within: float | None,
 ) -> tuple[list[RecipientOutcome] | HostFailure | StaleSession, bool]:
+    """``within``: the longest wait for RSET's reply (``reset`` only)."""
     label = session.label
     try:
-        replies = await exchange(
-            session, [_RSET, *commands, _DATA] if reset else [*commands, _DATA]
-        )
+        if reset:
+            replies = await exchange(session, [_RSET, *commands, _DATA], first_timeout=within)
+        else:
+            replies = await exchange(session, [*commands, _DATA])
     except SessionLost as exc:
         return _lost_in_group(envelope, label, exc, reset=reset), False
     if reset:
@@ -189,15 +210,26 @@ async def _pipelined(
 
 
 async def _chunked(
-    session: PooledSession, envelope: Envelope, commands: list[bytes], *, reset: bool
+    session: PooledSession,
+    envelope: Envelope,
+    commands: list[bytes],
+    *,
+    reset: bool,
+    within: float | None,
 ) -> tuple[list[RecipientOutcome] | HostFailure | StaleSession, bool]:
     """MAIL, the RCPTs and the message as its last BDAT chunk in one write (RFC 2920 and
     RFC 3030 section 4.2). The server reads the chunk whatever it answered before (its size
-    is in the command), so the session stays in step when MAIL or every RCPT was refused."""
+    is in the command), so the session stays in step when MAIL or every RCPT was refused.
+    ``within``: the longest wait for RSET's reply (``reset`` only); a server that answers
+    nothing in that time is taken for gone and the message goes on a new session, which
+    duplicates it in the rare case of a server that was only that slow (at least once)."""
     label = session.label
     sent = [*commands, wire_chunk(envelope.data)]
     try:
-        replies = await exchange(session, [_RSET, *sent] if reset else sent)
+        if reset:
+            replies = await exchange(session, [_RSET, *sent], first_timeout=within)
+        else:
+            replies = await exchange(session, sent)
     except SessionLost as exc:
         # Lost before the chunk's reply: the server may have the message (RFC 1047);
         # deferring risks a duplicate, which is better than losing it.

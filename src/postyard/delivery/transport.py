@@ -97,6 +97,8 @@ class SmtpTransport:
     ``opportunistic_context`` need not verify and is used for opportunistic STARTTLS.
     MX hosts are resolved with ``resolver``; relays with the operating system.
     ``chunking``: BDAT where the server offers CHUNKING and PIPELINING (``run_transaction``).
+    ``rset_timeout``: how long a reused session may take to answer the RSET that begins its
+    next transaction before it is given up for a new one (Postfix waits 20 s too).
     """
 
     def __init__(
@@ -113,6 +115,7 @@ class SmtpTransport:
         idle_timeout: float = 30.0,
         mx_port: int = 25,
         chunking: bool = True,
+        rset_timeout: float = 20.0,
     ) -> None:
         # RFC 5321 §4.5.3.2 asks for minutes per command (5 for MAIL, RCPT and the greeting,
         # 10 after the final dot); one command timeout of 5 minutes is the usual compromise.
@@ -124,6 +127,7 @@ class SmtpTransport:
         self._command_timeout = command_timeout
         self._mx_port = mx_port
         self._chunking = chunking
+        self._rset_timeout = rset_timeout
         self._pool = ConnectionPool(
             max_connections=max_connections_per_destination,
             max_messages=max_messages_per_connection,
@@ -239,7 +243,11 @@ class SmtpTransport:
         async with self._pool.lease(route.key, max_messages=max_messages) as lease:
             if lease.session is not None:
                 result, lease.reusable = await run_transaction(
-                    lease.session, envelope, reset=True, chunking=self._chunking
+                    lease.session,
+                    envelope,
+                    reset=True,
+                    chunking=self._chunking,
+                    reset_timeout=self._rset_timeout,
                 )
                 if not isinstance(result, StaleSession):
                     return result
