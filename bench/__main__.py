@@ -27,6 +27,7 @@ from pathlib import Path
 from types import FrameType
 
 import _harness as h
+from _report import REVISION_VARIABLE
 from _summary import SUMMARY_ENV, Figure, read_figures
 from _targets import target_of
 
@@ -174,6 +175,7 @@ def main(argv: list[str]) -> int:
     started = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
     load_before = os.getloadavg()[0]
     revision = h.git_revision(h.REPOSITORY)  # before the run writes its sections (-dirty)
+    os.environ[REVISION_VARIABLE] = revision  # the benchmarks' sections say the same
     outcomes: list[Outcome] = []
     with tempfile.TemporaryDirectory(prefix="postyard-bench-run-") as tmp:
         Path(tmp).chmod(0o711)  # Postfix's daemons (user postfix) must reach its queue below

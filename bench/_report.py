@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import os
 import platform
 import shutil
 import subprocess
@@ -28,8 +29,18 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+REVISION_VARIABLE = "POSTYARD_BENCH_REVISION"
+"""Set by ``make bench`` (``bench/__main__.py``) for the benchmarks it runs: the revision it
+read before any of them wrote its section of docs/performance.md, which makes the tree
+dirty for the ones after it."""
+
+
 def git_revision(repo: Path) -> str:
-    """``git describe --always --dirty`` of ``repo`` (``-dirty``: uncommitted changes ran)."""
+    """``git describe --always --dirty`` of ``repo`` (``-dirty``: uncommitted changes ran),
+    or the revision ``make bench`` read before its run (``REVISION_VARIABLE``)."""
+    given = os.environ.get(REVISION_VARIABLE)
+    if given:
+        return given
     git = shutil.which("git")
     if git is None:
         return "unknown"
