@@ -18,6 +18,7 @@ import asyncpg
 import httpx
 from sqlalchemy import text
 
+from postyard.core.db import driver_connection
 from postyard.sending import ledger
 from tests.conftest import Isolated, pg_connect
 from tests.support.tenants import tenant_with_key
@@ -78,16 +79,15 @@ async def test_claims_read_messages_by_key_in_a_large_table(isolated: Isolated) 
             {"limit": 200, "now": now},
         )
         candidates, _ = await ledger.lock_due(session, limit=200, now=now)
-        start_plan = await session.scalar(
-            text("EXPLAIN (FORMAT JSON) " + ledger._START.text).bindparams(
-                *ledger._START._bindparams.values()
-            ),
-            {
-                "owner": "test",
-                "lease": timedelta(minutes=5),
-                "now": now,
-                "ids": [c.id for c in candidates],
-            },
+        conn = await driver_connection(session)  # the statement is the driver's (start_sending)
+        params = {
+            "owner": "test",
+            "lease": timedelta(minutes=5),
+            "now": now,
+            "ids": [c.id for c in candidates],
+        }
+        start_plan = await conn.fetchval(
+            "EXPLAIN (FORMAT JSON) " + ledger._START.sql, *ledger._START.arguments(params)
         )
         await session.rollback()
     assert len(candidates) == 200

@@ -18,7 +18,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.types import Uuid
 
-from postyard.core.db import TenantId
+from postyard.core.db import DriverStatement, TenantId, driver_connection
 from postyard.suppression import suppression_reasons_unscoped
 
 
@@ -127,7 +127,7 @@ _LOCK_DUE = text(
 # The lease and the leased rows' messages in one statement; a message's columns (its raw
 # bytes above all) come once, with the first of its rows. LIMIT 1 keeps each LATERAL a
 # look-up by key (see _LOCK_DUE).
-_START = text(
+_START = DriverStatement.of(
     """
     WITH s AS (
         UPDATE deliveries d
@@ -135,7 +135,7 @@ _START = text(
                lease_expires_at = now() + CAST(:lease AS interval),
                attempts = d.attempts + 1, last_attempt_at = :now,
                first_attempt_at = coalesce(d.first_attempt_at, :now), updated_at = :now
-         WHERE d.id = ANY(:ids)
+         WHERE d.id = ANY(CAST(:ids AS uuid[]))
         RETURNING d.id, d.tenant_id, d.message_id, d.recipient, d.domain, d.attempts,
                   d.first_attempt_at, d.bulk
     ), f AS (
@@ -150,7 +150,7 @@ _START = text(
       LEFT JOIN LATERAL (SELECT c.raw FROM message_contents c
                           WHERE f.first AND c.message_id = f.message_id LIMIT 1) c ON true
     """
-).bindparams(bindparam("ids", type_=ARRAY(Uuid())))
+)
 _HOLD = text(
     """
     UPDATE deliveries d
@@ -286,36 +286,38 @@ async def start_sending(
     session: AsyncSession, ids: Sequence[uuid.UUID], *, owner: str, lease: timedelta, now: datetime
 ) -> tuple[list[ClaimedDelivery], dict[uuid.UUID, OutboundMessage]]:
     """Lease locked recipients to ``owner`` (status ``sending``, one more attempt) and load
-    their messages, in one statement."""
+    their messages, in one statement, on the session's own connection and transaction
+    without SQLAlchemy's work per row (``driver_connection``: the claim's first statement
+    has begun the transaction)."""
     if not ids:
         return [], {}
-    rows = await session.execute(
-        _START, {"owner": owner, "lease": lease, "now": now, "ids": list(ids)}
-    )
+    conn = await driver_connection(session)
+    params = {"owner": owner, "lease": lease, "now": now, "ids": list(ids)}
+    rows = await conn.fetch(_START.sql, *_START.arguments(params))
     claimed: list[ClaimedDelivery] = []
     messages: dict[uuid.UUID, OutboundMessage] = {}
     for r in rows:
-        tenant_id = TenantId(r.tenant_id)
+        tenant_id, message_id = TenantId(r["tenant_id"]), r["message_id"]
         claimed.append(
             ClaimedDelivery(
-                id=r.id,
+                id=r["id"],
                 tenant_id=tenant_id,
-                message_id=r.message_id,
-                recipient=r.recipient,
-                domain=r.domain,
-                attempts=r.attempts,
-                first_attempt_at=r.first_attempt_at,
-                bulk=r.bulk,
+                message_id=message_id,
+                recipient=r["recipient"],
+                domain=r["domain"],
+                attempts=r["attempts"],
+                first_attempt_at=r["first_attempt_at"],
+                bulk=r["bulk"],
             )
         )
-        if r.first:
-            messages[r.message_id] = OutboundMessage(
-                id=r.message_id,
+        if r["first"]:
+            messages[message_id] = OutboundMessage(
+                id=message_id,
                 tenant_id=tenant_id,
-                envelope_from=r.envelope_from,
-                from_domain=r.from_domain,
-                smtputf8=r.smtputf8,
-                raw=r.raw,
+                envelope_from=r["envelope_from"],
+                from_domain=r["from_domain"],
+                smtputf8=r["smtputf8"],
+                raw=r["raw"],
             )
     return claimed, messages
 
