@@ -13,7 +13,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from postyard.core.db import TenantId, table_of
-from postyard.core.ids import uuid7
+from postyard.core.ids import uuid7, uuid7_batch
 from postyard.events.models import Event
 from postyard.events.types import EventView, NewEvent, StoredEvent
 
@@ -35,17 +35,17 @@ INSERT_EVENTS_SQL = """
 
 def event_rows(events: Sequence[NewEvent]) -> list[dict[str, Any]]:
     """The rows of ``INSERT_EVENTS_SQL`` for these events (``core.json_rows`` makes them its
-    ``:events``), each with a new id."""
+    ``:events``), each with a new id (made together: one read of the random source)."""
     return [
         {
-            "id": uuid7(),
+            "id": event_id,
             "tenant_id": e.tenant_id,
             "type": e.type.value,
             "message_id": e.message_id,
             "recipient": e.recipient,
             "data": e.data,
         }
-        for e in events
+        for e, event_id in zip(events, uuid7_batch(len(events)), strict=True)
     ]
 
 
