@@ -425,36 +425,15 @@ async def test_a_connection_the_server_dropped_is_replaced(
 
 
 @pytest.mark.parametrize("pipelining", [True, False])
-async def test_a_session_the_server_is_closing_is_replaced_and_nothing_is_lost(
-    dns_server: DnsServer, client_tls: ssl.SSLContext, pipelining: bool
+@pytest.mark.parametrize("stale", ["closing", "dark"])
+async def test_a_stale_session_is_replaced_and_nothing_is_lost(
+    dns_server: DnsServer, client_tls: ssl.SSLContext, pipelining: bool, stale: str
 ) -> None:
     """The RSET that starts a reused session's transaction (in the envelope's write with
-    PIPELINING) gets 421 and the server closes: the message goes on a new session, once."""
-    async with (
-        SmtpSink(pipelining=pipelining) as sink,
-        transport_for(dns_server, sink.port, client_tls) as transport,
-    ):
-        await transport.deliver_direct("example.test", envelope("a@example.test"))
-        sink.script_rset("421 4.4.2 sink.test closing: idle too long")
-        [outcome] = await transport.deliver_direct("example.test", envelope("b@example.test"))
-        assert outcome.kind is OutcomeKind.DELIVERED
-        [outcome] = await transport.deliver_direct("example.test", envelope("c@example.test"))
-        assert outcome.kind is OutcomeKind.DELIVERED
-    assert [(m.recipients, m.connection) for m in sink.messages] == [
-        (("a@example.test",), 1),
-        (("b@example.test",), 2),
-        (("c@example.test",), 2),
-    ]
-    assert sink.rsets == 2  # one on the stale session, one before c on the new one
-
-
-@pytest.mark.parametrize("pipelining", [True, False])
-async def test_a_session_gone_dark_is_given_up_after_the_rset_timeout(
-    dns_server: DnsServer, client_tls: ssl.SSLContext, pipelining: bool
-) -> None:
-    """A parked session whose connection went dark (no reply and no close: a firewall forgot
-    the flow) is given up when RSET goes unanswered for the RSET timeout, not the command
-    timeout (an hour here), and the message goes on a new session, once."""
+    PIPELINING) finds the session stale: the server answers 421 and closes, or the
+    connection went dark while parked (no reply and no close: a firewall forgot the flow),
+    given up after the RSET timeout, not the command timeout (an hour here). Either way the
+    message goes on a new session, once."""
     async with (
         SmtpSink(pipelining=pipelining) as sink,
         transport_for(
@@ -462,7 +441,10 @@ async def test_a_session_gone_dark_is_given_up_after_the_rset_timeout(
         ) as transport,
     ):
         await transport.deliver_direct("example.test", envelope("a@example.test"))
-        sink.go_dark_at_next_rset()
+        if stale == "closing":
+            sink.script_rset("421 4.4.2 sink.test closing: idle too long")
+        else:
+            sink.go_dark_at_next_rset()
         async with asyncio.timeout(60):  # a guard, so that a regression fails, not hangs
             [outcome] = await transport.deliver_direct("example.test", envelope("b@example.test"))
         assert outcome.kind is OutcomeKind.DELIVERED
@@ -473,6 +455,7 @@ async def test_a_session_gone_dark_is_given_up_after_the_rset_timeout(
         (("b@example.test",), 2),
         (("c@example.test",), 2),
     ]
+    assert sink.rsets == 2  # one on the stale session, one before c on the new one
 
 
 async def test_idle_connections_are_closed(
