@@ -53,6 +53,8 @@ async def loopback_transport(
     chunking: bool = True,
     idle_timeout: float = 30.0,
     rset_timeout: float = 20.0,
+    max_connections: int = 5,
+    max_messages: int = 100,
 ) -> AsyncIterator[SmtpTransport]:
     """The worker's SMTP client as the tests against these servers use it."""
     smtp = SmtpTransport(
@@ -65,6 +67,8 @@ async def loopback_transport(
         chunking=chunking,
         idle_timeout=idle_timeout,
         rset_timeout=rset_timeout,
+        max_connections_per_destination=max_connections,
+        max_messages_per_connection=max_messages,
     )
     try:
         yield smtp

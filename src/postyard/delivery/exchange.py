@@ -199,12 +199,22 @@ class ReplyReader(asyncio.Protocol):
 
 
 async def exchange(
-    session: PooledSession, commands: Sequence[bytes], *, first_timeout: float | None = None
+    session: PooledSession,
+    commands: Sequence[bytes],
+    *,
+    first_timeout: float | None = None,
+    expect: int | None = None,
+    leave_reader: bool = False,
 ) -> list[SmtpReply]:
     """Write ``commands`` (each a complete line or message, CRLF included) in one go and
     return one reply per command, in order, each awaited for at most ``smtp.timeout`` from
     when the wait for it begins; the first for at most ``first_timeout`` when that is given
     and shorter (the RSET that begins a transaction on a reused session).
+
+    ``expect``: read that many replies instead (the first ones; no commands: only read).
+    ``leave_reader``: the session's reader stays on the connection afterwards and later
+    replies stay queued for the next exchange (a ride: the rest answer another lease's
+    commands, which that lease reads with ``commands=[]``).
 
     Only pipeline where the server offers PIPELINING; one command is always safe. Raises
     ``SessionLost`` (with the replies received before) when the connection is or gets
@@ -222,10 +232,12 @@ async def exchange(
     reader.previous = protocol
     transport.set_protocol(reader)
     received: list[SmtpReply] = []  # kept for SessionLost
-    replies, needed, timeout = reader.replies, len(commands), smtp.timeout
+    replies, timeout = reader.replies, smtp.timeout
+    needed = len(commands) if expect is None else expect
     first = timeout if first_timeout is None else _shorter(first_timeout, timeout)
     try:
-        cast(asyncio.WriteTransport, transport).write(b"".join(commands))
+        if commands:
+            cast(asyncio.WriteTransport, transport).write(b"".join(commands))
         while len(received) < needed:
             if not replies:  # pipelined replies mostly come together: one wait for them
                 await reader.wait(timeout if received else first)
@@ -235,8 +247,11 @@ async def exchange(
         transport.close()
         raise SessionLost(str(exc), received) from None
     finally:
-        transport.set_protocol(protocol)
-        reader.previous = None  # a timer left to lapse keeps the reader, not the connection
+        if not leave_reader:
+            transport.set_protocol(protocol)
+            reader.previous = None  # a timer left to lapse keeps the reader, not the connection
+    if leave_reader:
+        return received
     if reader.unread:
         reader.stop_timer()
         transport.close()  # out of step with the server: no later reply could be trusted

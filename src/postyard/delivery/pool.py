@@ -10,12 +10,21 @@ sessions are closed after ``idle_timeout`` seconds.
 
 The pool does not open sessions: the caller leases a slot, gets an idle session or None, and
 opens one itself when it gets None. Sessions are used by one lease at a time.
+
+A lease that waits for a slot may be given one by a ride instead (RFC 2920 section 3.1: the
+message content may begin a pipelined group): the holder of a session about to send its
+message after DATA's 354 takes the first waiter's envelope (``Lease.next_rider``) and sends
+that envelope's MAIL, RCPTs and DATA in the same write as its own message and final dot;
+once it has its own reply it hands the session and its slot over (``Lease.hand_over``), with
+the rider's replies on their way. One write and one read per message instead of two, on the
+client and on the server.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Hashable
+from collections import deque
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -23,6 +32,7 @@ import aiosmtplib
 
 if TYPE_CHECKING:
     from postyard.delivery.exchange import ReplyReader
+    from postyard.delivery.transaction import Envelope
 
 
 @dataclass(eq=False, slots=True)
@@ -51,24 +61,86 @@ class PooledSession:
 
 
 @dataclass(eq=False, slots=True)
+class _Waiter:
+    """A lease waiting for a slot; ``envelope`` is what it would send, for a ride."""
+
+    future: asyncio.Future[tuple[PooledSession, int] | None]
+    envelope: Envelope | None
+    max_messages: int | None
+
+
+@dataclass(eq=False, slots=True)
+class Rider:
+    """A waiting lease whose envelope a holder sends with its own message (``next_rider``):
+    ``commands`` are MAIL, the RCPTs and DATA as written for it."""
+
+    envelope: Envelope
+    commands: list[bytes]
+    waiter: _Waiter
+
+
+@dataclass(eq=False, slots=True)
 class Lease:
     """One slot of a destination, held for one transaction.
 
     ``session`` is a reused session (the holder starts with RSET) or None; the holder opens
     a session and assigns it when it is None. Set ``reusable`` once the session is back in a
     known state (a transaction ended with a reply); otherwise the session is closed when the
-    lease ends.
+    lease ends. ``riding`` > 0: the session was handed over by a ride, with this lease's
+    envelope written and that many replies to it on their way (``Rider``).
     """
 
     session: PooledSession | None
     reusable: bool = False
     max_messages: int | None = None
     """Messages this session may carry in all (None: the pool's limit)."""
+    riding: int = 0
+    handed_over: bool = False
+    """The session and the slot went to a rider: nothing to give back on exit."""
+    _destination: _Destination | None = None
+    _limit: int = 0
+
+    def next_rider(
+        self,
+        session: PooledSession,
+        commands_of: Callable[[PooledSession, Envelope], list[bytes] | None],
+    ) -> Rider | None:
+        """The first lease waiting for this destination's slot, taken out of the queue, when
+        it can ride on ``session``: it waits with an envelope, ``commands_of`` gives that
+        envelope's commands on this session (None: it cannot go on it) and both leases allow
+        ``session`` one more message. Call ``hand_over`` once the holder has its reply."""
+        destination = self._destination
+        if destination is None or not destination.waiters or self.handed_over:
+            return None
+        waiter = destination.waiters[0]
+        if waiter.envelope is None or waiter.future.done():
+            return None
+        limit = min(self._limit, waiter.max_messages or self._limit)
+        if session.messages >= limit:
+            return None
+        commands = commands_of(session, waiter.envelope)
+        if commands is None:
+            return None
+        destination.waiters.popleft()
+        return Rider(waiter.envelope, commands, waiter)
+
+    def hand_over(self, rider: Rider, session: PooledSession) -> None:
+        """Give ``session`` and this lease's slot to ``rider``, whose replies (one per
+        command) are on their way. A rider that stopped waiting meanwhile (cancelled) cannot
+        take it: its replies would come to nobody, so the session is closed and the slot
+        stays with this lease."""
+        if rider.waiter.future.done():
+            session.close()
+            return
+        rider.waiter.future.set_result((session, len(rider.commands)))
+        self.handed_over = True
 
 
 @dataclass(eq=False, slots=True)
 class _Destination:
-    slots: asyncio.Semaphore
+    capacity: int
+    busy: int = 0
+    waiters: deque[_Waiter] = field(default_factory=deque)
     idle: list[PooledSession] = field(default_factory=list)
     users: int = 0
 
@@ -77,17 +149,26 @@ class _Holding:
     """``ConnectionPool.lease``'s context manager (a class: ``asynccontextmanager``'s
     generator cost measurable CPU per message)."""
 
-    __slots__ = ("_destination", "_key", "_lease", "_max_messages", "_pool")
+    __slots__ = ("_destination", "_envelope", "_key", "_lease", "_max_messages", "_pool")
 
-    def __init__(self, pool: ConnectionPool, key: Hashable, max_messages: int | None) -> None:
+    def __init__(
+        self,
+        pool: ConnectionPool,
+        key: Hashable,
+        max_messages: int | None,
+        envelope: Envelope | None,
+    ) -> None:
         self._pool, self._key, self._max_messages = pool, key, max_messages
+        self._envelope = envelope
         self._destination: _Destination | None = None
         self._lease: Lease | None = None
 
     async def __aenter__(self) -> Lease:
         if self._destination is not None:
             raise RuntimeError("a lease is entered once")
-        self._destination, self._lease = await self._pool._enter(self._key, self._max_messages)
+        self._destination, self._lease = await self._pool._enter(
+            self._key, self._max_messages, self._envelope
+        )
         return self._lease
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -116,43 +197,88 @@ class ConnectionPool:
         self._retiring: set[asyncio.Task[None]] = set()
         self._closed = False
 
-    def lease(self, key: Hashable, *, max_messages: int | None = None) -> _Holding:
+    def lease(
+        self, key: Hashable, *, max_messages: int | None = None, envelope: Envelope | None = None
+    ) -> _Holding:
         """Hold one of ``key``'s slots for the duration of an ``async with`` block, which
         gives the ``Lease``.
 
-        Waits while ``max_connections`` sessions to ``key`` exist and are busy. On exit the
+        Waits while ``max_connections`` sessions to ``key`` exist and are busy; a lease that
+        waits with its ``envelope`` may be given a slot by a ride (``Lease.riding``). On exit the
         session goes back to the idle list when ``reusable`` is set, is connected and has
         carried fewer than ``max_messages`` messages; otherwise it is closed (with QUIT when
         it is healthy) before the slot is released, so the cap also counts closing sessions.
         Entering raises RuntimeError after ``aclose``.
         """
-        return _Holding(self, key, max_messages)
+        return _Holding(self, key, max_messages, envelope)
 
-    async def _enter(self, key: Hashable, max_messages: int | None) -> tuple[_Destination, Lease]:
+    async def _enter(
+        self, key: Hashable, max_messages: int | None, envelope: Envelope | None
+    ) -> tuple[_Destination, Lease]:
         if self._closed:
             raise RuntimeError("the connection pool is closed")
         destination = self._destinations.get(key)
         if destination is None:
-            destination = _Destination(asyncio.Semaphore(self._max_connections))
+            destination = _Destination(self._max_connections)
             self._destinations[key] = destination
         destination.users += 1
         try:
-            await destination.slots.acquire()
+            handed = await self._acquire(destination, envelope, max_messages)
         except BaseException:
             destination.users -= 1
             self._forget_if_unused(key, destination)
             raise
-        return destination, Lease(self._take_idle(destination), max_messages=max_messages)
+        limit = min(self._max_messages, max_messages or self._max_messages)
+        if handed is not None:
+            session, riding = handed
+            lease = Lease(session, max_messages=max_messages, riding=riding)
+        else:
+            lease = Lease(self._take_idle(destination), max_messages=max_messages)
+        lease._destination, lease._limit = destination, limit
+        return destination, lease
 
     async def _exit(self, key: Hashable, destination: _Destination, lease: Lease) -> None:
         try:
-            try:
-                await self._give_back(key, destination, lease)
-            finally:
-                destination.slots.release()
+            if not lease.handed_over:  # else the session and the slot are the rider's
+                try:
+                    await self._give_back(key, destination, lease)
+                finally:
+                    self._release(destination)
         finally:
             destination.users -= 1
             self._forget_if_unused(key, destination)
+
+    async def _acquire(
+        self, destination: _Destination, envelope: Envelope | None, max_messages: int | None
+    ) -> tuple[PooledSession, int] | None:
+        """One of ``destination``'s slots, first come first served; with it a session that a
+        holder handed over by a ride (and the replies on their way), or None."""
+        if destination.busy < destination.capacity and not destination.waiters:
+            destination.busy += 1
+            return None
+        waiter = _Waiter(asyncio.get_running_loop().create_future(), envelope, max_messages)
+        destination.waiters.append(waiter)
+        try:
+            return await waiter.future
+        except BaseException:
+            if waiter.future.cancelled():
+                if waiter in destination.waiters:
+                    destination.waiters.remove(waiter)
+            else:  # the slot was given just before the cancellation: give it on
+                handed = waiter.future.result()
+                if handed is not None:
+                    handed[0].close()  # replies to a ride nobody will read
+                self._release(destination)
+            raise
+
+    def _release(self, destination: _Destination) -> None:
+        """A slot goes to the first waiter still waiting, else back to the destination."""
+        while destination.waiters:
+            waiter = destination.waiters.popleft()
+            if not waiter.future.done():
+                waiter.future.set_result(None)
+                return
+        destination.busy -= 1
 
     async def aclose(self) -> None:
         """Close every idle session (with QUIT) and refuse new leases.
@@ -217,8 +343,11 @@ class ConnectionPool:
         self, key: Hashable, destination: _Destination, session: PooledSession
     ) -> None:
         try:
-            async with destination.slots:
+            await self._acquire(destination, None, None)
+            try:
                 await self._quit(session)
+            finally:
+                self._release(destination)
         finally:
             destination.users -= 1
             self._forget_if_unused(key, destination)

@@ -20,7 +20,7 @@ from postyard.delivery.outcome import (
     SmtpStage,
     classify_reply,
 )
-from postyard.delivery.pool import PooledSession
+from postyard.delivery.pool import Lease, PooledSession
 from postyard.delivery.session import HostFailure
 
 _BARE_LINE_END = re.compile(rb"\r\n|\r|\n")
@@ -92,6 +92,52 @@ def wire_chunk(data: bytes) -> bytes:
     return b"BDAT %d LAST\r\n" % len(body) + body
 
 
+def envelope_commands(session: PooledSession, envelope: Envelope) -> list[bytes] | None:
+    """MAIL FROM (with the options this server takes: SMTPUTF8, BODY=8BITMIME, SIZE) and one
+    RCPT TO per recipient, as written on ``session``; None when the envelope needs SMTPUTF8
+    and the server does not offer it."""
+    smtp = session.smtp
+    options: list[str] = []
+    if envelope.smtputf8:
+        if not smtp.supports_extension("smtputf8"):
+            return None
+        options.append("SMTPUTF8")
+    if not envelope.data.isascii() and smtp.supports_extension("8bitmime"):
+        options.append("BODY=8BITMIME")  # RFC 6152
+    if smtp.supports_extension("size"):
+        options.append(f"SIZE={len(envelope.data)}")  # RFC 1870: lets the server refuse early
+    encoding = "utf-8" if envelope.smtputf8 else "ascii"
+    mail = f"MAIL FROM:<{envelope.mail_from}>{''.join(' ' + o for o in options)}\r\n"
+    return [
+        mail.encode(encoding),
+        *(f"RCPT TO:<{rcpt}>\r\n".encode(encoding) for rcpt in envelope.recipients),
+    ]
+
+
+def _ride_commands(session: PooledSession, envelope: Envelope) -> list[bytes] | None:
+    commands = envelope_commands(session, envelope)
+    return None if commands is None else [*commands, _DATA]
+
+
+async def continue_ride(
+    lease: Lease, envelope: Envelope
+) -> tuple[list[RecipientOutcome] | HostFailure | StaleSession, bool]:
+    """The transaction of a lease that got its session by a ride: its MAIL, RCPTs and DATA
+    went in the holder's write after the holder's message; read their replies and go on as
+    ``run_transaction`` does. A session lost before MAIL was answered is a ``StaleSession``
+    (no final dot of this message was sent: nothing was taken)."""
+    session = lease.session
+    assert session is not None and lease.riding > 0
+    session.messages += 1
+    try:
+        replies = await exchange(session, [], expect=lease.riding)
+    except SessionLost as exc:
+        if not exc.replies:
+            return StaleSession(f"{session.label} closed the session before MAIL: {exc}"), False
+        return _lost(envelope, session.label, exc.replies, str(exc)), False
+    return await _after_envelope(session, envelope, replies, lease=lease)
+
+
 @overload
 async def run_transaction(
     session: PooledSession,
@@ -100,6 +146,7 @@ async def run_transaction(
     reset: Literal[False] = False,
     chunking: bool = False,
     reset_timeout: float | None = None,
+    lease: Lease | None = None,
 ) -> tuple[list[RecipientOutcome] | HostFailure, bool]: ...
 
 
@@ -111,6 +158,7 @@ async def run_transaction(
     reset: Literal[True],
     chunking: bool = False,
     reset_timeout: float | None = None,
+    lease: Lease | None = None,
 ) -> tuple[list[RecipientOutcome] | HostFailure | StaleSession, bool]: ...
 
 
@@ -121,6 +169,7 @@ async def run_transaction(
     reset: bool = False,
     chunking: bool = False,
     reset_timeout: float | None = None,
+    lease: Lease | None = None,
 ) -> tuple[list[RecipientOutcome] | HostFailure | StaleSession, bool]:
     """One MAIL/RCPT/DATA transaction. Returns the result and whether the session is
     reusable. A 4xx to MAIL FROM, or a connection lost before it was answered, is a
@@ -138,30 +187,24 @@ async def run_transaction(
 
     ``chunking``: where the server offers CHUNKING (RFC 3030) besides PIPELINING, the message
     goes as one ``BDAT ... LAST`` chunk in that same write, so the whole transaction takes
-    one round trip instead of two (MAIL/RCPT/DATA, then the data after the 354)."""
+    one round trip instead of two (MAIL/RCPT/DATA, then the data after the 354).
+
+    ``lease``: the pool's lease of ``session``; with PIPELINING and without CHUNKING the
+    message may carry the next waiting lease's envelope in its write (``pool``: a ride), and
+    the session then goes to that lease: the caller must not use it afterwards."""
     smtp, label = session.smtp, session.label
-    encoding = "utf-8" if envelope.smtputf8 else "ascii"
-    options: list[str] = []
-    if envelope.smtputf8:
-        if not smtp.supports_extension("smtputf8"):
-            # RFC 6531 §3.2: without the extension the message must not be sent this way.
-            detail = f"{label} does not support SMTPUTF8 (RFC 6531), which this message needs"
-            return _all(envelope, OutcomeKind.BOUNCED, detail, None), True
-        options.append("SMTPUTF8")
-    if not envelope.data.isascii() and smtp.supports_extension("8bitmime"):
-        options.append("BODY=8BITMIME")  # RFC 6152
-    if smtp.supports_extension("size"):
-        options.append(f"SIZE={len(envelope.data)}")  # RFC 1870: lets the server refuse early
-    mail = f"MAIL FROM:<{envelope.mail_from}>{''.join(' ' + o for o in options)}\r\n"
-    commands = [
-        mail.encode(encoding),
-        *(f"RCPT TO:<{rcpt}>\r\n".encode(encoding) for rcpt in envelope.recipients),
-    ]
+    commands = envelope_commands(session, envelope)
+    if commands is None:
+        # RFC 6531 §3.2: without the extension the message must not be sent this way.
+        detail = f"{label} does not support SMTPUTF8 (RFC 6531), which this message needs"
+        return _all(envelope, OutcomeKind.BOUNCED, detail, None), True
     session.messages += 1
     if smtp.supports_extension("pipelining"):
         if chunking and smtp.supports_extension("chunking"):
             return await _chunked(session, envelope, commands, reset=reset, within=reset_timeout)
-        return await _pipelined(session, envelope, commands, reset=reset, within=reset_timeout)
+        return await _pipelined(
+            session, envelope, commands, reset=reset, within=reset_timeout, lease=lease
+        )
     if reset:
         try:
             [reply] = await exchange(session, [_RSET], first_timeout=reset_timeout)
@@ -179,6 +222,7 @@ async def _pipelined(
     *,
     reset: bool,
     within: float | None,
+    lease: Lease | None,
 ) -> tuple[list[RecipientOutcome] | HostFailure | StaleSession, bool]:
     """``within``: the longest wait for RSET's reply (``reset`` only)."""
     label = session.label
@@ -194,6 +238,14 @@ async def _pipelined(
             # Closed without the final dot even if DATA got its 354: no message is taken.
             return StaleSession(f"{label} answered RSET with {replies[0]}"), False
         replies = replies[1:]
+    return await _after_envelope(session, envelope, replies, lease=lease)
+
+
+async def _after_envelope(
+    session: PooledSession, envelope: Envelope, replies: list[SmtpReply], *, lease: Lease | None
+) -> tuple[list[RecipientOutcome] | HostFailure, bool]:
+    """Go on from the replies to a pipelined MAIL, RCPTs and DATA."""
+    label = session.label
     mail_reply, rcpt_replies, data_reply = replies[0], replies[1:-1], replies[-1]
     refused_mail = mail_reply.code // 100 != 2
     outcomes, accepted = _rcpt_outcomes(envelope, label, rcpt_replies)
@@ -206,7 +258,7 @@ async def _pipelined(
             except SessionLost:
                 return _mail_refused_or(envelope, label, mail_reply, outcomes), False
         return _mail_refused_or(envelope, label, mail_reply, outcomes), session.smtp.is_connected
-    return await _data(session, envelope, outcomes, data_reply)
+    return await _data(session, envelope, outcomes, data_reply, lease=lease)
 
 
 async def _chunked(
@@ -281,17 +333,33 @@ async def _data(
     envelope: Envelope,
     outcomes: dict[str, RecipientOutcome],
     data_reply: SmtpReply,
+    *,
+    lease: Lease | None = None,
 ) -> tuple[list[RecipientOutcome], bool]:
-    """The body after DATA was answered ``data_reply``; at least one recipient accepted."""
+    """The body after DATA was answered ``data_reply``; at least one recipient accepted.
+    With ``lease`` (and PIPELINING) the next waiting lease's envelope may ride in the same
+    write; the session is then that lease's, whatever became of this message."""
     label = session.label
     if data_reply.code == 354:
+        rider = lease.next_rider(session, _ride_commands) if lease is not None else None
+        sent = [wire_data(envelope.data)]
+        if rider is not None:
+            sent += rider.commands
         try:
-            [data_reply] = await exchange(session, [wire_data(envelope.data)])
+            [data_reply] = await exchange(session, sent, expect=1, leave_reader=rider is not None)
         except SessionLost as exc:
             # RFC 1047: if the link broke after the final dot the server may have the
             # message; deferring risks a duplicate, which is better than losing it.
             detail = f"connection to {label} lost during DATA: {exc}"
             return _complete(envelope, outcomes, OutcomeKind.DEFERRED, detail, None), False
+        except BaseException:
+            if rider is not None:  # stopped before its reply came: it would be the rider's
+                session.close()
+            raise
+        finally:
+            if rider is not None and lease is not None:
+                # A lost or closed session too: the rider finds it so and starts anew.
+                lease.hand_over(rider, session)
         if data_reply.code == 250:
             detail = f"accepted by {label}: {data_reply}"
             delivered = _complete(

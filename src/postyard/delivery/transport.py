@@ -20,7 +20,12 @@ from postyard.delivery.outcome import OutcomeKind, RecipientOutcome, SmtpReply
 from postyard.delivery.pool import ConnectionPool, PooledSession
 from postyard.delivery.session import HostFailure, Route, SourceAddress, TlsPolicy, open_session
 from postyard.delivery.sites import site_of_domain, site_of_mx
-from postyard.delivery.transaction import Envelope, StaleSession, run_transaction
+from postyard.delivery.transaction import (
+    Envelope,
+    StaleSession,
+    continue_ride,
+    run_transaction,
+)
 
 __all__ = ["Envelope", "Relay", "SmtpTransport", "TlsPolicy", "opportunistic_tls_context"]
 
@@ -240,23 +245,31 @@ class SmtpTransport:
     async def _attempt(
         self, route: Route, envelope: Envelope, max_messages: int | None = None
     ) -> list[RecipientOutcome] | HostFailure:
-        async with self._pool.lease(route.key, max_messages=max_messages) as lease:
+        pool = self._pool
+        async with pool.lease(route.key, max_messages=max_messages, envelope=envelope) as lease:
             if lease.session is not None:
-                result, lease.reusable = await run_transaction(
-                    lease.session,
-                    envelope,
-                    reset=True,
-                    chunking=self._chunking,
-                    reset_timeout=self._rset_timeout,
-                )
+                if lease.riding:  # the envelope went in a ride: only its replies to read
+                    result, lease.reusable = await continue_ride(lease, envelope)
+                else:
+                    result, lease.reusable = await run_transaction(
+                        lease.session,
+                        envelope,
+                        reset=True,
+                        chunking=self._chunking,
+                        reset_timeout=self._rset_timeout,
+                        lease=lease,
+                    )
                 if not isinstance(result, StaleSession):
                     return result
                 lease.session.close()  # the server has not taken the message: again, anew
+                lease.riding = 0
             opened = await self._open(route)
             if isinstance(opened, HostFailure):
                 return opened
             lease.session = opened
-            fresh, lease.reusable = await run_transaction(opened, envelope, chunking=self._chunking)
+            fresh, lease.reusable = await run_transaction(
+                opened, envelope, chunking=self._chunking, lease=lease
+            )
             return fresh
 
     async def _open(self, route: Route) -> PooledSession | HostFailure:
