@@ -26,10 +26,26 @@ async def test_it_runs_in_the_tenant_transaction(db: Database, tenant: Tenant) -
         assert await driver.fetchval("SELECT count(*) FROM api_keys") == 1
 
 
-async def test_it_refuses_a_connection_without_a_transaction(db: Database) -> None:
+@pytest.mark.parametrize("begin", [False, True])
+async def test_it_refuses_a_connection_without_a_transaction(db: Database, begin: bool) -> None:
     async with db.system_tx(reason="test", single_statement=True) as session:
         with pytest.raises(RuntimeError, match="transaction"):
+            await driver_connection(session, begin=begin)
+
+
+async def test_begin_starts_the_sessions_transaction(db: Database, tenant: Tenant) -> None:
+    """Before the session's first statement the server has no transaction; ``begin`` starts
+    the session's own, so what the driver does is undone with it."""
+    async with db.system_tx(reason="test") as session:
+        with pytest.raises(RuntimeError, match="transaction"):
             await driver_connection(session)
+        driver = await driver_connection(session, begin=True)
+        assert driver.is_in_transaction()
+        await driver.execute("UPDATE api_keys SET name = 'undone' WHERE id = $1", tenant.key.id)
+        await session.rollback()
+    async with db.system_conn(reason="test") as conn:
+        name = await conn.fetchval("SELECT name FROM api_keys WHERE id = $1", tenant.key.id)
+    assert name != "undone"
 
 
 async def test_tenant_conn_sets_the_tenant_and_rls_applies(

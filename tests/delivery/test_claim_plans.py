@@ -16,7 +16,6 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import httpx
-from sqlalchemy import text
 
 from postyard.core.db import driver_connection
 from postyard.sending import ledger
@@ -74,12 +73,12 @@ async def test_claims_read_messages_by_key_in_a_large_table(isolated: Isolated) 
     finally:
         await owner.close()
     async with isolated.db.system_tx(reason="test") as session:
-        lock_plan = await session.scalar(
-            text("EXPLAIN (FORMAT JSON) " + ledger._LOCK_DUE.text),
-            {"limit": 200, "now": now},
-        )
         candidates, _ = await ledger.lock_due(session, limit=200, now=now)
-        conn = await driver_connection(session)  # the statement is the driver's (start_sending)
+        conn = await driver_connection(session)  # both statements are the driver's
+        lock_plan = await conn.fetchval(
+            "EXPLAIN (FORMAT JSON) " + ledger._LOCK_DUE.sql,
+            *ledger._LOCK_DUE.arguments({"limit": 200, "now": now}),
+        )
         params = {
             "owner": "test",
             "lease": timedelta(minutes=5),

@@ -146,19 +146,28 @@ class DriverStatement:
         return [params[name] for name in self.names]
 
 
-async def driver_connection(session: AsyncSession) -> asyncpg.Connection:
+async def driver_connection(session: AsyncSession, *, begin: bool = False) -> asyncpg.Connection:
     """The asyncpg connection under ``session``'s transaction, for a hot-path statement run
     without SQLAlchemy's per-statement work (its async adapter costs about a millisecond of
     CPU per statement). Same connection, same transaction: the tenant setting and row-level
     security apply exactly as to the session's own statements. Raises RuntimeError unless a
     transaction is open on the server (``tenant_tx`` opens it before yielding), so nothing
-    can run in autocommit by mistake."""
+    can run in autocommit by mistake.
+
+    ``begin``: for a statement that may be the transaction's first. SQLAlchemy begins on the
+    server only with its first statement, so one is run (a round trip) when none has been;
+    a session in autocommit still raises."""
     conn = await session.connection()
     fairy = await conn.get_raw_connection()
     driver = cast(asyncpg.Connection, fairy.driver_connection)
+    if begin and not driver.is_in_transaction():
+        await session.execute(_FIRST_STATEMENT)
     if not driver.is_in_transaction():
         raise RuntimeError("driver_connection needs a transaction that has started")
     return driver
+
+
+_FIRST_STATEMENT = text("SELECT 1")
 
 
 def create_engine(url: str, *, pool_size: int, application_name: str) -> AsyncEngine:

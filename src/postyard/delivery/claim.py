@@ -72,12 +72,14 @@ async def claim_batch(
     active hold catches, postpone those over their domain's or their source address's
     warm-up allowance to tomorrow, lease the rest to ``owner`` and load their messages.
     ``source_of`` is the address a candidate will leave from (IP pools), if any."""
+    # The holds first: their statement begins the transaction, which lock_due (on the
+    # driver connection) would otherwise begin with a round trip of its own.
+    active = await holds_service.active_holds_unscoped(session)
     locked, share = await ledger.lock_due(session, limit=limit, now=now)
     took_all = ledger.took_all_due(locked, share=share, limit=limit)
     candidates = ledger.round_robin(locked, limit)
     if not candidates:
         return Claim([], {}, took_all_due=took_all)
-    active = await holds_service.active_holds_unscoped(session)
     go, held = split_held(candidates, active)
     await ledger.hold(session, held, now=now)
     policy = warmups or WarmupPolicy(schedule=())

@@ -89,7 +89,7 @@ class DeliveryResult:
 # know how few rows a claim returns) hashed the whole messages table, which only grows, so
 # every claim cost more than the last (51 ms of the server's time for a 200-row claim at
 # 20,000 messages, against about 1 ms by key).
-_LOCK_DUE = text(
+_LOCK_DUE = DriverStatement.of(
     """
     WITH RECURSIVE t(tenant_id) AS (
         (SELECT tenant_id FROM deliveries WHERE status IN ('queued', 'scheduled', 'deferred')
@@ -238,23 +238,26 @@ async def lock_due(
 ) -> tuple[list[Candidate], int]:
     """Lock an equal share of ``limit`` (``share_per_tenant``) of each waiting tenant's
     oldest due recipients (skipping rows other claims hold), oldest first, in one
-    statement; returns them and the share. The locks last until the transaction ends."""
-    rows = (await session.execute(_LOCK_DUE, {"limit": limit, "now": now})).all()
+    statement; returns them and the share. The locks last until the transaction ends.
+    A row per candidate: read on the session's driver connection (``start_sending``), which
+    begins the transaction when this is its first statement."""
+    conn = await driver_connection(session, begin=True)
+    rows = await conn.fetch(_LOCK_DUE.sql, *_LOCK_DUE.arguments({"limit": limit, "now": now}))
     candidates = [
         Candidate(
-            id=r.id,
-            tenant_id=TenantId(r.tenant_id),
-            message_id=r.message_id,
-            recipient=r.recipient,
-            domain=r.domain,
-            from_domain=r.from_domain,
-            attempts=r.attempts,
-            next_attempt_at=r.next_attempt_at,
-            bulk=r.bulk,
+            id=r["id"],
+            tenant_id=TenantId(r["tenant_id"]),
+            message_id=r["message_id"],
+            recipient=r["recipient"],
+            domain=r["domain"],
+            from_domain=r["from_domain"],
+            attempts=r["attempts"],
+            next_attempt_at=r["next_attempt_at"],
+            bulk=r["bulk"],
         )
         for r in rows
     ]
-    return candidates, rows[0].share if rows else limit
+    return candidates, rows[0]["share"] if rows else limit
 
 
 def took_all_due(candidates: Sequence[Candidate], *, share: int, limit: int) -> bool:
