@@ -32,7 +32,7 @@ import aiosmtplib
 
 if TYPE_CHECKING:
     from postyard.delivery.exchange import ReplyReader
-    from postyard.delivery.transaction import Envelope
+    from postyard.delivery.wire import Envelope
 
 
 @dataclass(eq=False, slots=True)
