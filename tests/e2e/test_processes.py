@@ -51,6 +51,15 @@ def _wait_listening(proc: psutil.Process, port: int) -> None:
         time.sleep(0.1)
 
 
+def _wait_started(proc: psutil.Process, base_nice: int) -> None:
+    """Until a worker has lowered its priority, the first thing its command does: the banner
+    comes from the first worker, so another may still be starting when it is printed."""
+    deadline = time.monotonic() + STOP_GUARD_SECONDS
+    while proc.nice() == base_nice:
+        assert time.monotonic() < deadline, f"{proc.cmdline()} never lowered its priority"
+        time.sleep(0.1)
+
+
 def _gone(procs: list[psutil.Process]) -> bool:
     _, alive = psutil.wait_procs(procs, timeout=STOP_GUARD_SECONDS)
     return not alive
@@ -78,6 +87,9 @@ def test_api_and_smtp_processes_share_the_ports_and_stop_together(tmp_path: Path
         assert http_port not in _listening_ports(children["smtp"])
         # Delivery yields the CPU to accepting mail (POSTYARD_DELIVERY__NICE, default 10).
         base_nice = parent.nice()
+        for role, child in every:
+            if role == "worker":
+                _wait_started(child, base_nice)
         assert sorted((role, child.nice() - base_nice) for role, child in every) == [
             ("api", 0),
             ("smtp", 0),
