@@ -74,7 +74,6 @@ class Rider:
     """A waiting lease whose envelope a holder sends with its own message (``next_rider``):
     ``commands`` are MAIL, the RCPTs and DATA as written for it."""
 
-    envelope: Envelope
     commands: list[bytes]
     waiter: _Waiter
 
@@ -122,7 +121,7 @@ class Lease:
         if commands is None:
             return None
         destination.waiters.popleft()
-        return Rider(waiter.envelope, commands, waiter)
+        return Rider(commands, waiter)
 
     def hand_over(self, rider: Rider, session: PooledSession) -> None:
         """Give ``session`` and this lease's slot to ``rider``, whose replies (one per
